@@ -1,0 +1,86 @@
+"""What each provider API (chat completions, responses, messages) must tell the shared flow.
+
+An API module reads; it never does I/O. The flow in ``bridge/intercept.py`` owns the request
+lifecycle and calls these functions at its moments:
+
+- ``request_info(body)`` once the client's JSON is parsed,
+- ``prepare_upstream(body)`` before the body goes upstream (the only place a body may change),
+- ``new_stream_observer()`` for a streaming answer, fed every SSE event as it is relayed,
+- ``blocking_findings(body)`` for a blocking answer,
+- ``error_body`` / ``stream_error_event`` to speak errors in the provider's own shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aibridge.bridge.sse import SSEEvent
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    model: str
+    stream: bool
+    prompt: str | None          # text of the last message whose role is "user"
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token usage of one upstream call. ``input_tokens`` excludes cached tokens."""
+
+    response_id: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ToolCall:
+    response_id: str
+    call_id: str
+    name: str
+    input: str                  # JSON text of the arguments (raw text for custom tools)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Thought:
+    content: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+Finding = Usage | ToolCall | Thought
+
+
+class StreamObserver(Protocol):
+    def feed(self, event: SSEEvent) -> list[Finding]:
+        """Findings completed by this event (most events complete none)."""
+
+    def finish(self) -> list[Finding]:
+        """End of stream (normal or not): whatever is complete or partially seen, once."""
+
+    @property
+    def error(self) -> str | None:
+        """The upstream's error message if the stream carried an error event."""
+
+
+class Api(Protocol):
+    name: str                   # "chat_completions" | "responses" | "messages"
+
+    def request_info(self, body: dict[str, Any]) -> RequestInfo: ...
+
+    def prepare_upstream(self, body: dict[str, Any]) -> bool:
+        """Adjust the upstream body in place; True when it changed (so it is re-encoded)."""
+
+    def blocking_findings(self, body: dict[str, Any]) -> list[Finding]: ...
+
+    def new_stream_observer(self) -> StreamObserver: ...
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        """A JSON error body in this provider's shape, for errors the bridge itself raises."""
+
+    def stream_error_event(self, message: str) -> bytes:
+        """One encoded SSE event that tells a streaming client the answer failed."""

@@ -1,0 +1,66 @@
+"""What the shared flow needs from an upstream provider.
+
+A provider turns a client request into an upstream call and hands back a response whose body
+is in the API's own wire format (JSON, or SSE for streams). The HTTP providers (OpenAI,
+Anthropic) relay bytes as they are; Bedrock translates its transport into Anthropic's format so
+that nothing downstream can tell the difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from multidict import CIMultiDict
+
+from aibridge.bridge.apis.base import Api
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or did not answer in time (→ 502 / 504)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    method: str
+    tail: str                         # path after /api/v2/aibridge/<provider>/, e.g. "v1/messages"
+    query: str                        # raw query string, kept as sent ("beta=true")
+    headers: CIMultiDict[str]         # client headers minus hop-by-hop, Host, length and credentials
+    body: bytes
+    json: dict[str, Any] | None = None   # the parsed body of an intercepted request
+    stream: bool = False
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    def iter_chunks(self) -> AsyncIterator[bytes]:
+        """Body chunks as they arrive (already decoded from any content encoding)."""
+
+    async def read(self) -> bytes: ...
+
+    def close(self) -> None:
+        """Release the connection (aborting the upstream call if the body is unread)."""
+
+
+class Provider(Protocol):
+    type: str                          # "openai" | "anthropic"
+    name: str                          # route segment and recorded provider_name
+    apis: Mapping[str, Api]            # intercepted tails → API, e.g. {"v1/messages": MESSAGES}
+
+    def is_passthrough(self, method: str, tail: str) -> bool: ...
+
+    def upstream_model(self, model: str) -> str:
+        """The model the upstream will actually run (Bedrock maps; others keep it)."""
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        """Call the upstream; raises UpstreamError when it cannot be reached."""
+
+    async def close(self) -> None: ...

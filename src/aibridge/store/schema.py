@@ -1,0 +1,151 @@
+"""The database schema, shared by SQLite and PostgreSQL (SQLAlchemy Core).
+
+Alembic migrations in ``migrations/`` create exactly these tables; a test checks that the
+migrated database and this module agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+UTC = dt.UTC
+
+
+class UTCDateTime(sa.TypeDecorator[dt.datetime]):
+    """Always UTC-aware in Python; ``timestamptz`` on PostgreSQL, naive UTC text on SQLite."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+metadata = sa.MetaData()
+
+
+def _id() -> sa.Column[Any]:
+    return sa.Column("id", sa.Uuid(as_uuid=True), primary_key=True)
+
+
+def _interception_fk() -> sa.Column[Any]:
+    return sa.Column("interception_id", sa.Uuid(as_uuid=True),
+                     sa.ForeignKey("aibridge_interceptions.id", ondelete="CASCADE"), nullable=False)
+
+
+def _created_at() -> sa.Column[Any]:
+    return sa.Column("created_at", UTCDateTime(), nullable=False)
+
+
+def _metadata() -> sa.Column[Any]:
+    return sa.Column("metadata", JSONType, nullable=False, server_default=sa.text("'{}'"))
+
+
+users = sa.Table(
+    "users", metadata,
+    _id(),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("email", sa.String(320), nullable=False, server_default=""),
+    sa.Column("name", sa.String(128), nullable=False, server_default=""),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("suspended", sa.Boolean(), nullable=False, server_default=sa.false()),
+    _created_at(),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("user_id", sa.Uuid(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("hashed_secret", sa.LargeBinary(32), nullable=False),
+    _created_at(),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+interceptions = sa.Table(
+    "aibridge_interceptions", metadata,
+    _id(),
+    sa.Column("initiator_id", sa.Uuid(as_uuid=True), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("provider_name", sa.String(64), nullable=False),
+    sa.Column("api", sa.String(32), nullable=False, server_default=""),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("client", sa.String(64), nullable=False, server_default=""),
+    sa.Column("client_session_id", sa.String(256), nullable=True),
+    sa.Column("user_agent", sa.Text(), nullable=False, server_default=""),
+    _metadata(),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=True),
+    sa.Index("idx_aibridge_interceptions_started_id", sa.text("started_at DESC"), sa.text("id DESC")),
+    sa.Index("idx_aibridge_interceptions_initiator", "initiator_id", "started_at"),
+    sa.Index("idx_aibridge_interceptions_provider", "provider"),
+    sa.Index("idx_aibridge_interceptions_model", "model"),
+    sa.Index("idx_aibridge_interceptions_client", "client"),
+    sa.Index("idx_aibridge_interceptions_session", "client_session_id"),
+)
+
+token_usages = sa.Table(
+    "aibridge_token_usages", metadata,
+    _id(), _interception_fk(),
+    sa.Column("provider_response_id", sa.String(256), nullable=False, server_default=""),
+    sa.Column("input_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("output_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("cache_read_input_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("cache_write_input_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    _metadata(), _created_at(),
+    sa.Index("idx_aibridge_token_usages_interception", "interception_id"),
+)
+
+user_prompts = sa.Table(
+    "aibridge_user_prompts", metadata,
+    _id(), _interception_fk(),
+    sa.Column("provider_response_id", sa.String(256), nullable=False, server_default=""),
+    sa.Column("prompt", sa.Text(), nullable=False),
+    _metadata(), _created_at(),
+    sa.Index("idx_aibridge_user_prompts_interception", "interception_id"),
+)
+
+tool_usages = sa.Table(
+    "aibridge_tool_usages", metadata,
+    _id(), _interception_fk(),
+    sa.Column("provider_response_id", sa.String(256), nullable=False, server_default=""),
+    sa.Column("provider_tool_call_id", sa.String(256), nullable=False, server_default=""),
+    sa.Column("server_url", sa.Text(), nullable=True),
+    sa.Column("tool", sa.String(256), nullable=False),
+    sa.Column("input", sa.Text(), nullable=False),
+    sa.Column("injected", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("invocation_error", sa.Text(), nullable=True),
+    _metadata(), _created_at(),
+    sa.Index("idx_aibridge_tool_usages_interception", "interception_id"),
+)
+
+model_thoughts = sa.Table(
+    "aibridge_model_thoughts", metadata,
+    _id(), _interception_fk(),
+    sa.Column("content", sa.Text(), nullable=False),
+    _metadata(), _created_at(),
+    sa.Index("idx_aibridge_model_thoughts_interception", "interception_id"),
+)
+
+CHILD_TABLES = (token_usages, user_prompts, tool_usages, model_thoughts)

@@ -1,0 +1,167 @@
+"""Queries for users and API keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aibridge.identity.tokens import hash_secret, new_token
+from aibridge.store.schema import api_keys, users
+
+
+class Conflict(Exception):
+    pass
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class User:
+    id: uuid.UUID
+    username: str
+    email: str
+    name: str
+    role: str
+    suspended: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": str(self.id), "username": self.username, "email": self.email, "name": self.name,
+                "role": self.role, "status": "suspended" if self.suspended else "active",
+                "created_at": iso(self.created_at), "updated_at": iso(self.updated_at)}
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    user_id: uuid.UUID
+    name: str
+    hashed_secret: bytes
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "user_id": str(self.user_id), "token_name": self.name,
+                "created_at": iso(self.created_at), "expires_at": iso(self.expires_at),
+                "revoked": self.revoked_at is not None}
+
+
+def iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _user(row: Any) -> User:
+    return User(row.id, row.username, row.email, row.name, row.role, row.suspended, row.created_at,
+                row.updated_at)
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(row.id, row.user_id, row.name, row.hashed_secret, row.created_at, row.expires_at,
+                  row.revoked_at)
+
+
+async def create_user(engine: AsyncEngine, username: str, role: str, email: str = "", name: str = "") -> User:
+    stamp = now()
+    user = User(uuid.uuid4(), username, email, name, role, False, stamp, stamp)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(users.insert().values(
+                id=user.id, username=username, email=email, name=name, role=role, suspended=False,
+                created_at=stamp, updated_at=stamp))
+    except IntegrityError:
+        raise Conflict(f"user {username!r} already exists") from None
+    return user
+
+
+async def list_users(engine: AsyncEngine) -> list[User]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(users.select().order_by(users.c.username))
+        return [_user(r) for r in rows]
+
+
+async def count_users(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar_one())
+
+
+async def get_user(engine: AsyncEngine, ref: str) -> User:
+    """A user by username or id."""
+    condition = users.c.username == ref
+    try:
+        condition = sa.or_(condition, users.c.id == uuid.UUID(ref))
+    except ValueError:
+        pass
+    async with engine.connect() as conn:
+        row = (await conn.execute(users.select().where(condition))).first()
+    if row is None:
+        raise NotFound(f"user {ref!r} not found")
+    return _user(row)
+
+
+async def set_suspended(engine: AsyncEngine, user_id: uuid.UUID, suspended: bool) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(users.update().where(users.c.id == user_id)
+                           .values(suspended=suspended, updated_at=now()))
+
+
+async def create_api_key(engine: AsyncEngine, user_id: uuid.UUID, lifetime: dt.timedelta,
+                         name: str = "") -> tuple[ApiKey, str]:
+    """Create a key; returns it and the full token (shown once, never stored)."""
+    token_id, secret = new_token()
+    stamp = now()
+    key = ApiKey(token_id, user_id, name or f"token-{token_id}", hash_secret(secret), stamp,
+                 stamp + lifetime, None)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(api_keys.insert().values(
+                id=key.id, user_id=user_id, name=key.name, hashed_secret=key.hashed_secret,
+                created_at=stamp, expires_at=key.expires_at))
+    except IntegrityError:
+        raise NotFound("user not found") from None
+    return key, f"{token_id}-{secret}"
+
+
+async def list_api_keys(engine: AsyncEngine, user_id: uuid.UUID) -> list[ApiKey]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(api_keys.select().where(api_keys.c.user_id == user_id)
+                                  .order_by(api_keys.c.created_at))
+        return [_key(r) for r in rows]
+
+
+async def get_api_key(engine: AsyncEngine, token_id: str) -> tuple[ApiKey, User] | None:
+    """The key and its user in one query (the authentication path's only read)."""
+    query = sa.select(api_keys, users.c.username, users.c.email, users.c.name.label("user_name"),
+                      users.c.role, users.c.suspended, users.c.created_at.label("user_created_at"),
+                      users.c.updated_at).join(users, users.c.id == api_keys.c.user_id) \
+        .where(api_keys.c.id == token_id)
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    user = User(row.user_id, row.username, row.email, row.user_name, row.role, row.suspended,
+                row.user_created_at, row.updated_at)
+    return _key(row), user
+
+
+async def revoke_api_key(engine: AsyncEngine, token_id: str, user_id: uuid.UUID | None = None) -> None:
+    condition = api_keys.c.id == token_id
+    if user_id is not None:
+        condition = sa.and_(condition, api_keys.c.user_id == user_id)
+    async with engine.begin() as conn:
+        result = await conn.execute(api_keys.update().where(condition).values(revoked_at=now()))
+    if result.rowcount == 0:
+        raise NotFound(f"token {token_id!r} not found")
