@@ -1,0 +1,128 @@
+"""Export: interceptions (Coder's shape), sessions, and the distinct clients and models seen."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shlex
+import uuid
+
+from aiohttp import web
+
+from aibridge.api.common import APIError, actor, json_response
+from aibridge.identity.roles import Actor
+from aibridge.server_keys import ENGINE
+from aibridge.store import export
+from aibridge.store.export import Filters
+
+QUERY_KEYS = ("initiator", "provider", "model", "client", "started_after", "started_before", "session")
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+
+
+def parse_time(key: str, value: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise APIError(400, f"invalid {key}: {value!r} is not an RFC3339 timestamp",
+                       "e.g. 2026-01-31T00:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise APIError(400, f"invalid {key}: {value!r} has no time zone", "e.g. 2026-01-31T00:00:00Z")
+    return parsed
+
+
+def parse_query(q: str, current: Actor) -> Filters:
+    """``q`` holds space-separated ``key:value`` terms (values may be quoted)."""
+    filters = Filters(restrict_to=None if current.reads_all_records else current.id)
+    try:
+        terms = shlex.split(q)
+    except ValueError as exc:
+        raise APIError(400, f"invalid query: {exc}") from None
+    for term in terms:
+        key, sep, value = term.partition(":")
+        if not sep or not value:
+            raise APIError(400, f"invalid query term {term!r}", f"use key:value with a key among {', '.join(QUERY_KEYS)}")
+        if key not in QUERY_KEYS:
+            raise APIError(400, f"unknown query key {key!r}", f"valid keys: {', '.join(QUERY_KEYS)}")
+        if key == "initiator":
+            _set_initiator(filters, value, current)
+        elif key in ("started_after", "started_before"):
+            setattr(filters, key, parse_time(key, value))
+        else:
+            setattr(filters, "session_id" if key == "session" else key, value)
+    return filters
+
+
+def _set_initiator(filters: Filters, value: str, current: Actor) -> None:
+    if value == "me":
+        filters.initiator_id = current.id
+        return
+    try:
+        filters.initiator_id = uuid.UUID(value)
+    except ValueError:
+        filters.initiator_username = value
+
+
+def parse_limit(request: web.Request) -> int:
+    raw = request.query.get("limit", str(DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise APIError(400, f"invalid limit {raw!r}", f"limit must be between 1 and {MAX_LIMIT}")
+    return int(raw)
+
+
+def parse_uuid(name: str, raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise APIError(400, f"invalid {name} {raw!r}: not a UUID") from None
+
+
+async def list_interceptions(request: web.Request) -> web.Response:
+    filters = parse_query(request.query.get("q", ""), actor(request))
+    limit = parse_limit(request)
+    raw_after = request.query.get("after_id", "")
+    after_id = parse_uuid("after_id", raw_after) if raw_after else None
+    try:
+        count, results = await export.list_interceptions(request.app[ENGINE], filters, limit, after_id)
+    except export.UnknownCursor as exc:
+        raise APIError(400, str(exc)) from None
+    return json_response({"count": count, "results": results})
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    filters = parse_query(request.query.get("q", ""), actor(request))
+    limit = parse_limit(request)
+    raw_offset = request.query.get("offset", "0")
+    if not raw_offset.isdigit():
+        raise APIError(400, f"invalid offset {raw_offset!r}")
+    count, results = await export.list_sessions(request.app[ENGINE], filters, limit, int(raw_offset))
+    return json_response({"count": count, "results": results})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    filters = parse_query(request.query.get("q", ""), actor(request))
+    filters.session_id = request.match_info["id"]
+    engine = request.app[ENGINE]
+    _, sessions = await export.list_sessions(engine, filters, MAX_LIMIT, 0)
+    if not sessions:
+        raise APIError(404, f"session {filters.session_id!r} not found")
+    found = await export.interceptions_oldest_first(engine, filters)
+    return json_response({"sessions": sessions, "interceptions": found})
+
+
+async def list_clients(request: web.Request) -> web.Response:
+    current = actor(request)
+    restrict = None if current.reads_all_records else current.id
+    return json_response(await export.distinct_values(request.app[ENGINE], "client", restrict))
+
+
+async def list_models(request: web.Request) -> web.Response:
+    current = actor(request)
+    restrict = None if current.reads_all_records else current.id
+    return json_response(await export.distinct_values(request.app[ENGINE], "model", restrict))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v2/aibridge/interceptions", list_interceptions)
+    app.router.add_get("/api/v2/aibridge/sessions", list_sessions)
+    app.router.add_get("/api/v2/aibridge/sessions/{id}", get_session)
+    app.router.add_get("/api/v2/aibridge/clients", list_clients)
+    app.router.add_get("/api/v2/aibridge/models", list_models)

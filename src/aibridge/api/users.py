@@ -1,0 +1,136 @@
+"""Users and their API tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from aiohttp import web
+
+from aibridge.api.common import APIError, actor, json_body, json_response, require, string_field
+from aibridge.config import parse_duration
+from aibridge.identity.auth import Authenticator
+from aibridge.identity.roles import ROLES
+from aibridge.server_keys import AUTHENTICATOR, ENGINE
+from aibridge.store import users as store
+from aibridge.store.users import User
+
+USERNAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
+DEFAULT_LIFETIME = dt.timedelta(days=30)
+MAX_LIFETIME = dt.timedelta(days=3650)
+
+
+def validate_username(username: str) -> str:
+    if not USERNAME.match(username):
+        raise ValueError(f"invalid username {username!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    return username
+
+
+def parse_lifetime(text: str) -> dt.timedelta:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError("lifetime must be positive")
+    lifetime = dt.timedelta(seconds=seconds)
+    if lifetime > MAX_LIFETIME:
+        raise ValueError("lifetime must be at most 3650d")
+    return lifetime
+
+
+async def _target(request: web.Request) -> User:
+    """The user named in the path ('me', a username or an id); only owners may name others."""
+    ref = request.match_info["user"]
+    current = actor(request)
+    if ref in ("me", current.username, str(current.id)):
+        return await store.get_user(request.app[ENGINE], str(current.id))
+    if not current.is_owner:
+        raise APIError(403, "forbidden", "only owners can act on other users")
+    try:
+        return await store.get_user(request.app[ENGINE], ref)
+    except store.NotFound as exc:
+        raise APIError(404, str(exc)) from None
+
+
+async def create_user(request: web.Request) -> web.Response:
+    require(request, "owner")
+    body = await json_body(request)
+    username = string_field(body, "username")
+    role = string_field(body, "role", "member")
+    try:
+        validate_username(username)
+    except ValueError as exc:
+        raise APIError(400, str(exc)) from None
+    if role not in ROLES:
+        raise APIError(400, f"invalid role {role!r}", f"use one of {', '.join(ROLES)}")
+    try:
+        user = await store.create_user(request.app[ENGINE], username, role,
+                                       string_field(body, "email"), string_field(body, "name"))
+    except store.Conflict as exc:
+        raise APIError(409, str(exc)) from None
+    return json_response(user.to_json(), 201)
+
+
+async def list_users(request: web.Request) -> web.Response:
+    require(request, "owner", "auditor")
+    found = await store.list_users(request.app[ENGINE])
+    return json_response({"users": [u.to_json() for u in found], "count": len(found)})
+
+
+async def get_me(request: web.Request) -> web.Response:
+    current = actor(request)
+    return json_response((await store.get_user(request.app[ENGINE], str(current.id))).to_json())
+
+
+async def get_user(request: web.Request) -> web.Response:
+    ref = request.match_info["user"]
+    current = actor(request)
+    if ref not in ("me", current.username, str(current.id)):
+        require(request, "owner", "auditor")
+    try:
+        user = await store.get_user(request.app[ENGINE], str(current.id) if ref == "me" else ref)
+    except store.NotFound as exc:
+        raise APIError(404, str(exc)) from None
+    return json_response(user.to_json())
+
+
+async def create_token(request: web.Request) -> web.Response:
+    user = await _target(request)
+    body = await json_body(request)
+    lifetime_raw = body.get("lifetime")
+    try:
+        if isinstance(lifetime_raw, int | float) and not isinstance(lifetime_raw, bool):
+            lifetime = parse_lifetime(f"{lifetime_raw}s")
+        else:
+            lifetime = parse_lifetime(lifetime_raw) if lifetime_raw else DEFAULT_LIFETIME
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise APIError(400, f"invalid lifetime: {exc}") from None
+    key, token = await store.create_api_key(request.app[ENGINE], user.id, lifetime,
+                                            string_field(body, "token_name"))
+    return json_response({"key": token, "id": key.id, "expires_at": key.to_json()["expires_at"]}, 201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    user = await _target(request)
+    keys = await store.list_api_keys(request.app[ENGINE], user.id)
+    return json_response([k.to_json() for k in keys])
+
+
+async def delete_token(request: web.Request) -> web.Response:
+    user = await _target(request)
+    token_id = request.match_info["id"]
+    try:
+        await store.revoke_api_key(request.app[ENGINE], token_id, user.id)
+    except store.NotFound as exc:
+        raise APIError(404, str(exc)) from None
+    authenticator: Authenticator = request.app[AUTHENTICATOR]
+    authenticator.forget(token_id)
+    return web.Response(status=204)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v2/users", create_user)
+    app.router.add_get("/api/v2/users", list_users)
+    app.router.add_get("/api/v2/users/me", get_me)
+    app.router.add_get("/api/v2/users/{user}", get_user)
+    app.router.add_post("/api/v2/users/{user}/keys/tokens", create_token)
+    app.router.add_get("/api/v2/users/{user}/keys/tokens", list_tokens)
+    app.router.add_delete("/api/v2/users/{user}/keys/{id}", delete_token)

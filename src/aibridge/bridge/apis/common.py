@@ -1,0 +1,100 @@
+"""Small readers shared by the API modules.
+
+Client and upstream JSON is untrusted: every reader here accepts any shape and falls back to
+an empty value instead of raising, so a strange body can never break the relay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+def as_dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def as_int(value: object) -> int:
+    # bool is an int subclass, but never a token count
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return 0
+
+
+def counts(**values: object) -> dict[str, Any]:
+    """Metadata of the non-zero counts only, so that absent and zero extras compare equal."""
+    return {key: n for key, value in values.items() if (n := as_int(value))}
+
+
+def loads_object(data: str | bytes) -> dict[str, Any] | None:
+    """A JSON object, or None for anything else (malformed events are skipped, not raised)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def dumps_text(value: object) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:                    # e.g. an integer beyond 64 bits parsed by another library
+        return str(value)
+
+
+def compact_json_text(text: str) -> str:
+    """The same JSON in orjson's compact form (streamed fragments and whole bodies then agree);
+    text that is not JSON, such as a truncated fragment, is kept as it is."""
+    try:
+        return orjson.dumps(orjson.loads(text)).decode()
+    except (orjson.JSONDecodeError, TypeError):
+        return text
+
+
+def request_model(body: dict[str, Any]) -> str:
+    return as_str(body.get("model"))
+
+
+def request_stream(body: dict[str, Any]) -> bool:
+    return body.get("stream") is True
+
+
+def last_user_message(messages: object) -> dict[str, Any] | None:
+    """The last item whose role is "user" (not simply the last item: Claude Code ends its
+    messages with a ``role: "system"`` item)."""
+    for item in reversed(as_list(messages)):
+        if isinstance(item, dict) and item.get("role") == "user":
+            return item
+    return None
+
+
+def last_text_part(parts: list[Any], part_type: str) -> str | None:
+    for part in reversed(parts):
+        if isinstance(part, dict) and part.get("type") == part_type:
+            text = part.get("text")
+            if isinstance(text, str):
+                return text
+    return None
+
+
+def error_message(error: object, fallback: str) -> str:
+    """The message of an upstream error object (or string), else its type or code."""
+    if isinstance(error, str) and error:
+        return error
+    err = as_dict(error)
+    for key in ("message", "type", "code"):
+        value = err.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return fallback

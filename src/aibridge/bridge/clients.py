@@ -1,0 +1,151 @@
+"""Which AI tool sent a request, and its session, guessed from the request headers.
+
+Best effort: not every tool names itself. Signals come from the tools' own sources and
+captures: their User-Agent, Codex's ``originator``, and the OpenRouter-style attribution
+headers (``X-Title``, ``HTTP-Referer``) that Cline and its forks send to every provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+CLAUDE_CODE = "Claude Code"
+CODEX = "Codex"
+ZED = "Zed"
+COPILOT = "GitHub Copilot"
+CURSOR = "Cursor"
+ROO_CODE = "Roo Code"
+KILO_CODE = "Kilo Code"
+CLINE = "Cline"
+OPENCODE = "OpenCode"
+MUX = "Mux"
+UNKNOWN = "Unknown"
+
+_Headers = dict[str, str]        # lower-cased names
+
+
+def _lower(headers: Mapping[str, str]) -> _Headers:
+    """Lower-cased names; the first value wins when a name repeats (as in a multidict)."""
+    lowered: _Headers = {}
+    try:
+        for name, value in headers.items():
+            if isinstance(name, str) and isinstance(value, str):
+                lowered.setdefault(name.lower(), value)
+    except (AttributeError, TypeError):
+        pass
+    return lowered
+
+
+def _ua_starts(h: _Headers, *prefixes: str) -> bool:
+    return h.get("user-agent", "").lower().startswith(prefixes)
+
+
+def _title(h: _Headers) -> str:
+    return h.get("x-title", "").strip().lower()
+
+
+def _referer(h: _Headers) -> str:
+    return h.get("http-referer", "").lower()
+
+
+def _has_prefixed(h: _Headers, prefix: str) -> bool:
+    return any(name.startswith(prefix) for name in h)
+
+
+def _claude_code(h: _Headers) -> bool:
+    return _ua_starts(h, "claude-cli/", "claude-code/") or "x-claude-code-session-id" in h
+
+
+def _codex(h: _Headers) -> bool:
+    # originator: codex_exec, codex_cli_rs, codex_vscode, …; User-Agent: codex_exec/0.171.0 …
+    return h.get("originator", "").lower().startswith("codex") or _ua_starts(h, "codex")
+
+
+def _kilo(h: _Headers) -> bool:
+    # Kilo Code forked Roo Code (itself a Cline fork): test it before the other two.
+    return (
+        _ua_starts(h, "kilo-code/", "kilocode/")
+        or h.get("originator", "").lower() == "kilo-code"
+        or _title(h) == "kilo code"
+        or _has_prefixed(h, "x-kilocode-")
+        or "kilocode" in _referer(h)
+    )
+
+
+def _roo(h: _Headers) -> bool:
+    return (
+        _ua_starts(h, "roo-code/", "roocode/")
+        or h.get("originator", "").lower() == "roo-code"
+        or _title(h) == "roo code"
+        or "roovetgit" in _referer(h)             # github.com/RooVetGit/Roo-Cline: not Cline
+    )
+
+
+def _cline(h: _Headers) -> bool:
+    return (
+        _ua_starts(h, "cline/")
+        or _title(h) == "cline"
+        or "x-cline-version" in h
+        or "://cline.bot" in _referer(h)
+    )
+
+
+def _opencode(h: _Headers) -> bool:
+    return (
+        _ua_starts(h, "opencode/")
+        or _title(h) == "opencode"
+        or _has_prefixed(h, "x-opencode-")
+        or "opencode.ai" in _referer(h)
+    )
+
+
+def _zed(h: _Headers) -> bool:
+    return _ua_starts(h, "zed/")
+
+
+def _copilot(h: _Headers) -> bool:
+    # GitHubCopilotChat/… (VS Code), copilot/… (CLI); the editor integrations add these headers
+    return (
+        _ua_starts(h, "githubcopilotchat/", "copilot/")
+        or "copilot-integration-id" in h
+        or h.get("editor-plugin-version", "").lower().startswith("copilot")
+    )
+
+
+def _cursor(h: _Headers) -> bool:
+    return _has_prefixed(h, "x-cursor-") or _ua_starts(h, "cursor/")
+
+
+def _mux(h: _Headers) -> bool:
+    return _ua_starts(h, "mux/")
+
+
+# Order matters where tools share ancestry (Kilo → Roo → Cline).
+_RULES: tuple[tuple[str, Callable[[_Headers], bool]], ...] = (
+    (CLAUDE_CODE, _claude_code),
+    (CODEX, _codex),
+    (KILO_CODE, _kilo),
+    (ROO_CODE, _roo),
+    (CLINE, _cline),
+    (OPENCODE, _opencode),
+    (ZED, _zed),
+    (COPILOT, _copilot),
+    (CURSOR, _cursor),
+    (MUX, _mux),
+)
+
+# Where each tool puts the id of its conversation.
+_SESSION_HEADERS: dict[str, tuple[str, ...]] = {
+    CLAUDE_CODE: ("x-claude-code-session-id",),
+    CODEX: ("session-id", "session_id"),           # older Codex releases used the underscore
+    OPENCODE: ("x-opencode-session", "x-session-id"),
+    CLINE: ("x-task-id",),
+}
+
+
+def detect_client(headers: Mapping[str, str]) -> tuple[str, str | None]:
+    """(client name, session id or None) for the request headers, case-insensitively."""
+    h = _lower(headers)
+    client = next((name for name, matches in _RULES if matches(h)), UNKNOWN)
+    session = next((v for name in _SESSION_HEADERS.get(client, ()) if (v := h.get(name, "").strip())), None)
+    return client, session

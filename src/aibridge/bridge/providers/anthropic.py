@@ -1,0 +1,21 @@
+"""Anthropic (and Anthropic-compatible gateways): x-api-key, base URL at the API root."""
+
+from __future__ import annotations
+
+import re
+
+from aibridge.bridge.apis.messages import MESSAGES
+from aibridge.bridge.providers.http import HTTPProvider
+
+_PASSTHROUGH = re.compile(r"^(v1/models(/.+)?|v1/messages/count_tokens|api/event_logging/.+)$")
+
+
+class AnthropicProvider(HTTPProvider):
+    type = "anthropic"
+    apis = {"v1/messages": MESSAGES}
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"x-api-key": self._key}
+
+    def is_passthrough(self, method: str, tail: str) -> bool:
+        return bool(_PASSTHROUGH.match(tail))

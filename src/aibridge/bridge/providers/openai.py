@@ -1,0 +1,23 @@
+"""OpenAI (and OpenAI-compatible gateways): Bearer key, base URL that already ends in /v1/."""
+
+from __future__ import annotations
+
+import re
+
+from aibridge.bridge.apis.chat_completions import CHAT_COMPLETIONS
+from aibridge.bridge.apis.responses import RESPONSES
+from aibridge.bridge.providers.http import HTTPProvider
+
+_PASSTHROUGH = re.compile(r"^v1/(models(/.+)?|conversations(/.+)?|responses/.+)$")
+
+
+class OpenAIProvider(HTTPProvider):
+    type = "openai"
+    base_strip = "v1/"
+    apis = {"v1/chat/completions": CHAT_COMPLETIONS, "v1/responses": RESPONSES}
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key}"}
+
+    def is_passthrough(self, method: str, tail: str) -> bool:
+        return bool(_PASSTHROUGH.match(tail))

@@ -1,0 +1,61 @@
+"""``/api/v2/aibridge/<provider>/<tail>``: authenticate, then intercept, pass through or 404."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+from aiohttp import web
+
+from aibridge.bridge.flow import Addons
+from aibridge.bridge.intercept import intercept, provider_error
+from aibridge.bridge.passthrough import passthrough
+from aibridge.bridge.providers.base import Provider
+from aibridge.identity.auth import Authenticator, AuthError
+
+PREFIX = "/api/v2/aibridge/"
+
+
+def json_error(status: int, message: str, detail: str = "") -> web.Response:
+    return web.Response(status=status, content_type="application/json",
+                        body=orjson.dumps({"message": message, "detail": detail}))
+
+
+class Bridge:
+    def __init__(self, providers: Mapping[str, Provider], authenticator: Authenticator, addons: Addons,
+                 enabled: bool = True) -> None:
+        self.providers = dict(providers)
+        self.authenticator = authenticator
+        self.addons = addons
+        self.enabled = enabled
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["provider"]
+        tail = request.match_info["tail"]
+        if not self.enabled:
+            return json_error(404, "AI Bridge is not enabled",
+                              "Start the server with --aibridge-enabled (CODER_AIBRIDGE_ENABLED=true) "
+                              "and configure a provider key.")
+        provider = self.providers.get(name)
+        if provider is None:
+            known = ", ".join(sorted(self.providers)) or "none"
+            return json_error(404, f"provider {name!r} is not configured", f"Configured providers: {known}.")
+        default_api = next(iter(provider.apis.values()))
+        api = provider.apis.get(tail) if request.method == "POST" else None
+        passes = api is None and provider.is_passthrough(request.method, tail)
+        if api is None and not passes:
+            return provider_error(default_api, 404, f"route not supported: {request.method} {request.path}")
+        try:
+            actor = await self.authenticator.authenticate(request.headers)
+        except AuthError as exc:
+            return provider_error(default_api, exc.status, exc.message)
+        request["actor"] = actor
+        if api is not None:
+            return await intercept(request, actor, provider, api, tail, self.addons)
+        response = await passthrough(request, provider, default_api, tail)
+        self.addons.passthrough(provider, "/" + tail, request.method, response.status)
+        return response
+
+    async def close(self) -> None:
+        for provider in self.providers.values():
+            await provider.close()

@@ -1,0 +1,169 @@
+"""The ``aibridge`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aibridge import __version__
+from aibridge.cli.options import fail, server_options, settings_from, storage_options
+from aibridge.identity.roles import ROLES
+from aibridge.store import users as store
+from aibridge.store.db import create_engine, migrate
+
+T = TypeVar("T")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="aibridge")
+def cli() -> None:
+    """AI Bridge: give every developer Claude Code, Codex and friends without handing out provider keys."""
+
+
+@cli.command()
+@server_options
+def server(**kwargs: Any) -> None:
+    """Run the control plane and the bridge."""
+    from aibridge.observability.logging import setup_logging
+    from aibridge.server import run
+
+    settings = settings_from(kwargs)
+    setup_logging(settings.log_json)
+    run(settings)
+
+
+def with_database(kwargs: dict[str, Any], work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run ``work`` against the configured database (migrated first), with clean errors."""
+    settings = settings_from(kwargs, storage_only=True)
+
+    async def main() -> T:
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate(engine)
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(main())
+    except (store.Conflict, store.NotFound) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot reach the database: {exc}")
+
+
+@cli.command("migrate")
+@storage_options
+def migrate_command(**kwargs: Any) -> None:
+    """Apply database migrations (the server also does at start)."""
+    with_database(kwargs, lambda engine: asyncio.sleep(0))
+    click.echo("database is up to date")
+
+
+@cli.group()
+def users() -> None:
+    """Manage users (directly on the configured database)."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--role", type=click.Choice(ROLES), default="member", show_default=True)
+@click.option("--email", default="", help="E-mail address.")
+@click.option("--name", "full_name", default="", help="Display name.")
+@storage_options
+def users_create(username: str, role: str, email: str, full_name: str, **kwargs: Any) -> None:
+    """Create a user."""
+    from aibridge.api.users import validate_username
+
+    try:
+        validate_username(username)
+    except ValueError as exc:
+        fail(str(exc))
+    user = with_database(kwargs, lambda e: store.create_user(e, username, role, email, full_name))
+    click.echo(f"created user {user.username} ({user.role}) id={user.id}")
+
+
+@users.command("list")
+@storage_options
+def users_list(**kwargs: Any) -> None:
+    """List users."""
+    found = with_database(kwargs, store.list_users)
+    click.echo(f"{'USERNAME':<24} {'ROLE':<8} {'STATUS':<10} {'EMAIL':<32} ID")
+    for user in found:
+        status = "suspended" if user.suspended else "active"
+        click.echo(f"{user.username:<24} {user.role:<8} {status:<10} {user.email:<32} {user.id}")
+
+
+@cli.group()
+def tokens() -> None:
+    """Manage API tokens (directly on the configured database)."""
+
+
+@tokens.command("create")
+@click.argument("username")
+@click.option("--lifetime", default="720h", show_default=True, help="How long the token is valid (e.g. 720h, 90d).")
+@click.option("--name", "token_name", default="", help="A name for the token.")
+@storage_options
+def tokens_create(username: str, lifetime: str, token_name: str, **kwargs: Any) -> None:
+    """Print a new API token for USERNAME on stdout (nothing else)."""
+    from aibridge.api.users import parse_lifetime
+
+    try:
+        duration = parse_lifetime(lifetime)
+    except ValueError as exc:
+        fail(f"--lifetime: {exc}")
+
+    async def work(engine: AsyncEngine) -> str:
+        user = await store.get_user(engine, username)
+        _, token = await store.create_api_key(engine, user.id, duration, token_name)
+        return token
+
+    click.echo(with_database(kwargs, work))
+
+
+@tokens.command("list")
+@click.argument("username")
+@storage_options
+def tokens_list(username: str, **kwargs: Any) -> None:
+    """List a user's tokens (ids and expiry; secrets are never stored)."""
+
+    async def work(engine: AsyncEngine) -> list[store.ApiKey]:
+        return await store.list_api_keys(engine, (await store.get_user(engine, username)).id)
+
+    click.echo(f"{'ID':<12} {'NAME':<24} {'EXPIRES':<22} STATUS")
+    for key in with_database(kwargs, work):
+        expires = key.to_json()["expires_at"][:19] + "Z"
+        click.echo(f"{key.id:<12} {key.name:<24} {expires:<22} {'revoked' if key.revoked_at else 'active'}")
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+@storage_options
+def tokens_revoke(token_id: str, **kwargs: Any) -> None:
+    """Revoke a token by its id (the part before the dash). Takes effect within 10 seconds."""
+    with_database(kwargs, lambda engine: store.revoke_api_key(engine, token_id.split("-", 1)[0]))
+    click.echo(f"revoked token {token_id.split('-', 1)[0]}")
+
+
+def _register_optional_commands() -> None:
+    from aibridge.cli import interceptions
+
+    cli.add_command(interceptions.interceptions)
+    try:
+        from aibridge.cli import env
+    except ImportError:
+        return
+    cli.add_command(env.env)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    cli(prog_name="aibridge")

@@ -1,0 +1,50 @@
+"""Click options generated from the configuration table, and settings resolution for commands."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from aibridge.config import CONFIG_PATH_ENV, OPTIONS, STORAGE_OPTIONS, ConfigError, Option, Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _decorator(opt: Option) -> Callable[[F], F]:
+    default = opt.default or "(empty)"
+    text = f"{opt.help} [env: {opt.env}; default: {default}]"
+    if opt.kind == "bool":
+        return click.option(opt.flag, opt.key, default=None, is_flag=False, flag_value="true",
+                            metavar="[true|false]", help=text)
+    return click.option(opt.flag, opt.key, default=None, metavar=opt.kind.upper(), help=text)
+
+
+def config_options(options: Iterable[Option]) -> Callable[[F], F]:
+    def apply(func: F) -> F:
+        for opt in reversed(tuple(options)):
+            func = _decorator(opt)(func)
+        return click.option("--config", "config_path", default=None, metavar="PATH",
+                            help=f"YAML configuration file [env: {CONFIG_PATH_ENV}]")(func)
+    return apply
+
+
+server_options = config_options(OPTIONS)
+storage_options = config_options(STORAGE_OPTIONS)
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def settings_from(kwargs: dict[str, Any], *, storage_only: bool = False) -> Settings:
+    """Pop the configuration options from a command's kwargs and resolve them (exit 2 on error)."""
+    config_path = kwargs.pop("config_path", None)
+    flags = {opt.key: kwargs.pop(opt.key) for opt in OPTIONS if opt.key in kwargs}
+    try:
+        return load_settings(flags, config_path=config_path, storage_only=storage_only)
+    except ConfigError as exc:
+        fail(str(exc))

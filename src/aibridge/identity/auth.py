@@ -1,0 +1,84 @@
+"""Authentication: token from the request headers → Actor, cached briefly in memory.
+
+The bridge's hot path must not read the database per request: a validated token is cached
+for ``ttl`` seconds, so a revocation, suspension or role change takes effect within that time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Mapping
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aibridge.identity.roles import Actor
+from aibridge.identity.tokens import secret_matches, split_token
+from aibridge.store.users import ApiKey, User, get_api_key
+
+CACHE_TTL = 10.0
+_MAX_CACHE = 100_000
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def token_from_headers(headers: Mapping[str, str]) -> str | None:
+    """Coder-Session-Token, Authorization: Bearer, or X-Api-Key (what the SDKs send)."""
+    token = headers.get("Coder-Session-Token")
+    if token:
+        return token.strip()
+    authorization = headers.get("Authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    token = headers.get("X-Api-Key")
+    return token.strip() if token else None
+
+
+class Authenticator:
+    def __init__(self, engine: AsyncEngine, ttl: float = CACHE_TTL) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, ApiKey, User]] = {}
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Actor:
+        token = token_from_headers(headers)
+        if not token:
+            raise AuthError(401, "missing API token: send it as 'Authorization: Bearer <token>', "
+                                 "'X-Api-Key: <token>' or 'Coder-Session-Token: <token>'")
+        parts = split_token(token)
+        if parts is None:
+            raise AuthError(403, "invalid API token")
+        token_id, secret = parts
+        key, user = await self._lookup(token_id)
+        if key is None or user is None or not secret_matches(secret, key.hashed_secret):
+            raise AuthError(403, "invalid API token")
+        if key.revoked_at is not None:
+            raise AuthError(403, "API token has been revoked")
+        if key.expires_at <= dt.datetime.now(dt.UTC):
+            raise AuthError(403, "API token has expired")
+        if user.suspended:
+            raise AuthError(403, f"user {user.username!r} is suspended")
+        return Actor(user.id, user.username, user.name, user.email, user.role, key.id)
+
+    async def _lookup(self, token_id: str) -> tuple[ApiKey | None, User | None]:
+        now = time.monotonic()
+        cached = self._cache.get(token_id)
+        if cached is not None and cached[0] > now:
+            return cached[1], cached[2]
+        found = await get_api_key(self._engine, token_id)
+        if found is None:
+            return None, None
+        if len(self._cache) >= _MAX_CACHE:
+            self._cache.clear()
+        self._cache[token_id] = (now + self._ttl, *found)
+        return found
+
+    def forget(self, token_id: str) -> None:
+        """Drop a token at once (revocation through this process's own API)."""
+        self._cache.pop(token_id, None)

@@ -1,0 +1,18 @@
+"""Typed keys for what the aiohttp application holds (shared by server and handlers)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:
+    from aibridge.config import Settings
+    from aibridge.identity.auth import Authenticator
+    from aibridge.recording.recorder import Recorder
+
+ENGINE = web.AppKey("engine", AsyncEngine)
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
+RECORDER: web.AppKey[Recorder] = web.AppKey("recorder")

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aibridge.config import OPTIONS, ConfigError, format_duration, load_settings, parse_duration
+
+
+def test_durations_accept_go_units_days_and_weeks() -> None:
+    assert parse_duration("90d") == 90 * 86400
+    assert parse_duration("2w") == 14 * 86400
+    assert parse_duration("1440h") == 60 * 86400
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("1.5s") == 1.5
+    assert parse_duration("250ms") == 0.25
+    assert parse_duration("0") == 0
+    assert format_duration(60 * 86400) == "60d"
+    for bad in ("", "5", "5x", "d", "1h 30m", "-1h"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_defaults_match_the_contract() -> None:
+    s = load_settings({}, env={})
+    assert s.http_address == "127.0.0.1:3000"
+    assert s.public_url == "http://127.0.0.1:3000"
+    assert s.aibridge_enabled is False
+    assert s.aibridge_retention == 60 * 86400
+    assert s.aibridge_openai_base_url == "https://api.openai.com/v1/"
+    assert s.aibridge_anthropic_base_url == "https://api.anthropic.com/"
+    assert s.aibridge_bedrock_model == "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    assert s.aibridge_circuit_breaker_failure_threshold == 5
+    assert s.aibridge_circuit_breaker_interval == 10
+    assert s.prometheus_address == "127.0.0.1:2112"
+    assert s.database_url.startswith("sqlite+aiosqlite:///")
+    assert s.database_url.endswith("/.local/share/aibridge/aibridge.db")
+
+
+def test_precedence_flag_over_env_over_yaml_over_default(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("http_address: 127.0.0.1:4000\naibridge:\n  retention: 2w\n  rate_limit: 3\n"
+                   "  max_concurrency: 7\n")
+    env = {"CODER_AIBRIDGE_RETENTION": "10d", "CODER_AIBRIDGE_RATE_LIMIT": "5"}
+    s = load_settings({"aibridge_rate_limit": "9"}, env=env, config_path=str(cfg))
+    assert s.aibridge_rate_limit == 9           # flag
+    assert s.aibridge_retention == 10 * 86400    # env beats YAML
+    assert s.http_address == "127.0.0.1:4000"    # YAML beats default
+    assert s.aibridge_max_concurrency == 7
+    assert s.aibridge_circuit_breaker_timeout == 30  # default
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("aibridge:\n  enabled: true\n  openai_key: sk-yaml\n")
+    s = load_settings({}, env={"CODER_CONFIG_PATH": str(cfg)})
+    assert s.aibridge_enabled is True
+    assert [p.name for p in s.providers] == ["openai"]
+    assert s.providers[0].key == "sk-yaml"
+
+
+@pytest.mark.parametrize(("env", "fragment"), [
+    ({"CODER_AIBRIDGE_RETENTION": "5x"}, "CODER_AIBRIDGE_RETENTION: invalid duration '5x'"),
+    ({"CODER_HTTP_ADDRESS": "nope"}, "CODER_HTTP_ADDRESS: invalid address 'nope'"),
+    ({"CODER_AIBRIDGE_ENABLED": "maybe"}, "CODER_AIBRIDGE_ENABLED: invalid boolean 'maybe'"),
+    ({"CODER_AIBRIDGE_MAX_CONCURRENCY": "-1"}, "CODER_AIBRIDGE_MAX_CONCURRENCY: must not be negative"),
+    ({"CODER_AIBRIDGE_OPENAI_BASE_URL": "ftp://x"}, "CODER_AIBRIDGE_OPENAI_BASE_URL: invalid URL"),
+    ({"CODER_PG_CONNECTION_URL": "mysql://x"}, "--postgres-url: unsupported URL"),
+    ({"CODER_AIBRIDGE_ENABLED": "true"}, "--aibridge-enabled: AI Bridge is enabled but no provider"),
+    ({"CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_BEDROCK_ACCESS_KEY": "AKID"},
+     "--aibridge-bedrock-region: Bedrock needs a region"),
+    ({"CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_BEDROCK_REGION": "us-east-1",
+      "CODER_AIBRIDGE_BEDROCK_ACCESS_KEY": "AKID"}, "--aibridge-bedrock-access-key: set both"),
+    ({"CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_PROVIDER_0_TYPE": "gemini"},
+     "CODER_AIBRIDGE_PROVIDER_0_TYPE: must be one of openai, anthropic"),
+    ({"CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_PROVIDER_0_TYPE": "openai"},
+     "CODER_AIBRIDGE_PROVIDER_0_KEY: provider 'openai' needs an API key"),
+    ({"CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_PROVIDER_0_TYPE": "openai",
+      "CODER_AIBRIDGE_PROVIDER_0_KEY": "k", "CODER_AIBRIDGE_PROVIDER_2_TYPE": "openai"},
+     "CODER_AIBRIDGE_PROVIDER_1_TYPE: provider indices must be contiguous"),
+    ({"CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_PROVIDER_0_TYPE": "openai",
+      "CODER_AIBRIDGE_PROVIDER_0_KEY": "k", "CODER_AIBRIDGE_PROVIDER_0_NAME": "sessions"},
+     "CODER_AIBRIDGE_PROVIDER_0_NAME: 'sessions' cannot be a provider name"),
+    ({"CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_OPENAI_KEY": "k",
+      "CODER_AIBRIDGE_PROVIDER_0_TYPE": "openai", "CODER_AIBRIDGE_PROVIDER_0_KEY": "k2"},
+     "CODER_AIBRIDGE_PROVIDER_0_NAME: provider name 'openai' is already used by legacy options"),
+])
+def test_bad_configuration_names_the_option(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, env=env)
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_indexed_providers() -> None:
+    env = {"CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_ANTHROPIC_KEY": "sk-a",
+           "CODER_AIBRIDGE_PROVIDER_0_TYPE": "anthropic", "CODER_AIBRIDGE_PROVIDER_0_NAME": "anthropic-bedrock",
+           "CODER_AIBRIDGE_PROVIDER_0_BEDROCK_REGION": "eu-west-1",
+           "CODER_AIBRIDGE_PROVIDER_1_TYPE": "openai", "CODER_AIBRIDGE_PROVIDER_1_NAME": "litellm",
+           "CODER_AIBRIDGE_PROVIDER_1_KEY": "sk-l", "CODER_AIBRIDGE_PROVIDER_1_BASE_URL": "http://127.0.0.1:4000/v1"}
+    s = load_settings({}, env=env)
+    by_name = {p.name: p for p in s.providers}
+    assert list(by_name) == ["anthropic", "anthropic-bedrock", "litellm"]
+    bedrock = by_name["anthropic-bedrock"].bedrock
+    assert bedrock is not None
+    assert bedrock.endpoint == "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    assert bedrock.model == "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    assert by_name["litellm"].base_url == "http://127.0.0.1:4000/v1"
+    assert by_name["anthropic"].bedrock is None
+
+
+def test_secret_values_never_appear_in_help() -> None:
+    from click.testing import CliRunner
+
+    from aibridge.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["server", "--help"],
+                                env={"CODER_AIBRIDGE_OPENAI_KEY": "sk-very-secret", "COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "sk-very-secret" not in result.output
+    packed = "".join(result.output.split())   # help text wraps at any width
+    for opt in OPTIONS:
+        assert opt.flag in packed
+        assert opt.env in packed
+
+
+def test_configuration_docs_are_in_sync() -> None:
+    from aibridge.cli.docs import render_configuration_docs
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    assert docs.read_text() == render_configuration_docs(), "run: python -m aibridge.cli.docs > docs/configuration.md"
