@@ -1,0 +1,120 @@
+"""Migrations and the recorder on real databases (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aibridge.config import postgres_async_url
+from aibridge.recording import records as rec
+from aibridge.recording.recorder import Journal, Recorder, decode_record, encode_record
+from aibridge.store import users as user_store
+from aibridge.store.db import create_engine, migrate
+from aibridge.store.schema import interceptions, metadata, token_usages
+from tests.harness import Database
+
+
+@pytest.fixture
+async def engine(database: Database) -> AsyncIterator[AsyncEngine]:
+    url = (postgres_async_url(database.postgres.url) if database.postgres
+           else f"sqlite+aiosqlite:///{database.data_dir / 'aibridge.db'}")
+    eng = create_engine(url)
+    await migrate(eng)
+    yield eng
+    await eng.dispose()
+
+
+async def test_migrations_from_empty_match_the_schema(engine: AsyncEngine) -> None:
+    await migrate(engine)        # a second run is a no-op
+    async with engine.connect() as conn:
+        diff = await conn.run_sync(lambda sync: compare_metadata(
+            MigrationContext.configure(sync, opts={"compare_type": False}), metadata))
+        tables = await conn.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()))
+    assert {"users", "api_keys", "aibridge_interceptions", "aibridge_token_usages", "aibridge_user_prompts",
+            "aibridge_tool_usages", "aibridge_model_thoughts"} <= tables
+    # Expression indexes cannot be reflected on SQLite; everything else must agree.
+    assert [d for d in diff if "started_id" not in str(d)] == []
+
+
+async def _interception(engine: AsyncEngine) -> tuple[uuid.UUID, list[rec.Record]]:
+    user = await user_store.create_user(engine, f"u{uuid.uuid4().hex[:8]}", "member")
+    iid = uuid.uuid4()
+    records: list[rec.Record] = [
+        rec.InterceptionStart(iid, user.id, "openai", "openai", "chat_completions", "gpt-x", "Codex", "s1", "ua", {}),
+        rec.PromptRecord(iid, "", "hello", {}),
+        rec.TokenUsageRecord(iid, "resp_1", 10, 5, 3, 0, {"reasoning_tokens": 2}),
+        rec.ToolUsageRecord(iid, "resp_1", "call_1", "bash", '{"cmd":"ls"}', False, None, None, {}),
+        rec.ThoughtRecord(iid, "thinking...", {}),
+        rec.InterceptionEnd(iid),
+    ]
+    return iid, records
+
+
+async def test_recorder_batches_and_writes_everything(engine: AsyncEngine, tmp_path: Path) -> None:
+    recorder = Recorder(engine, tmp_path / "journal.jsonl")
+    await recorder.start()
+    iid, records = await _interception(engine)
+    for record in records:
+        recorder.submit(record)
+    await recorder.close()
+    async with engine.connect() as conn:
+        row = (await conn.execute(interceptions.select().where(interceptions.c.id == iid))).one()
+        usage = (await conn.execute(token_usages.select().where(token_usages.c.interception_id == iid))).one()
+    assert row.ended_at is not None and row.ended_at >= row.started_at
+    assert (usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens) == (10, 5, 3)
+    assert usage.metadata == {"reasoning_tokens": 2}
+    assert not recorder.journal
+
+
+async def test_database_outage_spills_to_journal_and_replays(engine: AsyncEngine, tmp_path: Path) -> None:
+    """Nothing accepted is lost: a failing database sends batches to the journal, in order."""
+    journal_path = tmp_path / "journal.jsonl"
+    broken = create_engine("sqlite+aiosqlite:///" + str(tmp_path / "missing" / "x.db"))  # no tables: writes fail
+    recorder = Recorder(broken, journal_path, linger=0)
+    await recorder.start()
+    iid, records = await _interception(engine)
+    for record in records:
+        recorder.submit(record)
+        await asyncio.sleep(0.01)     # several batches, so order across batches matters
+    await recorder.close()
+    await broken.dispose()
+    assert Journal(journal_path)
+    assert [type(r) for r in Journal(journal_path).read()] == [type(r) for r in records]
+
+    # The next start (healthy database) replays the journal before anything else.
+    recorder = Recorder(engine, journal_path)
+    await recorder.start()
+    await recorder.close()
+    assert not Journal(journal_path)
+    async with engine.connect() as conn:
+        row = (await conn.execute(interceptions.select().where(interceptions.c.id == iid))).one()
+        count = (await conn.execute(sa.select(sa.func.count()).select_from(token_usages)
+                                    .where(token_usages.c.interception_id == iid))).scalar_one()
+    assert row.ended_at is not None and count == 1
+
+    # Replaying the same records again (e.g. a crash after commit) duplicates nothing.
+    Journal(journal_path).append(records)
+    recorder = Recorder(engine, journal_path)
+    await recorder.start()
+    await recorder.close()
+    async with engine.connect() as conn:
+        count = (await conn.execute(sa.select(sa.func.count()).select_from(token_usages)
+                                    .where(token_usages.c.interception_id == iid))).scalar_one()
+    assert count == 1
+
+
+def test_journal_encoding_round_trips() -> None:
+    start = rec.InterceptionStart(uuid.uuid4(), uuid.uuid4(), "anthropic", "anthropic", "messages", "m", "Claude Code",
+                                  None, "ua", {"k": [1, 2]}, dt.datetime(2026, 1, 2, 3, 4, 5, 6, dt.UTC))
+    assert decode_record(encode_record(start)) == start
+    tool = rec.ToolUsageRecord(uuid.uuid4(), "r", "c", "t", "{}", True, "http://mcp", "boom", {})
+    assert decode_record(encode_record(tool)) == tool
