@@ -20,8 +20,12 @@ from aibridge.bridge.providers import build_provider
 from aibridge.bridge.routing import PREFIX, Bridge, json_error
 from aibridge.config import Settings, redact_url
 from aibridge.identity.auth import Authenticator, AuthError
+from aibridge.observability.metrics import Metrics, MetricsAddon, MetricsListener
+from aibridge.observability.structured import StructuredLogger
+from aibridge.observability.tracing import Tracing
 from aibridge.recording.addon import RecordingAddon
 from aibridge.recording.recorder import Recorder
+from aibridge.recording.retention import RetentionTask
 from aibridge.server_keys import AUTHENTICATOR, ENGINE, RECORDER, SETTINGS
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
@@ -29,6 +33,8 @@ from aibridge.store.db import create_engine, migrate
 log = logging.getLogger("aibridge.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BRIDGE: web.AppKey[Bridge] = web.AppKey("bridge")
+METRICS: web.AppKey[Metrics | None] = web.AppKey("metrics")
+TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")
 FIRST_OWNER = "admin"
 
 
@@ -71,28 +77,64 @@ async def buildinfo(_request: web.Request) -> web.Response:
     return json_response({"version": __version__})
 
 
+def observers(settings: Settings, recorder: Recorder, metrics: Metrics | None,
+              tracing: Tracing | None) -> list[Addon]:
+    """Metrics, traces and structured logs; only what is enabled is attached (disabled costs nothing)."""
+    addons: list[Addon] = []
+    if metrics is not None:
+        metrics_addon = MetricsAddon(metrics)
+        recorder.listeners.append(metrics_addon.record_listener)
+        addons.append(metrics_addon)
+    if tracing is not None:
+        addons.append(tracing.addon)
+    if settings.aibridge_structured_logging:
+        recorder.listeners.append(StructuredLogger())
+    return addons
+
+
 def build_app(settings: Settings, engine: AsyncEngine, extra_addons: list[Addon] | None = None) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=64 * 1024 * 1024)
+    metrics = Metrics() if settings.prometheus_enable else None
+    tracing = Tracing.from_env() if settings.trace else None
+    # The trace middleware goes first: it notes when a request arrived and the client's trace context.
+    middlewares = [*([tracing.middleware] if tracing else []), errors_middleware, auth_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
     authenticator = Authenticator(engine)
     recorder = Recorder(engine, settings.data_dir / "journal" / "records.jsonl")
-    addons = Addons([RecordingAddon(recorder), *(extra_addons or [])])
+    # Observers go last: a Reject raised by an earlier addon's request_parsed then never leaves
+    # them with a flow that is started but never ended.
+    addons = Addons([RecordingAddon(recorder), *(extra_addons or []),
+                     *observers(settings, recorder, metrics, tracing)])
     providers = {cfg.name: build_provider(cfg) for cfg in settings.providers}
     bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled)
     app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[RECORDER], app[BRIDGE] = (
         settings, engine, authenticator, recorder, bridge)
+    app[METRICS], app[TRACING] = metrics, tracing
+    retention = RetentionTask(engine, settings.aibridge_retention,
+                              on_purged=metrics.purged.inc if metrics else None)
+    metrics_listener = MetricsListener(metrics, settings.prometheus_address) if metrics else None
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v2/buildinfo", buildinfo)
     users_api.add_routes(app)
     interceptions_api.add_routes(app)
     app.router.add_route("*", PREFIX + "{provider}/{tail:.*}", bridge.handle)
+    if metrics is not None:
+        app.router.add_get("/metrics", metrics.handle)
 
     async def on_startup(app: web.Application) -> None:
         await app[RECORDER].start()
+        retention.start()
+        if metrics_listener is not None:
+            await metrics_listener.start()
 
     async def on_cleanup(app: web.Application) -> None:
+        await retention.stop()
         await app[BRIDGE].close()
         await app[RECORDER].close()
+        if metrics_listener is not None:
+            await metrics_listener.stop()
+        if tracing is not None:
+            await tracing.shutdown()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

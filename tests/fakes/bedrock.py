@@ -51,6 +51,7 @@ from aiohttp import web
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from multidict import CIMultiDict
 
 DEFAULT_ACCESS_KEY = "AKIDEXAMPLE"
 DEFAULT_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -89,7 +90,8 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
     out = bytearray()
     for name, value in headers.items():
         raw_name, raw_value = name.encode(), value.encode()
-        out += struct.pack("!B", len(raw_name)) + raw_name + b"\x07" + struct.pack("!H", len(raw_value)) + raw_value
+        out += struct.pack("!B", len(raw_name)) + raw_name
+        out += b"\x07" + struct.pack("!H", len(raw_value)) + raw_value
     return bytes(out)
 
 
@@ -160,26 +162,28 @@ class Scenario:
     def message_id(self) -> str:
         return f"msg_bdrk_01{self.name.replace('_', '').ljust(22, 'X')[:22]}"
 
+    def _usage(self, output_tokens: int) -> dict[str, int]:
+        u = self.usage
+        return {"input_tokens": u.input_tokens, "cache_creation_input_tokens": u.cache_write_input_tokens,
+                "cache_read_input_tokens": u.cache_read_input_tokens, "output_tokens": output_tokens}
+
     def message(self, model: str) -> dict[str, Any]:
         """The blocking InvokeModel answer (an Anthropic Message)."""
-        u = self.usage
-        return {"id": self.message_id, "type": "message", "role": "assistant", "model": anthropic_model(model),
-                "content": [dict(block) for block in self.content], "stop_reason": self.stop_reason,
-                "stop_sequence": None,
-                "usage": {"input_tokens": u.input_tokens, "cache_creation_input_tokens": u.cache_write_input_tokens,
-                          "cache_read_input_tokens": u.cache_read_input_tokens, "output_tokens": u.output_tokens}}
+        return {"id": self.message_id, "type": "message", "role": "assistant",
+                "model": anthropic_model(model), "content": [dict(block) for block in self.content],
+                "stop_reason": self.stop_reason, "stop_sequence": None,
+                "usage": self._usage(self.usage.output_tokens)}
 
     def events(self, model: str) -> list[dict[str, Any]]:
         """The Anthropic stream events of a complete answer (before any failure cuts it short)."""
         u = self.usage
         events: list[dict[str, Any]] = [{"type": "message_start", "message": {
             "id": self.message_id, "type": "message", "role": "assistant", "model": anthropic_model(model),
-            "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": u.input_tokens, "cache_creation_input_tokens": u.cache_write_input_tokens,
-                      "cache_read_input_tokens": u.cache_read_input_tokens, "output_tokens": 1}}}]
+            "content": [], "stop_reason": None, "stop_sequence": None, "usage": self._usage(1)}}]
         for index, block in enumerate(self.content):
             events.extend(_block_events(index, block))
-        events.append({"type": "message_delta", "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
+        events.append({"type": "message_delta",
+                       "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
                        "usage": {"output_tokens": u.output_tokens}})
         metrics: dict[str, int] = {"inputTokenCount": u.input_tokens, "outputTokenCount": u.output_tokens,
                                    "invocationLatency": 1873, "firstByteLatency": 412}
@@ -236,7 +240,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         {"type": "thinking", "signature": _SIGNATURE,
          "thinking": "Counting angels on a pin is a scholastic caricature; the honest answer is that it "
                      "depends on whether angels occupy space at all. I'll say so briefly."},
-        {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP"},
+        {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rA"},
         {"type": "text", "text": "None, or infinitely many: it depends on whether angels take up space."},
     ), "end_turn", ExpectedUsage(input_tokens=40, output_tokens=420, cache_write_input_tokens=1200)),
     Scenario("throttled", (
@@ -300,8 +304,10 @@ class RecordedRequest:
 
 
 def _aws_error(status: int, error: str, message: str, namespace: str = _BEDROCK) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps({"message": message}), content_type="application/json",
-                        headers={"x-amzn-ErrorType": f"{error}:{namespace}", "x-amzn-RequestId": str(uuid.uuid4())})
+    return web.Response(status=status, body=orjson.dumps({"message": message}),
+                        content_type="application/json",
+                        headers={"x-amzn-ErrorType": f"{error}:{namespace}",
+                                 "x-amzn-RequestId": str(uuid.uuid4())})
 
 
 @dataclass
@@ -335,9 +341,10 @@ class FakeBedrock:
 
     # ------------------------------------------------------------ signature
 
-    def verify_signature(self, method: str, raw_path: str, headers: Mapping[str, str] | Any,
+    def verify_signature(self, method: str, raw_path: str, received: Mapping[str, str],
                          body: bytes) -> tuple[str, str] | None:
         """None when the SigV4 signature is right, else (AWS error code, message)."""
+        headers: CIMultiDict[str] = CIMultiDict(received)
         authorization = headers.get("Authorization")
         if not authorization:
             return "MissingAuthenticationTokenException", "Missing Authentication Token"
@@ -351,9 +358,11 @@ class FakeBedrock:
         if self.session_token is not None and headers.get("X-Amz-Security-Token") != self.session_token:
             return "UnrecognizedClientException", UNRECOGNIZED_CLIENT
         if region != self.region:
-            return "InvalidSignatureException", f"Credential should be scoped to a valid region, not '{region}'."
+            return "InvalidSignatureException", \
+                f"Credential should be scoped to a valid region, not '{region}'."
         if service != SERVICE:
-            return "InvalidSignatureException", f"Credential should be scoped to correct service: '{SERVICE}'."
+            return "InvalidSignatureException", \
+                f"Credential should be scoped to correct service: '{SERVICE}'."
         amz_date = headers.get("X-Amz-Date", "")
         try:
             when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
@@ -367,16 +376,20 @@ class FakeBedrock:
             return "InvalidSignatureException", SIGNATURE_MISMATCH
         signed = {}
         for name in names:
-            values = headers.getall(name, []) if hasattr(headers, "getall") else [headers.get(name)]
-            if not values or values[0] is None:
+            values = headers.getall(name, [])
+            if not values:
                 return "InvalidSignatureException", SIGNATURE_MISMATCH
             signed[name] = ",".join(values)
-        request = AWSRequest(method=method, url=f"http://{signed['host']}{raw_path}", headers=signed, data=body)
+        # The URL's scheme does not enter the signature; the path and query are taken raw, as sent.
+        url = f"http://{signed['host']}{raw_path}"
+        request = AWSRequest(method=method, url=url, headers=signed, data=body)
         request.context["timestamp"] = amz_date
-        signer = SigV4Auth(Credentials(self.access_key, self.secret_key, self.session_token), SERVICE, self.region)
+        credentials = Credentials(self.access_key, self.secret_key, self.session_token)
+        signer = SigV4Auth(credentials, SERVICE, self.region)
         if signer.signed_headers(signer.headers_to_sign(request)) != signed_headers:
             return "InvalidSignatureException", SIGNATURE_MISMATCH
-        expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+        canonical = signer.canonical_request(request)
+        expected = signer.signature(signer.string_to_sign(request, canonical), request)
         if not hmac.compare_digest(expected, signature):
             return "InvalidSignatureException", SIGNATURE_MISMATCH
         return None
@@ -414,10 +427,12 @@ class FakeBedrock:
             f = scenario.http_failure
             return _aws_error(f.status, f.error, f.message)
         if record.operation == "invoke":
-            if scenario.failure:
-                return _aws_error(scenario.failure.http_status, scenario.failure.http_error, scenario.failure.message)
+            failure = scenario.failure
+            if failure:
+                return _aws_error(failure.http_status, failure.http_error, failure.message)
             u = scenario.usage
-            return web.Response(body=orjson.dumps(scenario.message(record.model)), content_type="application/json",
+            return web.Response(body=orjson.dumps(scenario.message(record.model)),
+                                content_type="application/json",
                                 headers={"x-amzn-RequestId": str(uuid.uuid4()),
                                          "X-Amzn-Bedrock-Input-Token-Count": str(u.input_tokens),
                                          "X-Amzn-Bedrock-Output-Token-Count": str(u.output_tokens),
@@ -431,11 +446,11 @@ class FakeBedrock:
             return "Malformed input request, please reformat your input and try again."
         for key in EXTRANEOUS_KEYS:
             if key in body:
-                return f"Malformed input request: #: extraneous key [{key}] is not permitted, please reformat " \
-                       "your input and try again."
+                return (f"Malformed input request: #: extraneous key [{key}] is not permitted, "
+                        "please reformat your input and try again.")
         if "anthropic_version" not in body:
-            return "Malformed input request: #: required key [anthropic_version] not found, please reformat " \
-                   "your input and try again."
+            return ("Malformed input request: #: required key [anthropic_version] not found, "
+                    "please reformat your input and try again.")
         if body["anthropic_version"] != ANTHROPIC_VERSION:
             return "Invalid API version"
         betas = body.get("anthropic_beta", [])
@@ -484,7 +499,8 @@ class FakeBedrock:
 # ---------------------------------------------------------------- as a process
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.bedrock", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.bedrock",
+                                     description="A fake Amazon Bedrock runtime endpoint.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--access-key", default=DEFAULT_ACCESS_KEY)
@@ -494,7 +510,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     async def run() -> None:
-        fake = FakeBedrock(args.access_key, args.secret_key, args.region, args.session_token, args.host, args.port)
+        fake = FakeBedrock(args.access_key, args.secret_key, args.region, args.session_token,
+                           args.host, args.port)
         await fake.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -101,7 +101,8 @@ def sse(*events: tuple[str | None, object]) -> list[SSEEvent]:
 def test_request_info(name: str) -> None:
     api, sections = load(name)
     info = api.request_info(orjson.loads(sections["request"]))
-    assert {"model": info.model, "stream": info.stream, "prompt": info.prompt} == orjson.loads(sections["info"])
+    got = {"model": info.model, "stream": info.stream, "prompt": info.prompt}
+    assert got == orjson.loads(sections["info"])
 
 
 @pytest.mark.parametrize("name", case_names())
@@ -180,7 +181,8 @@ def test_messages_prompt_skips_claude_codes_trailing_system_message() -> None:
     body = {"messages": [
         {"role": "user", "content": "first"},
         {"role": "assistant", "content": "ok"},
-        {"role": "user", "content": [{"type": "text", "text": "<reminder/>"}, {"type": "text", "text": "hi"}]},
+        {"role": "user", "content": [{"type": "text", "text": "<reminder/>"},
+                                     {"type": "text", "text": "hi"}]},
         {"role": "system", "content": "Available agent types"},
     ]}
     assert MESSAGES.request_info(body).prompt == "hi"
@@ -232,14 +234,16 @@ def test_responses_prompt() -> None:
         {"type": "input_text", "text": "one"}, {"type": "input_file", "file_id": "f"},
         {"type": "input_text", "text": "two"}]})
     assert RESPONSES.request_info({"input": items}).prompt == "one\ntwo"
-    assert RESPONSES.request_info({"input": [{"role": "user", "content": [{"type": "input_image"}]}]}).prompt is None
+    images_only = [{"role": "user", "content": [{"type": "input_image"}]}]
+    assert RESPONSES.request_info({"input": images_only}).prompt is None
 
 
 # --- prepare_upstream --------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("options", "expected"), [
     (None, {"include_usage": True}),
-    ({"include_usage": False, "include_obfuscation": False}, {"include_usage": True, "include_obfuscation": False}),
+    ({"include_usage": False, "include_obfuscation": False},
+     {"include_usage": True, "include_obfuscation": False}),
     ("bogus", {"include_usage": True}),
 ])
 def test_chat_stream_asks_for_usage(options: object, expected: dict[str, Any]) -> None:
@@ -273,7 +277,8 @@ def test_other_apis_never_change_the_body(api: Api) -> None:
 # --- Anthropic usage: cumulative counts, one Usage per message ---------------------------------
 
 START = ("message_start", {"type": "message_start", "message": {"id": "msg_1", "usage": {
-    "input_tokens": 18, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 100, "output_tokens": 1}}})
+    "input_tokens": 18, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 100,
+    "output_tokens": 1}}})
 STOP = ("message_stop", {"type": "message_stop"})
 
 
@@ -282,7 +287,8 @@ def delta(usage: dict[str, Any]) -> tuple[str, object]:
 
 
 def test_anthropic_cumulative_output_is_not_added_up() -> None:
-    findings, _ = feed_all(MESSAGES, sse(START, delta({"output_tokens": 10}), delta({"output_tokens": 30}), STOP))
+    events = sse(START, delta({"output_tokens": 10}), delta({"output_tokens": 30}), STOP)
+    findings, _ = feed_all(MESSAGES, events)
     assert findings == [Usage("msg_1", 18, 30, 100, 5)]
 
 
@@ -301,13 +307,16 @@ def test_anthropic_usage_without_message_delta_is_emitted_at_finish() -> None:
 
 
 def test_anthropic_two_messages_in_one_stream_give_two_usages() -> None:
-    second = ("message_start", {"type": "message_start", "message": {"id": "msg_2", "usage": {"input_tokens": 7}}})
-    findings, _ = feed_all(MESSAGES, sse(START, delta({"output_tokens": 3}), second, delta({"output_tokens": 4})))
+    second = ("message_start", {"type": "message_start",
+                                "message": {"id": "msg_2", "usage": {"input_tokens": 7}}})
+    events = sse(START, delta({"output_tokens": 3}), second, delta({"output_tokens": 4}))
+    findings, _ = feed_all(MESSAGES, events)
     assert findings == [Usage("msg_1", 18, 3, 100, 5), Usage("msg_2", 7, 4)]
 
 
 def test_anthropic_redacted_thinking_is_skipped() -> None:
-    body = {"id": "msg_r", "content": [{"type": "redacted_thinking", "data": "abc"}, {"type": "text", "text": "x"}]}
+    body = {"id": "msg_r", "content": [{"type": "redacted_thinking", "data": "abc"},
+                                       {"type": "text", "text": "x"}]}
     assert MESSAGES.blocking_findings(body) == []
 
 
@@ -333,7 +342,8 @@ def test_chat_running_usage_in_every_chunk_is_counted_once() -> None:
     events = sse(
         chunk([{"index": 0, "delta": {"content": "a"}}], {"prompt_tokens": 10, "completion_tokens": 1}),
         chunk([{"index": 0, "delta": {"content": "b"}}], {"prompt_tokens": 10, "completion_tokens": 2}),
-        chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}], {"prompt_tokens": 10, "completion_tokens": 3}),
+        chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}],
+              {"prompt_tokens": 10, "completion_tokens": 3}),
         (None, "[DONE]"),
     )
     assert feed_all(CHAT_COMPLETIONS, events)[0] == [Usage("chatcmpl-1", 10, 3)]
@@ -341,10 +351,13 @@ def test_chat_running_usage_in_every_chunk_is_counted_once() -> None:
 
 def test_chat_parallel_calls_sharing_index_zero() -> None:
     """Some compatible servers send each parallel call whole, all at index 0."""
-    call = {"index": 0, "type": "function"}
+    def call(id_: str, name: str, arguments: str) -> list[Any]:
+        function = {"name": name, "arguments": arguments}
+        return [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": id_, "function": function}]}}]
+
     events = sse(
-        chunk([{"index": 0, "delta": {"tool_calls": [{**call, "id": "a", "function": {"name": "f", "arguments": "{}"}}]}}]),
-        chunk([{"index": 0, "delta": {"tool_calls": [{**call, "id": "b", "function": {"name": "g", "arguments": "[]"}}]}}]),
+        chunk(call("a", "f", "{}")),
+        chunk(call("b", "g", "[]")),
         chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]),
     )
     assert feed_all(CHAT_COMPLETIONS, events)[0] == [
@@ -361,7 +374,8 @@ def test_chat_tool_calls_never_closed_are_emitted_at_finish() -> None:
 def test_chat_custom_tool_call_keeps_raw_input() -> None:
     body = {"id": "c1", "choices": [{"message": {"tool_calls": [
         {"id": "call_c", "type": "custom", "custom": {"name": "apply_patch", "input": "*** Begin Patch"}}]}}]}
-    assert CHAT_COMPLETIONS.blocking_findings(body) == [ToolCall("c1", "call_c", "apply_patch", "*** Begin Patch")]
+    expected = [ToolCall("c1", "call_c", "apply_patch", "*** Begin Patch")]
+    assert CHAT_COMPLETIONS.blocking_findings(body) == expected
 
 
 def test_chat_usage_details_go_to_metadata() -> None:
@@ -375,7 +389,8 @@ def test_chat_usage_details_go_to_metadata() -> None:
 
 # --- Responses streams -------------------------------------------------------------------------
 
-FUNCTION_CALL = {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "f", "arguments": '{"a":1}'}
+FUNCTION_CALL = {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "f",
+                 "arguments": '{"a":1}'}
 RESPONSE_USAGE = {"input_tokens": 30, "input_tokens_details": {"cached_tokens": 10}, "output_tokens": 5,
                   "output_tokens_details": {"reasoning_tokens": 2}}
 
@@ -385,7 +400,8 @@ def final(kind: str, **response: Any) -> tuple[str, object]:
 
 
 def test_responses_completed_without_item_events_still_records_items() -> None:
-    events = sse(final("response.completed", status="completed", output=[FUNCTION_CALL], usage=RESPONSE_USAGE))
+    completed = final("response.completed", status="completed", output=[FUNCTION_CALL], usage=RESPONSE_USAGE)
+    events = sse(completed)
     assert feed_all(RESPONSES, events)[0] == [
         ToolCall("resp_1", "call_1", "f", '{"a":1}'), Usage("resp_1", 20, 5, 10, 0, {"output_reasoning": 2})]
 
@@ -401,8 +417,9 @@ def test_responses_incomplete_carries_usage() -> None:
 def test_responses_truncated_call_and_summary_are_emitted_at_finish() -> None:
     events = sse(
         ("response.created", {"type": "response.created", "response": {"id": "resp_1"}}),
-        ("response.reasoning_summary_text.delta", {"type": "response.reasoning_summary_text.delta",
-                                                   "item_id": "rs_1", "summary_index": 0, "delta": "Thinking"}),
+        ("response.reasoning_summary_text.delta", {
+            "type": "response.reasoning_summary_text.delta", "item_id": "rs_1", "summary_index": 0,
+            "delta": "Thinking"}),
         ("response.output_item.added", {"type": "response.output_item.added", "output_index": 1,
                                         "item": {**FUNCTION_CALL, "arguments": ""}}),
         ("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta",
@@ -420,7 +437,8 @@ def test_responses_commentary_message_is_a_thought() -> None:
          "content": [{"type": "output_text", "text": "Looking at the tests first."}]},
         {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Done."}]},
     ]}
-    assert RESPONSES.blocking_findings(body) == [Thought("Looking at the tests first.", {"source": "commentary"})]
+    expected = [Thought("Looking at the tests first.", {"source": "commentary"})]
+    assert RESPONSES.blocking_findings(body) == expected
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -429,7 +447,8 @@ def test_anthropic_stream_error() -> None:
     events = sse(
         ("message_start", {"type": "message_start", "message": {"id": "msg_e", "usage": {
             "input_tokens": 18, "output_tokens": 1, "service_tier": "standard"}}}),
-        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text"}}),
         ("ping", '{"type": "ping"}'),
         ("error", '{"type": "error", "error": {"type": "api_error", "message": "Overloaded"}}'),
     )
@@ -456,7 +475,8 @@ def test_chat_stream_error() -> None:
      "The model failed to generate a response."),
 ])
 def test_responses_stream_errors(event: tuple[str, object], message: str) -> None:
-    start = ("response.created", {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}})
+    start = ("response.created", {"type": "response.created",
+                                  "response": {"id": "resp_1", "status": "in_progress"}})
     text = ("response.output_text.delta", {"type": "response.output_text.delta", "delta": "Hello"})
     assert feed_all(RESPONSES, sse(start, text, event)) == ([], message)
 
@@ -500,7 +520,8 @@ def test_error_bodies(status: int, openai_type: str, anthropic_type: str) -> Non
     expected = {"error": {"message": "no", "type": openai_type, "param": None, "code": None}}
     assert CHAT_COMPLETIONS.error_body(status, "no") == expected
     assert RESPONSES.error_body(status, "no") == expected
-    assert MESSAGES.error_body(status, "no") == {"type": "error", "error": {"type": anthropic_type, "message": "no"}}
+    anthropic = {"type": "error", "error": {"type": anthropic_type, "message": "no"}}
+    assert MESSAGES.error_body(status, "no") == anthropic
 
 
 # --- robustness --------------------------------------------------------------------------------
@@ -510,9 +531,11 @@ ODD_EVENTS = [
     ("message_start", {"type": "message_start", "message": "msg"}),
     ("message_start", {"type": "message_start", "message": {"usage": [1]}}),
     ("content_block_start", {"type": "content_block_start", "index": "a", "content_block": None}),
-    ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use"}}),
+    ("content_block_start", {"type": "content_block_start", "index": 0,
+                             "content_block": {"type": "tool_use"}}),
     ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": "x"}),
-    ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta"}}),
+    ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                             "delta": {"type": "input_json_delta"}}),
     ("content_block_stop", {"type": "content_block_stop"}),
     ("message_delta", {"type": "message_delta", "usage": {"output_tokens": "many", "input_tokens": True}}),
     ("error", {"type": "error", "error": None}),
@@ -520,7 +543,8 @@ ODD_EVENTS = [
     (None, {"choices": [None, {"delta": {"tool_calls": [None, {"index": "z", "function": 3}]}}]}),
     (None, {"choices": [{"delta": {"tool_calls": "x", "reasoning_content": 4}, "finish_reason": "stop"}]}),
     ("response.output_item.added", {"type": "response.output_item.added", "item": ["x"]}),
-    ("response.output_item.done", {"type": "response.output_item.done", "item": {"type": "reasoning", "summary": 1}}),
+    ("response.output_item.done", {"type": "response.output_item.done",
+                                   "item": {"type": "reasoning", "summary": 1}}),
     ("response.function_call_arguments.delta", {"item_id": None, "delta": None}),
     ("response.reasoning_summary_text.delta", {"item_id": 1, "summary_index": "x", "delta": None}),
     ("response.completed", {"type": "response.completed", "response": {"output": [1, None], "usage": "x"}}),

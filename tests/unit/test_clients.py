@@ -15,7 +15,8 @@ CASES: list[tuple[str, dict[str, str], tuple[str, str | None]]] = [
         "X-Claude-Code-Session-Id": "ef5105bc-0000-4000-8000-acb322bac2aa",
         "anthropic-version": "2023-06-01", "x-app": "cli",
     }, ("Claude Code", "ef5105bc-0000-4000-8000-acb322bac2aa")),
-    ("claude code without session", {"User-Agent": "claude-cli/2.0.67 (external, cli)"}, ("Claude Code", None)),
+    ("claude code without session", {"User-Agent": "claude-cli/2.0.67 (external, cli)"},
+     ("Claude Code", None)),
     ("codex exec", {
         "originator": "codex_exec",
         "User-Agent": "codex_exec/0.171.0 (Debian 12.0.0; x86_64) xterm (codex_exec; 0.171.0)",
@@ -23,7 +24,8 @@ CASES: list[tuple[str, dict[str, str], tuple[str, str | None]]] = [
         "thread-id": "01a2188e-4116-77f2-88b9-5f10e927d83e",
     }, ("Codex", "01a2188e-4116-77f2-88b9-5f10e927d83e")),
     ("codex by originator only", {"originator": "codex_cli_rs", "User-Agent": "reqwest"}, ("Codex", None)),
-    ("codex by user agent only", {"User-Agent": "codex_cli_rs/0.87.0 (Mac OS 26.2.0; arm64) ghostty"}, ("Codex", None)),
+    ("codex by user agent only", {"User-Agent": "codex_cli_rs/0.87.0 (Mac OS 26.2.0; arm64) ghostty"},
+     ("Codex", None)),
     ("older codex session header", {"originator": "codex_cli_rs", "session_id": "s-1"}, ("Codex", "s-1")),
     ("zed", {"User-Agent": "Zed/0.219.4+stable.119.abc123 (macos; aarch64)"}, ("Zed", None)),
     ("copilot in vs code", {
@@ -54,11 +56,13 @@ CASES: list[tuple[str, dict[str, str], tuple[str, str | None]]] = [
         "User-Agent": "Cline/3.0.47", "HTTP-Referer": "https://cline.bot", "X-Title": "Cline",
         "X-Task-ID": "task-42",
     }, ("Cline", "task-42")),
-    ("cline by attribution headers", {"HTTP-Referer": "https://cline.bot", "X-Title": "Cline"}, ("Cline", None)),
-    ("opencode", {"User-Agent": "opencode/1.18.31", "x-opencode-session": "ses_abc"}, ("OpenCode", "ses_abc")),
+    ("cline by attribution headers", {"HTTP-Referer": "https://cline.bot", "X-Title": "Cline"},
+     ("Cline", None)),
+    ("opencode", {"User-Agent": "opencode/1.18.31", "x-opencode-session": "ses_abc"},
+     ("OpenCode", "ses_abc")),
     ("opencode via openrouter headers", {
-        "User-Agent": "ai-sdk/openai-compatible", "HTTP-Referer": "https://opencode.ai/", "X-Title": "opencode",
-        "X-Session-Id": "ses_def",
+        "User-Agent": "ai-sdk/openai-compatible", "HTTP-Referer": "https://opencode.ai/",
+        "X-Title": "opencode", "X-Session-Id": "ses_def",
     }, ("OpenCode", "ses_def")),
     ("mux", {"User-Agent": "mux/0.9.0"}, ("Mux", None)),
     ("openai sdk", {"User-Agent": "OpenAI/Python 3.57.0", "x-stainless-lang": "python"}, ("Unknown", None)),
@@ -68,7 +72,8 @@ CASES: list[tuple[str, dict[str, str], tuple[str, str | None]]] = [
     ("no headers", {}, ("Unknown", None)),
     ("session header of another client is ignored", {"User-Agent": "OpenAI/Python", "session-id": "x"},
      ("Unknown", None)),
-    ("blank session", {"User-Agent": "claude-cli/2.1.0", "X-Claude-Code-Session-Id": "  "}, ("Claude Code", None)),
+    ("blank session", {"User-Agent": "claude-cli/2.1.0", "X-Claude-Code-Session-Id": "  "},
+     ("Claude Code", None)),
 ]
 
 
@@ -81,7 +86,8 @@ def test_detect_client(headers: dict[str, str], expected: tuple[str, str | None]
 @pytest.mark.parametrize(("headers", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_header_names_are_case_insensitive(headers: dict[str, str], expected: tuple[str, str | None]) -> None:
     assert detect_client({name.upper(): value for name, value in headers.items()}) == expected
-    assert detect_client(MappingProxyType({name.lower(): value for name, value in headers.items()})) == expected
+    lowered = MappingProxyType({name.lower(): value for name, value in headers.items()})
+    assert detect_client(lowered) == expected
 
 
 def test_first_value_of_a_repeated_header_wins() -> None:
@@ -91,5 +97,5 @@ def test_first_value_of_a_repeated_header_wins() -> None:
 
 
 def test_odd_values_are_ignored() -> None:
-    headers: dict[str, object] = {"User-Agent": b"claude-cli/2.1.0", "X-Title": None, 3: "x"}
+    headers: dict[object, object] = {"User-Agent": b"claude-cli/2.1.0", "X-Title": None, 3: "x"}
     assert detect_client(headers) == ("Unknown", None)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ objects with any of these methods; the flow in ``intercept.py`` calls them at it
 
 - ``request_parsed(flow)``       the client's request is understood (model, prompt, client)
 - ``upstream_request(flow, req)`` just before the upstream call; may adjust headers
+- ``upstream_response(flow)``    the upstream answered (status and headers) or could not be reached
 - ``finding(flow, finding)``     a token usage, tool call or thought was read from the answer
 - ``interception_ended(flow)``   the answer is finished, failed or abandoned
 - ``passthrough(provider, route, method, status)``  a passed-through request was answered
@@ -73,6 +74,9 @@ class Addon:
     def upstream_request(self, flow: Flow, request: UpstreamRequest) -> None:
         pass
 
+    def upstream_response(self, flow: Flow) -> None:
+        pass
+
     def finding(self, flow: Flow, finding: Finding) -> None:
         pass
 
@@ -83,7 +87,8 @@ class Addon:
         pass
 
 
-HOOKS = ("request_parsed", "upstream_request", "finding", "interception_ended", "passthrough")
+HOOKS = ("request_parsed", "upstream_request", "upstream_response", "finding", "interception_ended",
+         "passthrough")
 
 
 class Addons:
@@ -102,6 +107,10 @@ class Addons:
     def upstream_request(self, flow: Flow, request: UpstreamRequest) -> None:
         for hook in self._by_hook["upstream_request"]:
             hook(flow, request)
+
+    def upstream_response(self, flow: Flow) -> None:
+        for hook in self._by_hook["upstream_response"]:
+            hook(flow)
 
     def finding(self, flow: Flow, finding: Finding) -> None:
         flow.findings.append(finding)

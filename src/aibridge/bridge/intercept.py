@@ -78,10 +78,12 @@ async def _call_and_relay(request: web.Request, flow: Flow, body: dict[str, Any]
         upstream = await flow.provider.send(upstream_request)
     except UpstreamError as exc:
         flow.fail("error", exc.message)
+        addons.upstream_response(flow)
         return provider_error(api, exc.status, exc.message)
     finally:
         flow.upstream_seconds += time.perf_counter() - waited
     flow.upstream_status = upstream.status
+    addons.upstream_response(flow)
     try:
         if upstream.status < 400 and upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
             return await _relay_stream(request, flow, upstream, addons)

@@ -303,8 +303,9 @@ def _convert_thinking(body: dict[str, Any], model: str) -> None:
     output_config = body.get("output_config")
     effort = output_config.get("effort") if isinstance(output_config, dict) else None
     max_tokens = body.get("max_tokens")
-    budget = thinking_budget(max_tokens, effort if isinstance(effort, str) else None) \
-        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None
+    budget = None
+    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
+        budget = thinking_budget(max_tokens, effort if isinstance(effort, str) else None)
     if budget is None:
         del body["thinking"]
     else:

@@ -1,0 +1,252 @@
+"""``aibridge env CLIENT``: print exactly what a developer sets to send a tool through the bridge.
+
+The output goes to stdout and is meant to be pasted (or, for the shell-only clients, evaluated:
+``eval "$(aibridge env claude-code --create-token)"``). Everything else — where the URL came from,
+the id of a minted token — goes to stderr.
+
+The server URL is ``--url``, else ``CODER_URL``, else the server's own ``--access-url`` as
+configured here (``CODER_ACCESS_URL``, ``CODER_HTTP_ADDRESS`` or the YAML file), else
+``http://127.0.0.1:3000``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import click
+import orjson
+
+from aibridge.cli.options import fail
+from aibridge.config import ConfigError, load_settings
+
+PLACEHOLDER = "<your AI Bridge token>"
+CODEX_ENV_KEY = "AIBRIDGE_TOKEN"
+OPENCODE_ENV_KEY = "AIBRIDGE_TOKEN"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a snippet is built from."""
+
+    url: str     # server URL without a trailing slash
+    token: str   # the token, or PLACEHOLDER
+
+    @property
+    def anthropic(self) -> str:
+        return f"{self.url}/api/v2/aibridge/anthropic"
+
+    @property
+    def openai(self) -> str:
+        return f"{self.url}/api/v2/aibridge/openai/v1"
+
+
+def _exports(pairs: list[tuple[str, str]]) -> list[str]:
+    return [f"export {name}={shlex.quote(value)}" for name, value in pairs]
+
+
+def _json(doc: object) -> list[str]:
+    return json.dumps(doc, indent=2).splitlines()
+
+
+def claude_code(t: Target) -> list[str]:
+    return [
+        "# Claude Code: set these in your shell (e.g. ~/.bashrc or ~/.zshrc), then run `claude`.",
+        "# (ANTHROPIC_AUTH_TOKEN works instead of ANTHROPIC_API_KEY; it is sent as a Bearer token.)",
+        *_exports([("ANTHROPIC_BASE_URL", t.anthropic), ("ANTHROPIC_API_KEY", t.token)]),
+    ]
+
+
+def codex(t: Target) -> list[str]:
+    return [
+        "# Codex CLI ignores OPENAI_BASE_URL: it needs a custom model provider.",
+        "# 1. Add to ~/.codex/config.toml ($CODEX_HOME/config.toml); model_provider must stay above the",
+        "#    first [table] of the file (or leave it out and run `codex -c model_provider=aibridge`).",
+        'model_provider = "aibridge"',
+        "",
+        "[model_providers.aibridge]",
+        'name = "AI Bridge"',
+        f"base_url = {json.dumps(t.openai)}",
+        f'env_key = "{CODEX_ENV_KEY}"',
+        'wire_api = "responses"',
+        "",
+        "# 2. Set the token in your shell (e.g. ~/.bashrc), then run `codex`:",
+        *_exports([(CODEX_ENV_KEY, t.token)]),
+    ]
+
+
+def openai_sdk(t: Target) -> list[str]:
+    return [
+        "# OpenAI SDKs (Python, Node, Go, ...) and OpenAI-compatible tools read these:",
+        *_exports([("OPENAI_BASE_URL", t.openai), ("OPENAI_API_KEY", t.token)]),
+    ]
+
+
+def anthropic_sdk(t: Target) -> list[str]:
+    return [
+        "# Anthropic SDKs (Python, TypeScript, Go, ...) and Anthropic-compatible tools read these:",
+        *_exports([("ANTHROPIC_BASE_URL", t.anthropic), ("ANTHROPIC_API_KEY", t.token)]),
+    ]
+
+
+def zed(t: Target) -> list[str]:
+    settings = {"language_models": {"anthropic": {"api_url": t.anthropic}, "openai": {"api_url": t.openai}}}
+    return [
+        "# Zed: 1. Merge into settings.json (Cmd/Ctrl+, or ~/.config/zed/settings.json):",
+        *_json(settings),
+        "# 2. Zed reads the keys from these variables when started from this shell; or paste the",
+        "#    token as the API key under Agent Panel > Settings > LLM Providers > Anthropic / OpenAI.",
+        *_exports([("ANTHROPIC_API_KEY", t.token), ("OPENAI_API_KEY", t.token)]),
+    ]
+
+
+def _ui(title: str, fields: list[tuple[str, str]]) -> list[str]:
+    width = max(len(name) for name, _ in fields) + 1
+    return [title, *(f"  {name + ':':<{width}} {value}" for name, value in fields), ""]
+
+
+def cline(t: Target) -> list[str]:
+    return [
+        "Cline (VS Code): open Cline > Settings > API Configuration and use either provider.",
+        "",
+        *_ui("Anthropic", [
+            ("API Provider", "Anthropic"),
+            ("Anthropic API Key", t.token),
+            ("Use custom base URL", "checked"),
+            ("Base URL", t.anthropic),
+            ("Model", "a Claude model"),
+        ]),
+        *_ui("OpenAI Compatible", [
+            ("API Provider", "OpenAI Compatible"),
+            ("Base URL", t.openai),
+            ("API Key", t.token),
+            ("Model ID", "e.g. gpt-4.1"),
+        ]),
+    ]
+
+
+def roo(t: Target) -> list[str]:
+    return [
+        "Roo Code (VS Code): open Roo Code > Settings > Providers and use either provider.",
+        "",
+        *_ui("Anthropic", [
+            ("API Provider", "Anthropic"),
+            ("Anthropic API Key", t.token),
+            ("Use custom base URL", "checked"),
+            ("Base URL", t.anthropic),
+            ("Model", "a Claude model"),
+        ]),
+        *_ui("OpenAI Compatible", [
+            ("API Provider", "OpenAI Compatible"),
+            ("Base URL", t.openai),
+            ("API Key", t.token),
+            ("Model", "e.g. gpt-4.1"),
+        ]),
+    ]
+
+
+def opencode(t: Target) -> list[str]:
+    key = "{env:" + OPENCODE_ENV_KEY + "}"
+    config = {
+        "$schema": "https://opencode.ai/config.json",
+        "provider": {
+            "anthropic": {"options": {"baseURL": f"{t.anthropic}/v1", "apiKey": key}},
+            "openai": {"options": {"baseURL": t.openai, "apiKey": key}},
+        },
+    }
+    return [
+        "# OpenCode: 1. Merge into ~/.config/opencode/opencode.json (or opencode.json in a project):",
+        *_json(config),
+        "# 2. Set the token in your shell (e.g. ~/.bashrc), then run `opencode`:",
+        *_exports([(OPENCODE_ENV_KEY, t.token)]),
+    ]
+
+
+CLIENTS: dict[str, Callable[[Target], list[str]]] = {
+    "claude-code": claude_code,
+    "codex": codex,
+    "openai": openai_sdk,
+    "anthropic": anthropic_sdk,
+    "zed": zed,
+    "cline": cline,
+    "roo": roo,
+    "opencode": opencode,
+}
+
+
+def render(client: str, url: str, token: str = "") -> str:
+    """The snippet for ``client`` (a key of CLIENTS) as printed."""
+    lines = CLIENTS[client](Target(url.rstrip("/"), token or PLACEHOLDER))
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
+
+
+def server_url(url: str | None) -> str:
+    """--url / CODER_URL, else the server's access URL as configured here, else the default."""
+    if url:
+        return url.rstrip("/")
+    try:
+        return load_settings(storage_only=True).public_url
+    except ConfigError as exc:
+        fail(f"cannot work out the server URL ({exc}); pass --url")
+
+
+async def mint_token(url: str, token: str, client: str, lifetime: str | None) -> dict[str, str]:
+    endpoint = f"{url}/api/v2/users/me/keys/tokens"
+    body: dict[str, str] = {"token_name": f"aibridge-env-{client}"}
+    if lifetime:
+        body["lifetime"] = lifetime
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session, \
+            session.post(endpoint, data=orjson.dumps(body),
+                         headers={"Coder-Session-Token": token, "Content-Type": "application/json"}) as resp:
+        payload = await resp.read()
+        if resp.status != 201:
+            fail(f"{resp.status} from {endpoint}: {_message(payload)}")
+        doc = orjson.loads(payload)
+    if not isinstance(doc, dict) or not isinstance(doc.get("key"), str):
+        fail(f"unexpected answer from {endpoint}")
+    return {k: str(v) for k, v in doc.items()}
+
+
+def _message(body: bytes) -> str:
+    try:
+        doc = orjson.loads(body)
+        return f"{doc.get('message', '')} {doc.get('detail', '')}".strip()
+    except (orjson.JSONDecodeError, AttributeError):
+        return body.decode(errors="replace")[:200]
+
+
+@click.command("env")
+@click.argument("client", metavar="CLIENT")
+@click.option("--create-token", is_flag=True,
+              help="Mint a new token for the current user (REST API, authenticated with --token) and use it.")
+@click.option("--url", envvar="CODER_URL", help="Server URL [env: CODER_URL; default: the server's access URL].")
+@click.option("--token", envvar="CODER_SESSION_TOKEN",
+              help="Your API token [env: CODER_SESSION_TOKEN]: put in the output, or used to mint one.")
+@click.option("--lifetime", default=None, help="Lifetime of a token made with --create-token (e.g. 720h, 90d).")
+def env(client: str, create_token: bool, url: str | None, token: str | None, lifetime: str | None) -> None:
+    """Print what a developer sets so CLIENT talks to AI Bridge.
+
+    CLIENT is one of: claude-code, codex, openai, anthropic, zed, cline, roo, opencode.
+    """
+    if client not in CLIENTS:
+        fail(f"unknown client {client!r}; valid clients: {', '.join(CLIENTS)}")
+    base = server_url(url)
+    if create_token:
+        if not token:
+            fail("--create-token needs your API token: pass --token or set CODER_SESSION_TOKEN")
+        try:
+            made = asyncio.run(mint_token(base, token, client, lifetime))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            fail(f"cannot reach {base}: {exc or type(exc).__name__}")
+        token = made["key"]
+        click.echo(f"created token {made.get('id', '')} (expires {made.get('expires_at', '?')})", err=True)
+    if not url:
+        click.echo(f"using server URL {base} (set --url or CODER_URL to change it)", err=True)
+    click.echo(render(client, base, token or ""))

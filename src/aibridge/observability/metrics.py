@@ -1,0 +1,277 @@
+"""Prometheus metrics of the bridge (DESIGN §2.5), all prefixed ``coder_aibridged_``.
+
+The names and labels are Coder's, so its Grafana dashboards work unchanged; our own additions
+are ``upstream_overhead_seconds`` (bridge time excluding time spent waiting on the upstream)
+and ``purged_interceptions_total`` (rows removed by the retention purge).
+
+- Everything lives in a dedicated ``CollectorRegistry`` (never the process-global one), so two
+  servers in one process, or tests, never see each other's numbers.
+- Disabled means free: when ``--prometheus-enable`` is off the server neither builds
+  ``Metrics`` nor registers ``MetricsAddon``, so the flow pays nothing.
+- Label values a client chooses (model, tool name, client, passthrough route) are bounded: at
+  most N distinct values per process, the rest reported as ``other``, and truncated, so a
+  client cannot blow up the number of series.
+
+Several worker processes: the server is one process today. If it ever forks workers behind one
+port, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory (wiped at each start) before the
+workers start: prometheus_client then keeps every value in per-process files there, the
+in-flight gauge is summed over live processes (``multiprocess_mode="livesum"``, already set
+below) and ``render`` collects all processes' files through ``MultiProcessCollector`` instead
+of reading this process's registry. Each worker must call
+``prometheus_client.multiprocess.mark_process_dead(pid)`` for workers that exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from aibridge.bridge.apis.base import Finding, ToolCall, Usage
+from aibridge.bridge.flow import Addon, Flow
+from aibridge.bridge.providers.base import Provider
+from aibridge.recording import records as rec
+
+log = logging.getLogger("aibridge.metrics")
+
+PREFIX = "coder_aibridged_"
+DURATION_BUCKETS = (0.5, 2, 5, 15, 30, 60, 120)
+# The bridge's own time is sub-millisecond when healthy; these resolve 0.5 ms up to 0.5 s.
+OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
+INJECTED_TOOL_PREFIX = "bmcp_"
+OTHER = "other"
+
+# Path segments kept as they are in a passthrough route label; anything else (model ids,
+# response ids, conversation ids) becomes "*" so the label stays bounded.
+_ROUTE_WORDS = frozenset({
+    "v1", "api", "models", "messages", "count_tokens", "conversations", "responses", "items",
+    "input_items", "cancel", "event_logging", "batch", "chat", "completions", "embeddings", "compact",
+})
+
+
+class BoundedLabel:
+    """Caps the distinct values a client-chosen label takes in this process; the rest are "other"."""
+
+    def __init__(self, limit: int, max_length: int = 128) -> None:
+        self.limit = limit
+        self.max_length = max_length
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        value = value[:self.max_length] or "unknown"
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self.limit:
+            return OTHER
+        self._seen.add(value)
+        return value
+
+
+def route_label(route: str) -> str:
+    """``/v1/models/gpt-4o`` → ``/v1/models/*``: ids in a passthrough path are not labels."""
+    segments = route.strip("/").split("/")
+    return "/" + "/".join(s if s in _ROUTE_WORDS else "*" for s in segments)
+
+
+class Metrics:
+    """The bridge's collectors, in a registry of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, max_models: int = 100,
+                 max_tools: int = 200, max_clients: int = 50, max_routes: int = 50) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.model_label = BoundedLabel(max_models)
+        self.tool_label = BoundedLabel(max_tools)
+        self.client_label = BoundedLabel(max_clients, 64)
+        self.route_label = BoundedLabel(max_routes)
+        self.server_label = BoundedLabel(max_tools)
+        self._define_interception_metrics()
+        self._define_usage_metrics()
+        self._define_resilience_metrics()
+
+    def _counter(self, name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+        return Counter(PREFIX + name, doc, labels, registry=self.registry)
+
+    def _define_interception_metrics(self) -> None:
+        self.interceptions = self._counter(
+            "interceptions_total", "The count of intercepted requests.",
+            ("provider", "model", "status", "route", "method", "initiator_id", "client"))
+        self.inflight = Gauge(
+            PREFIX + "interceptions_inflight",
+            "The number of intercepted requests which are being processed.",
+            ("provider", "model", "route"), registry=self.registry, multiprocess_mode="livesum")
+        self.duration = Histogram(
+            PREFIX + "interceptions_duration_seconds",
+            "The total duration of intercepted requests, in seconds (mostly upstream processing).",
+            ("provider", "model"), registry=self.registry, buckets=DURATION_BUCKETS)
+        self.overhead = Histogram(
+            PREFIX + "upstream_overhead_seconds",
+            "Time the bridge spent on an interception, excluding waiting on the upstream, in seconds.",
+            ("provider", "route"), registry=self.registry, buckets=OVERHEAD_BUCKETS)
+        self.passthrough = self._counter(
+            "passthrough_total",
+            "The count of requests which were not intercepted but passed through to the upstream.",
+            ("provider", "route", "method"))
+        self.purged = self._counter(
+            "purged_interceptions_total",
+            "Interceptions (with their records) deleted by the retention purge.", ())
+
+    def _define_usage_metrics(self) -> None:
+        self.prompts = self._counter(
+            "prompts_total", "The number of prompts issued by users (initiators).",
+            ("provider", "model", "initiator_id", "client"))
+        self.tokens = self._counter(
+            "tokens_total", "The number of tokens used by intercepted requests.",
+            ("provider", "model", "type", "initiator_id", "client"))
+        self.injected_tools = self._counter(
+            "injected_tool_invocations_total",
+            "The number of times an injected MCP tool was invoked by aibridge.",
+            ("provider", "model", "server", "name"))
+        self.client_tools = self._counter(
+            "non_injected_tool_selections_total",
+            "The number of times an AI model selected a tool to be invoked by the client.",
+            ("provider", "model", "name"))
+
+    def _define_resilience_metrics(self) -> None:
+        """Updated by the circuit breaker (state: 0 closed, 0.5 half-open, 1 open)."""
+        labels = ("provider", "endpoint", "model")
+        self.breaker_state = Gauge(
+            PREFIX + "circuit_breaker_state",
+            "Current state of the circuit breaker (0=closed, 0.5=half-open, 1=open).",
+            labels, registry=self.registry, multiprocess_mode="max")
+        self.breaker_trips = self._counter(
+            "circuit_breaker_trips_total",
+            "Total number of times the circuit breaker transitioned to open state.", labels)
+        self.breaker_rejects = self._counter(
+            "circuit_breaker_rejects_total",
+            "Total number of requests rejected due to open circuit breaker.", labels)
+
+    def render(self) -> bytes:
+        """The text exposition; across processes when prometheus_client's multiprocess mode is on."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)     # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+    async def handle(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@dataclass(slots=True, frozen=True)
+class _Labels:
+    """Label values of one flow, computed once when it starts."""
+
+    provider: str
+    model: str
+    route: str
+    method: str
+    initiator: str
+    client: str
+
+
+class MetricsAddon(Addon):
+    """Counts interceptions, tokens, prompts and tools as the flow reports them."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._live: dict[uuid.UUID, _Labels] = {}    # in-flight flows, for records that name only an id
+
+    def _labels(self, flow: Flow) -> _Labels:
+        labels = self._live.get(flow.id)
+        if labels is None:
+            m = self.metrics
+            labels = _Labels(flow.provider.name, m.model_label(flow.model), flow.route, flow.method,
+                             str(flow.actor.id), m.client_label(flow.client))
+        return labels
+
+    def request_parsed(self, flow: Flow) -> None:
+        labels = self._live[flow.id] = self._labels(flow)
+        self.metrics.inflight.labels(labels.provider, labels.model, labels.route).inc()
+        if flow.info.prompt:
+            self.metrics.prompts.labels(labels.provider, labels.model, labels.initiator, labels.client).inc()
+
+    def finding(self, flow: Flow, finding: Finding) -> None:
+        labels = self._labels(flow)
+        if isinstance(finding, Usage):
+            self._count_tokens(labels, finding)
+        elif isinstance(finding, ToolCall) and not finding.name.startswith(INJECTED_TOOL_PREFIX):
+            # Injected tools are the bridge's own calls: counted by record_listener instead.
+            name = self.metrics.tool_label(finding.name)
+            self.metrics.client_tools.labels(labels.provider, labels.model, name).inc()
+
+    def _count_tokens(self, labels: _Labels, usage: Usage) -> None:
+        for kind, count in (("input", usage.input_tokens), ("output", usage.output_tokens),
+                            ("cache_read", usage.cache_read_input_tokens),
+                            ("cache_write", usage.cache_write_input_tokens)):
+            if count > 0:
+                self.metrics.tokens.labels(labels.provider, labels.model, kind, labels.initiator,
+                                           labels.client).inc(count)
+
+    def interception_ended(self, flow: Flow) -> None:
+        labels = self._live.pop(flow.id, None)
+        m = self.metrics
+        if labels is not None:      # only what request_parsed counted in goes out
+            m.inflight.labels(labels.provider, labels.model, labels.route).dec()
+        else:
+            labels = self._labels(flow)
+        elapsed = time.perf_counter() - flow.started
+        m.interceptions.labels(labels.provider, labels.model, flow.outcome, labels.route, labels.method,
+                               labels.initiator, labels.client).inc()
+        m.duration.labels(labels.provider, labels.model).observe(elapsed)
+        m.overhead.labels(labels.provider, labels.route).observe(max(0.0, elapsed - flow.upstream_seconds))
+
+    def passthrough(self, provider: Provider, route: str, method: str, status: int) -> None:
+        m = self.metrics
+        m.passthrough.labels(provider.name, m.route_label(route_label(route)), method[:16]).inc()
+
+    def record_listener(self, record: rec.Record) -> None:
+        """Recorder listener: injected MCP tool calls are recorded by the bridge, not found in answers."""
+        if not isinstance(record, rec.ToolUsageRecord) or not record.injected:
+            return
+        labels = self._live.get(record.interception_id)
+        provider, model = (labels.provider, labels.model) if labels else ("unknown", "unknown")
+        m = self.metrics
+        m.injected_tools.labels(provider, model, m.server_label(record.server_url or ""),
+                                m.tool_label(record.tool)).inc()
+
+
+class MetricsListener:
+    """``/metrics`` on its own address (``--prometheus-address``), beside the main server's."""
+
+    def __init__(self, metrics: Metrics, address: str) -> None:
+        self.metrics = metrics
+        self.address = address
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self.metrics.handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host, port = self.address.rsplit(":", 1)
+        try:
+            await web.TCPSite(runner, host, int(port), reuse_address=True).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise SystemExit(f"error: --prometheus-address: cannot listen on {self.address}: "
+                             f"{exc.strerror}") from None
+        self._runner = runner
+        log.info("serving Prometheus metrics on http://%s/metrics", self.address)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

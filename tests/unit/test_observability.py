@@ -1,0 +1,313 @@
+"""Metrics, tracing and structured logging addons, driven in-process with a fake flow."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from aibridge.bridge.apis.base import RequestInfo, Thought, ToolCall, Usage
+from aibridge.bridge.apis.messages import MESSAGES
+from aibridge.bridge.flow import Addons, Flow
+from aibridge.bridge.providers.base import UpstreamRequest
+from aibridge.identity.roles import Actor
+from aibridge.observability.logging import JSONFormatter
+from aibridge.observability.metrics import OTHER, Metrics, MetricsAddon, route_label
+from aibridge.observability.structured import MESSAGE, StructuredLogger, record_fields
+from aibridge.observability.tracing import Tracing, TracingAddon, trace_context_middleware
+from aibridge.recording import records as rec
+
+P = "coder_aibridged_"
+CLIENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{CLIENT_TRACE_ID}-{CLIENT_SPAN_ID}-01"
+
+
+class FakeProvider:
+    type = "anthropic"
+    name = "anthropic"
+    apis: dict[str, Any] = {"v1/messages": MESSAGES}
+
+
+def make_flow(model: str = "claude-sonnet-4-5", prompt: str | None = "hello",
+              client: str = "Claude Code") -> Flow:
+    actor = Actor(uuid.uuid4(), "alice", "Alice", "a@example.com", "member", "tokid")
+    return Flow(id=uuid.uuid4(), actor=actor, provider=FakeProvider(), api=MESSAGES,  # type: ignore[arg-type]
+                route="/v1/messages", method="POST", info=RequestInfo(model, True, prompt), model=model,
+                client=client, session_id=None, user_agent="claude-cli/2.0")
+
+
+def upstream_request(headers: dict[str, str] | None = None) -> UpstreamRequest:
+    return UpstreamRequest("POST", "v1/messages", "", CIMultiDict(headers or {}), b"{}", {}, True)
+
+
+# ---------------------------------------------------------------- metrics
+
+def sample(metrics: Metrics, metric: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(P + metric, labels)
+
+
+def test_metrics_follow_one_interception() -> None:
+    metrics = Metrics()
+    addon = MetricsAddon(metrics)
+    flow = make_flow()
+    base = {"provider": "anthropic", "model": "claude-sonnet-4-5"}
+    who = {"initiator_id": str(flow.actor.id), "client": "Claude Code"}
+
+    addon.request_parsed(flow)
+    assert sample(metrics, "interceptions_inflight", route="/v1/messages", **base) == 1
+    assert sample(metrics, "prompts_total", **base, **who) == 1
+    addon.finding(flow, Usage("msg_1", 10, 20, 300, 4))
+    addon.finding(flow, Usage("msg_2", 1, 2, 0, 0))
+    addon.finding(flow, ToolCall("msg_1", "toolu_1", "get_weather", "{}"))
+    # An injected tool (bmcp_ prefix) is the bridge's own, not the client's.
+    addon.finding(flow, ToolCall("msg_1", "toolu_2", "bmcp_coder_list", "{}"))
+    addon.finding(flow, Thought("hmm"))
+    flow.upstream_seconds = 0.0
+    time.sleep(0.002)
+    addon.interception_ended(flow)
+
+    for kind, value in (("input", 11), ("output", 22), ("cache_read", 300), ("cache_write", 4)):
+        assert sample(metrics, "tokens_total", type=kind, **base, **who) == value
+    assert sample(metrics, "non_injected_tool_selections_total", name="get_weather", **base) == 1
+    assert sample(metrics, "non_injected_tool_selections_total", name="bmcp_coder_list", **base) is None
+    assert sample(metrics, "interceptions_inflight", route="/v1/messages", **base) == 0
+    assert sample(metrics, "interceptions_total", status="success", route="/v1/messages", method="POST",
+                  **base, **who) == 1
+    assert sample(metrics, "interceptions_duration_seconds_count", **base) == 1
+    duration = sample(metrics, "interceptions_duration_seconds_sum", **base)
+    overhead = sample(metrics, "upstream_overhead_seconds_sum", provider="anthropic", route="/v1/messages")
+    assert duration is not None and overhead is not None and 0.002 <= overhead <= duration
+
+
+def test_overhead_excludes_upstream_time_and_failures_count_by_outcome() -> None:
+    metrics = Metrics()
+    addon = MetricsAddon(metrics)
+    flow = make_flow(prompt=None)
+    addon.request_parsed(flow)
+    flow.started -= 10.0            # the flow took 10 s, 9.9 of them waiting on the upstream
+    flow.upstream_seconds = 9.9
+    flow.fail("error", "upstream answered 500")
+    addon.interception_ended(flow)
+    overhead = sample(metrics, "upstream_overhead_seconds_sum", provider="anthropic", route="/v1/messages")
+    assert overhead is not None and 0.09 < overhead < 0.2
+    assert sample(metrics, "upstream_overhead_seconds_bucket", provider="anthropic", route="/v1/messages",
+                  le="0.05") == 0
+    assert sample(metrics, "interceptions_duration_seconds_bucket", provider="anthropic",
+                  model="claude-sonnet-4-5", le="15.0") == 1
+    assert sample(metrics, "prompts_total", provider="anthropic", model="claude-sonnet-4-5",
+                  initiator_id=str(flow.actor.id), client="Claude Code") is None
+    assert sample(metrics, "interceptions_total", provider="anthropic", model="claude-sonnet-4-5",
+                  status="error", route="/v1/messages", method="POST", initiator_id=str(flow.actor.id),
+                  client="Claude Code") == 1
+
+
+def test_client_chosen_labels_are_bounded() -> None:
+    metrics = Metrics(max_models=3)
+    addon = MetricsAddon(metrics)
+    for i in range(6):
+        flow = make_flow(model=f"model-{i}" + "x" * 300)
+        addon.request_parsed(flow)
+        addon.interception_ended(flow)
+    models = {s.labels["model"] for m in metrics.registry.collect() if m.name == P + "interceptions"
+              for s in m.samples}
+    assert len(models) == 4 and OTHER in models
+    assert all(len(m) <= 128 for m in models)
+
+
+def test_passthrough_routes_lose_their_ids() -> None:
+    assert route_label("/v1/models/gpt-4o-2024-08-06") == "/v1/models/*"
+    assert route_label("/v1/responses/resp_abc123/input_items") == "/v1/responses/*/input_items"
+    assert route_label("/v1/messages/count_tokens") == "/v1/messages/count_tokens"
+    metrics = Metrics()
+    addon = MetricsAddon(metrics)
+    for model in ("a", "b", "c"):
+        addon.passthrough(FakeProvider(), f"/v1/models/{model}", "GET", 200)  # type: ignore[arg-type]
+    assert sample(metrics, "passthrough_total", provider="anthropic", route="/v1/models/*", method="GET") == 3
+
+
+def test_injected_tool_invocations_come_from_records() -> None:
+    metrics = Metrics()
+    addon = MetricsAddon(metrics)
+    flow = make_flow()
+    addon.request_parsed(flow)
+    addon.record_listener(rec.ToolUsageRecord(flow.id, "msg_1", "toolu_1", "list_workspaces", "{}", True,
+                                              "https://mcp.example/mcp", None, {}))
+    addon.record_listener(rec.ToolUsageRecord(flow.id, "msg_1", "toolu_2", "bash", "{}", False, None, None,
+                                              {}))
+    assert sample(metrics, "injected_tool_invocations_total", provider="anthropic", model="claude-sonnet-4-5",
+                  server="https://mcp.example/mcp", name="list_workspaces") == 1
+
+
+def test_registries_are_independent_and_render_text() -> None:
+    one, two = Metrics(), Metrics()
+    one.purged.inc(5)
+    assert sample(two, "purged_interceptions_total") == 0
+    text = one.render().decode()
+    assert f"{P}purged_interceptions_total 5.0" in text
+    for name in ("interceptions_total", "interceptions_inflight", "interceptions_duration_seconds",
+                 "passthrough_total", "prompts_total", "tokens_total", "injected_tool_invocations_total",
+                 "non_injected_tool_selections_total", "circuit_breaker_state", "circuit_breaker_trips_total",
+                 "circuit_breaker_rejects_total", "upstream_overhead_seconds"):
+        assert f"# HELP {P}{name} " in text, name
+
+
+# ---------------------------------------------------------------- tracing
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracingAddon, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    tracing = Tracing.from_env(SimpleSpanProcessor(exporter))
+    yield tracing.addon, exporter
+    tracing.provider.shutdown()
+
+
+def by_name(finished: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
+    out: dict[str, list[ReadableSpan]] = {}
+    for span in finished:
+        out.setdefault(span.name, []).append(span)
+    return out
+
+
+def parent_id(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent else None
+
+
+def run_flow(addon: TracingAddon | Addons, flow: Flow, request: UpstreamRequest) -> None:
+    addon.request_parsed(flow)
+    addon.upstream_request(flow, request)
+    flow.upstream_status = 200
+    addon.upstream_response(flow)
+    addon.finding(flow, Usage("msg_1", 1, 2))
+    addon.finding(flow, ToolCall("msg_1", "toolu_1", "get_weather", "{}"))
+    addon.finding(flow, Thought("hmm"))
+    addon.interception_ended(flow)
+
+
+def test_interception_span_tree(spans: tuple[TracingAddon, InMemorySpanExporter]) -> None:
+    addon, exporter = spans
+    flow = make_flow()
+    request = upstream_request({"traceparent": TRACEPARENT})
+    run_flow(Addons([addon]), flow, request)
+    found = by_name(exporter.get_finished_spans())
+    assert {name: len(s) for name, s in found.items()} == {
+        "Intercept": 1, "Intercept.CreateInterceptor": 1, "Intercept.RecordInterception": 1,
+        "Intercept.ProcessRequest": 1, "Intercept.RecordPromptUsage": 1,
+        "Intercept.ProcessRequest.Upstream": 1,
+        "Intercept.RecordTokenUsage": 1, "Intercept.RecordToolUsage": 1, "Intercept.RecordModelThought": 1,
+        "Intercept.RecordInterceptionEnded": 1}
+    root, process = found["Intercept"][0], found["Intercept.ProcessRequest"][0]
+    assert root.parent is None      # no middleware here: a new trace
+    assert root.attributes == {
+        "interception_id": str(flow.id), "user_id": str(flow.actor.id), "provider": "anthropic",
+        "model": "claude-sonnet-4-5", "streaming": True,
+        "request_path": "/api/v2/aibridge/anthropic/v1/messages",
+        "outcome": "success"}
+    root_id, process_id = root.context.span_id, process.context.span_id
+    for name in ("Intercept.CreateInterceptor", "Intercept.RecordInterception", "Intercept.ProcessRequest",
+                 "Intercept.RecordInterceptionEnded"):
+        assert parent_id(found[name][0]) == root_id, name
+    for name in ("Intercept.ProcessRequest.Upstream", "Intercept.RecordPromptUsage",
+                 "Intercept.RecordTokenUsage", "Intercept.RecordToolUsage"):
+        assert parent_id(found[name][0]) == process_id, name
+        assert found[name][0].attributes is not None
+        assert found[name][0].attributes["interception_id"] == str(flow.id)
+    # The upstream gets the Upstream span as its parent, not the client's traceparent.
+    upstream = found["Intercept.ProcessRequest.Upstream"][0]
+    assert request.headers["traceparent"].startswith(
+        f"00-{upstream.context.trace_id:032x}-{upstream.context.span_id:016x}-")
+    assert len(request.headers.getall("traceparent")) == 1
+    assert flow.trace is None
+
+
+def test_failed_interception_marks_spans(spans: tuple[TracingAddon, InMemorySpanExporter]) -> None:
+    addon, exporter = spans
+    flow = make_flow()
+    addon.request_parsed(flow)
+    addon.upstream_request(flow, upstream_request())
+    flow.fail("error", "upstream unreachable")
+    addon.upstream_response(flow)        # no status: it never answered
+    addon.interception_ended(flow)
+    found = by_name(exporter.get_finished_spans())
+    assert not found["Intercept.ProcessRequest.Upstream"][0].status.is_ok
+    assert found["Intercept"][0].status.description == "upstream unreachable"
+
+
+async def test_middleware_continues_the_clients_trace(
+        spans: tuple[TracingAddon, InMemorySpanExporter]) -> None:
+    addon, exporter = spans
+    seen: list[UpstreamRequest] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        flow = make_flow()
+        seen.append(upstream_request({"traceparent": request.headers["traceparent"]}))
+        run_flow(addon, flow, seen[-1])
+        addon.passthrough(FakeProvider(), "/v1/models", "GET", 200)  # type: ignore[arg-type]
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[trace_context_middleware])
+    app.router.add_post("/api/v2/aibridge/anthropic/v1/messages", handler)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.post("/api/v2/aibridge/anthropic/v1/messages",
+                                 headers={"traceparent": TRACEPARENT})
+        assert resp.status == 200
+    found = by_name(exporter.get_finished_spans())
+    for name in ("Intercept", "Passthrough"):
+        span = found[name][0]
+        assert f"{span.context.trace_id:032x}" == CLIENT_TRACE_ID
+        assert span.parent is not None and f"{span.parent.span_id:016x}" == CLIENT_SPAN_ID
+    assert found["Passthrough"][0].attributes == {
+        "provider": "anthropic", "request_path": "/api/v2/aibridge/anthropic/v1/models",
+        "passthrough_url": "/v1/models", "passthrough_method": "GET", "http.response.status_code": 200}
+    assert CLIENT_TRACE_ID in seen[0].headers["traceparent"]
+    assert CLIENT_SPAN_ID not in seen[0].headers["traceparent"]
+    # CreateInterceptor starts when the request arrived, so it starts with Intercept.
+    root, create = found["Intercept"][0], found["Intercept.CreateInterceptor"][0]
+    assert root.start_time == create.start_time
+
+
+# ---------------------------------------------------------------- structured logs
+
+def test_structured_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    iid, uid = uuid.uuid4(), uuid.uuid4()
+    records: list[rec.Record] = [
+        rec.InterceptionStart(iid, uid, "openai", "openai", "chat_completions", "gpt-4.1", "Codex", "s-1",
+                              "ua", {}),
+        rec.PromptRecord(iid, "", "hello", {}),
+        rec.TokenUsageRecord(iid, "resp_1", 10, 5, 3, 0, {"reasoning_tokens": 2}),
+        rec.ToolUsageRecord(iid, "resp_1", "call_1", "bash", '{"cmd":"ls"}', False, None, None, {}),
+        rec.ThoughtRecord(iid, "thinking", {}),
+        rec.InterceptionEnd(iid),
+    ]
+    logger = StructuredLogger()
+    with caplog.at_level(logging.INFO, logger="aibridge.interceptions"):
+        for record in records:
+            logger(record)
+    lines = [orjson.loads(JSONFormatter().format(r)) for r in caplog.records]
+    assert [line["record_type"] for line in lines] == [
+        "interception_start", "prompt_usage", "token_usage", "tool_usage", "model_thought",
+        "interception_end"]
+    assert all(line["msg"] == MESSAGE and line["interception_id"] == str(iid) for line in lines)
+    start, prompt, usage, tool = lines[:4]
+    assert start["initiator_id"] == str(uid) and start["model"] == "gpt-4.1" and start["client"] == "Codex"
+    assert prompt["prompt"] == "hello"
+    assert usage["input_tokens"] == 10 and usage["metadata"] == {"reasoning_tokens": 2}
+    assert tool["tool"] == "bash" and tool["injected"] is False
+    assert "ended_at" in lines[-1]
+
+
+def test_record_fields_never_clobber_log_record_attributes() -> None:
+    fields = record_fields(rec.ThoughtRecord(uuid.uuid4(), "x", {}))
+    logging.makeLogRecord({}).__dict__.update(fields)       # would raise in Logger.makeRecord if clashing
+    assert set(fields) == {"interception_id", "content", "metadata", "id", "created_at"}
