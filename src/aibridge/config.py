@@ -402,7 +402,12 @@ def _indexed_entries(env: Mapping[str, str], doc: Mapping[str, Any]) -> list[tup
 
 
 def _indexed_provider(label: str, fields: dict[str, str], s: Settings) -> ProviderConfig:
-    var = (lambda f: f"{label}_{f}") if label.startswith("CODER_") else (lambda f: f"{label}.{f.lower()}")
+    def var(field_name: str) -> str:
+        """How the user wrote this field: an environment variable or a YAML key."""
+        if label.startswith("CODER_"):
+            return f"{label}_{field_name}"
+        return f"{label}.{field_name.lower()}"
+
     ptype = fields.get("TYPE", "").strip().lower()
     if ptype not in PROVIDER_TYPES:
         raise ConfigError(f"{var('TYPE')}: must be one of {', '.join(PROVIDER_TYPES)}, got {ptype!r}")

@@ -18,7 +18,7 @@ from aibridge.api.common import APIError, json_response
 from aibridge.bridge.flow import Addon, Addons
 from aibridge.bridge.providers import build_provider
 from aibridge.bridge.routing import PREFIX, Bridge, json_error
-from aibridge.config import Settings, redact_url
+from aibridge.config import ConfigError, Settings, redact_url
 from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.observability.metrics import Metrics, MetricsAddon, MetricsListener
 from aibridge.observability.structured import StructuredLogger
@@ -174,7 +174,10 @@ Codex (~/.codex/config.toml):
     env_key = "AIBRIDGE_TOKEN"
     wire_api = "responses"
   then: export AIBRIDGE_TOKEN={token}
-{"" if settings.aibridge_enabled else chr(10) + "Note: AI Bridge is not enabled; start with --aibridge-enabled and a provider key." + chr(10)}"""
+{"" if settings.aibridge_enabled else NOT_ENABLED_NOTE}"""
+
+
+NOT_ENABLED_NOTE = "\nNote: AI Bridge is not enabled; start with --aibridge-enabled and a provider key.\n"
 
 
 async def serve(settings: Settings) -> None:
@@ -214,5 +217,8 @@ async def serve(settings: Settings) -> None:
 def run(settings: Settings) -> None:
     try:
         asyncio.run(serve(settings))
+    except ConfigError as exc:      # found while building providers (e.g. no AWS credentials)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -164,7 +164,8 @@ def test_server_refuses_bad_configuration_with_one_line(tmp_path: object, env: d
 def test_server_refuses_a_bad_flag_value(tmp_path: object) -> None:
     result = run_cli(["server", "--http-address", "nowhere"], {"CODER_AIBRIDGE_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: --http-address: invalid address 'nowhere' (use HOST:PORT, e.g. 127.0.0.1:3000)"
+    assert result.stderr.strip() == ("error: --http-address: invalid address 'nowhere' "
+                                     "(use HOST:PORT, e.g. 127.0.0.1:3000)")
 
 
 async def test_graceful_shutdown_and_restart_keeps_data(database: Database) -> None:

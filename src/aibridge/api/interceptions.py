@@ -39,7 +39,8 @@ def parse_query(q: str, current: Actor) -> Filters:
     for term in terms:
         key, sep, value = term.partition(":")
         if not sep or not value:
-            raise APIError(400, f"invalid query term {term!r}", f"use key:value with a key among {', '.join(QUERY_KEYS)}")
+            raise APIError(400, f"invalid query term {term!r}",
+                           f"use key:value with a key among {', '.join(QUERY_KEYS)}")
         if key not in QUERY_KEYS:
             raise APIError(400, f"unknown query key {key!r}", f"valid keys: {', '.join(QUERY_KEYS)}")
         if key == "initiator":

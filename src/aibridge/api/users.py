@@ -96,12 +96,13 @@ async def create_token(request: web.Request) -> web.Response:
     user = await _target(request)
     body = await json_body(request)
     lifetime_raw = body.get("lifetime")
+    if isinstance(lifetime_raw, int | float) and not isinstance(lifetime_raw, bool):
+        lifetime_raw = f"{lifetime_raw}s"          # a number is seconds
+    if lifetime_raw is not None and not isinstance(lifetime_raw, str):
+        raise APIError(400, "invalid lifetime: use a duration such as 720h or 90d")
     try:
-        if isinstance(lifetime_raw, int | float) and not isinstance(lifetime_raw, bool):
-            lifetime = parse_lifetime(f"{lifetime_raw}s")
-        else:
-            lifetime = parse_lifetime(lifetime_raw) if lifetime_raw else DEFAULT_LIFETIME
-    except (ValueError, TypeError, AttributeError) as exc:
+        lifetime = parse_lifetime(lifetime_raw) if lifetime_raw else DEFAULT_LIFETIME
+    except ValueError as exc:
         raise APIError(400, f"invalid lifetime: {exc}") from None
     key, token = await store.create_api_key(request.app[ENGINE], user.id, lifetime,
                                             string_field(body, "token_name"))

@@ -8,6 +8,7 @@ happens (upstream error, client gone, shutdown), the interception is ended exact
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -142,14 +143,12 @@ async def _relay_stream(request: web.Request, flow: Flow, upstream: UpstreamResp
     except UpstreamError as exc:
         # The upstream broke mid-stream: tell the client in the provider's own words.
         flow.fail("error", exc.message)
-        try:
+        with contextlib.suppress(*CLIENT_GONE):
             await response.write(flow.api.stream_error_event(exc.message))
-        except CLIENT_GONE:
-            pass
     except CLIENT_GONE:
         flow.fail("canceled", "client disconnected")
     finally:
-        await chunks.aclose()
+        await chunks.aclose()       # releases the upstream connection at once
         for finding in observer.finish():
             addons.finding(flow, finding)
     if flow.outcome != "canceled":

@@ -11,6 +11,7 @@ import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge import __version__
+from aibridge.cli import env, interceptions
 from aibridge.cli.options import fail, server_options, settings_from, storage_options
 from aibridge.identity.roles import ROLES
 from aibridge.store import users as store
@@ -151,18 +152,8 @@ def tokens_revoke(token_id: str, **kwargs: Any) -> None:
     click.echo(f"revoked token {token_id.split('-', 1)[0]}")
 
 
-def _register_optional_commands() -> None:
-    from aibridge.cli import interceptions
-
-    cli.add_command(interceptions.interceptions)
-    try:
-        from aibridge.cli import env
-    except ImportError:
-        return
-    cli.add_command(env.env)
-
-
-_register_optional_commands()
+cli.add_command(interceptions.interceptions)
+cli.add_command(env.env)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aibridge.bridge.apis.base import Finding, Thought, ToolCall, Usage
 from aibridge.bridge.flow import Addon, Flow
+from aibridge.recording.recorder import Recorder
 from aibridge.recording.records import (
     InterceptionEnd,
     InterceptionStart,
@@ -13,7 +14,6 @@ from aibridge.recording.records import (
     TokenUsageRecord,
     ToolUsageRecord,
 )
-from aibridge.recording.recorder import Recorder
 
 
 class RecordingAddon(Addon):

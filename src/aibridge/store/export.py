@@ -161,7 +161,8 @@ def _thought(row: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- sessions and distinct values
 
-async def list_sessions(engine: AsyncEngine, filters: Filters, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+async def list_sessions(engine: AsyncEngine, filters: Filters, limit: int,
+                        offset: int) -> tuple[int, list[dict[str, Any]]]:
     """Interceptions grouped by (client session id, initiator), most recently active first."""
     c = interceptions.c
     conditions = [*filters.conditions(), c.client_session_id.is_not(None)]

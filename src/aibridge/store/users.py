@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from dataclasses import dataclass
@@ -101,10 +102,8 @@ async def count_users(engine: AsyncEngine) -> int:
 async def get_user(engine: AsyncEngine, ref: str) -> User:
     """A user by username or id."""
     condition = users.c.username == ref
-    try:
+    with contextlib.suppress(ValueError):
         condition = sa.or_(condition, users.c.id == uuid.UUID(ref))
-    except ValueError:
-        pass
     async with engine.connect() as conn:
         row = (await conn.execute(users.select().where(condition))).first()
     if row is None:

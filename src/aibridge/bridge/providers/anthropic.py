@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
+from aibridge.bridge.apis.base import Api
 from aibridge.bridge.apis.messages import MESSAGES
 from aibridge.bridge.providers.http import HTTPProvider
 
@@ -12,7 +14,7 @@ _PASSTHROUGH = re.compile(r"^(v1/models(/.+)?|v1/messages/count_tokens|api/event
 
 class AnthropicProvider(HTTPProvider):
     type = "anthropic"
-    apis = {"v1/messages": MESSAGES}
+    apis: Mapping[str, Api] = {"v1/messages": MESSAGES}
 
     def auth_headers(self) -> dict[str, str]:
         return {"x-api-key": self._key}

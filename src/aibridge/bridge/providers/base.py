@@ -8,7 +8,7 @@ that nothing downstream can tell the difference.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,10 +38,13 @@ class UpstreamRequest:
 
 
 class UpstreamResponse(Protocol):
-    status: int
-    headers: Mapping[str, str]
+    @property
+    def status(self) -> int: ...
 
-    def iter_chunks(self) -> AsyncIterator[bytes]:
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def iter_chunks(self) -> AsyncGenerator[bytes, None]:
         """Body chunks as they arrive (already decoded from any content encoding)."""
 
     async def read(self) -> bytes: ...
@@ -51,9 +54,17 @@ class UpstreamResponse(Protocol):
 
 
 class Provider(Protocol):
-    type: str                          # "openai" | "anthropic"
-    name: str                          # route segment and recorded provider_name
-    apis: Mapping[str, Api]            # intercepted tails → API, e.g. {"v1/messages": MESSAGES}
+    @property
+    def type(self) -> str:
+        """"openai" | "anthropic": the API family, recorded as ``provider``."""
+
+    @property
+    def name(self) -> str:
+        """Route segment and recorded ``provider_name``."""
+
+    @property
+    def apis(self) -> Mapping[str, Api]:
+        """Intercepted tails → API, e.g. {"v1/messages": MESSAGES}."""
 
     def is_passthrough(self, method: str, tail: str) -> bool: ...
 

@@ -62,7 +62,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote, urlsplit
@@ -528,7 +528,7 @@ class BufferedResponse:
         self._body = body
         self.headers: Mapping[str, str] = CIMultiDict(headers or {"Content-Type": "application/json"})
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
+    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
         if self._body:
             yield self._body
 
@@ -556,7 +556,7 @@ class BedrockStreamResponse:
         self.status = resp.status
         self.headers: Mapping[str, str] = _stream_headers(resp.headers)
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
+    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
         translator = EventStreamTranslator()
         try:
             async for chunk in self._resp.content.iter_any():

@@ -7,7 +7,7 @@ headers and credentials; the central key is added by the concrete provider.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -55,17 +55,17 @@ class HTTPUpstreamResponse:
         self.status = resp.status
         self.headers: CIMultiDictProxy[str] = resp.headers
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
+    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamError(502, f"upstream connection lost: {describe(exc)}") from exc
 
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamError(502, f"upstream connection lost: {describe(exc)}") from exc
 
     def close(self) -> None:
@@ -117,7 +117,7 @@ class HTTPProvider:
         try:
             resp = await self._session.request(request.method, self.url(request.tail, request.query),
                                                data=request.body or None, headers=headers)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamError(504, f"upstream {self.name} timed out") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(502, f"upstream {self.name} unreachable: {describe(exc)}") from exc

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
+from aibridge.bridge.apis.base import Api
 from aibridge.bridge.apis.chat_completions import CHAT_COMPLETIONS
 from aibridge.bridge.apis.responses import RESPONSES
 from aibridge.bridge.providers.http import HTTPProvider
@@ -14,7 +16,7 @@ _PASSTHROUGH = re.compile(r"^v1/(models(/.+)?|conversations(/.+)?|responses/.+)$
 class OpenAIProvider(HTTPProvider):
     type = "openai"
     base_strip = "v1/"
-    apis = {"v1/chat/completions": CHAT_COMPLETIONS, "v1/responses": RESPONSES}
+    apis: Mapping[str, Api] = {"v1/chat/completions": CHAT_COMPLETIONS, "v1/responses": RESPONSES}
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"}

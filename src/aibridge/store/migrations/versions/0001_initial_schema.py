@@ -7,7 +7,6 @@ Create Date: 2026-11-26
 
 import sqlalchemy as sa
 from alembic import op
-
 from sqlalchemy.dialects import postgresql
 
 revision = '0001'
