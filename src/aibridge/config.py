@@ -170,6 +170,9 @@ OPTIONS: tuple[Option, ...] = (
            "Maximum concurrent intercepted requests (0: unlimited)."),
     Option("aibridge_rate_limit", "CODER_AIBRIDGE_RATE_LIMIT", "0", "float",
            "Requests per second allowed per token (0: unlimited)."),
+    Option("aibridge_redis_url", "CODER_AIBRIDGE_REDIS_URL", "", "str",
+           "Redis URL for rate limits shared by several replicas (empty: counted in this process).",
+           secret=True),
     Option("aibridge_structured_logging", "CODER_AIBRIDGE_STRUCTURED_LOGGING", "false", "bool",
            "Log one structured line per recorded item."),
     Option("aibridge_send_actor_headers", "CODER_AIBRIDGE_SEND_ACTOR_HEADERS", "false", "bool",
@@ -212,6 +215,8 @@ class BedrockConfig:
     access_key_secret: str
     model: str
     small_fast_model: str
+    # How the user names the access key and its secret (flag or variable), for error messages.
+    credential_options: tuple[str, str] = ("--aibridge-bedrock-access-key", "--aibridge-bedrock-access-key-secret")
 
     @property
     def endpoint(self) -> str:
@@ -247,6 +252,7 @@ class Settings:
     aibridge_retention: float
     aibridge_max_concurrency: int
     aibridge_rate_limit: float
+    aibridge_redis_url: str
     aibridge_structured_logging: bool
     aibridge_send_actor_headers: bool
     aibridge_circuit_breaker_enabled: bool
@@ -362,21 +368,25 @@ def _bedrock(region: str, base_url: str, key: str, secret: str, model: str, smal
         base_url = parse_url(base_url)
     except ValueError as exc:
         raise ConfigError(f"{names[1]}: {exc}") from None
-    return BedrockConfig(region, base_url.rstrip("/"), key, secret, model, small)
+    return BedrockConfig(region, base_url.rstrip("/"), key, secret, model, small, (names[2], names[3]))
 
 
-def _legacy_providers(s: Settings) -> list[ProviderConfig]:
+def _legacy_providers(s: Settings) -> list[tuple[str, ProviderConfig]]:
+    """The providers made by the single-provider options, each with the option that made it."""
     providers = []
     if s.aibridge_openai_key:
-        providers.append(ProviderConfig("openai", "openai", s.aibridge_openai_key, s.aibridge_openai_base_url))
+        providers.append(("legacy options (--aibridge-openai-key, CODER_AIBRIDGE_OPENAI_KEY)", ProviderConfig(
+            "openai", "openai", s.aibridge_openai_key, s.aibridge_openai_base_url)))
     bedrock = _bedrock(
         s.aibridge_bedrock_region, s.aibridge_bedrock_base_url, s.aibridge_bedrock_access_key,
         s.aibridge_bedrock_access_key_secret, s.aibridge_bedrock_model, s.aibridge_bedrock_small_fast_model,
         ("--aibridge-bedrock-region", "--aibridge-bedrock-base-url", "--aibridge-bedrock-access-key",
          "--aibridge-bedrock-access-key-secret"))
     if s.aibridge_anthropic_key or bedrock:
-        providers.append(ProviderConfig("anthropic", "anthropic", s.aibridge_anthropic_key,
-                                        s.aibridge_anthropic_base_url, bedrock))
+        made_by = ("legacy options (--aibridge-anthropic-key, CODER_AIBRIDGE_ANTHROPIC_KEY)"
+                   if s.aibridge_anthropic_key else "legacy options (--aibridge-bedrock-*, CODER_AIBRIDGE_BEDROCK_*)")
+        providers.append((made_by, ProviderConfig("anthropic", "anthropic", s.aibridge_anthropic_key,
+                                                  s.aibridge_anthropic_base_url, bedrock)))
     return providers
 
 
@@ -401,12 +411,16 @@ def _indexed_entries(env: Mapping[str, str], doc: Mapping[str, Any]) -> list[tup
             for i, item in enumerate(listed) if isinstance(item, Mapping)]
 
 
+def _field_name(label: str, field_name: str) -> str:
+    """How the user wrote a provider's field: an environment variable or a YAML key."""
+    if label.startswith("CODER_"):
+        return f"{label}_{field_name}"
+    return f"{label}.{field_name.lower()}"
+
+
 def _indexed_provider(label: str, fields: dict[str, str], s: Settings) -> ProviderConfig:
     def var(field_name: str) -> str:
-        """How the user wrote this field: an environment variable or a YAML key."""
-        if label.startswith("CODER_"):
-            return f"{label}_{field_name}"
-        return f"{label}.{field_name.lower()}"
+        return _field_name(label, field_name)
 
     ptype = fields.get("TYPE", "").strip().lower()
     if ptype not in PROVIDER_TYPES:
@@ -437,14 +451,14 @@ def _indexed_provider(label: str, fields: dict[str, str], s: Settings) -> Provid
 
 def resolve_providers(s: Settings, env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[ProviderConfig, ...]:
     legacy = _legacy_providers(s)
-    indexed = [_indexed_provider(label, fields, s) for label, fields in _indexed_entries(env, doc)]
+    indexed = [(_field_name(label, "NAME"), _indexed_provider(label, fields, s))
+               for label, fields in _indexed_entries(env, doc)]
     seen: dict[str, str] = {}
-    for label, provider in [("legacy options", p) for p in legacy] + [
-            (f"CODER_AIBRIDGE_PROVIDER_{i}_NAME", p) for i, p in enumerate(indexed)]:
+    for label, provider in legacy + indexed:
         if provider.name in seen:
             raise ConfigError(f"{label}: provider name {provider.name!r} is already used by {seen[provider.name]}")
         seen[provider.name] = label
-    providers = tuple(legacy + indexed)
+    providers = tuple(p for _, p in legacy + indexed)
     if not providers:
         raise ConfigError("--aibridge-enabled: AI Bridge is enabled but no provider is configured "
                           "(set --aibridge-openai-key, --aibridge-anthropic-key, --aibridge-bedrock-region "

@@ -26,6 +26,8 @@ from aibridge.observability.tracing import Tracing
 from aibridge.recording.addon import RecordingAddon
 from aibridge.recording.recorder import Recorder
 from aibridge.recording.retention import RetentionTask
+from aibridge.resilience.breaker import CircuitBreakerAddon
+from aibridge.resilience.limits import LimitsAddon, RedisCounter
 from aibridge.server_keys import AUTHENTICATOR, ENGINE, RECORDER, SETTINGS
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
@@ -92,6 +94,19 @@ def observers(settings: Settings, recorder: Recorder, metrics: Metrics | None,
     return addons
 
 
+def guards(settings: Settings, metrics: Metrics | None) -> list[Addon]:
+    """Limits and the circuit breaker: they may refuse a request before anything else sees it."""
+    addons: list[Addon] = []
+    if settings.aibridge_circuit_breaker_enabled:
+        addons.append(CircuitBreakerAddon(
+            settings.aibridge_circuit_breaker_failure_threshold, settings.aibridge_circuit_breaker_interval,
+            settings.aibridge_circuit_breaker_timeout, settings.aibridge_circuit_breaker_max_requests, metrics))
+    if settings.aibridge_rate_limit > 0 or settings.aibridge_max_concurrency > 0:
+        counter = RedisCounter(settings.aibridge_redis_url) if settings.aibridge_redis_url else None
+        addons.append(LimitsAddon(settings.aibridge_max_concurrency, settings.aibridge_rate_limit, counter))
+    return addons
+
+
 def build_app(settings: Settings, engine: AsyncEngine, extra_addons: list[Addon] | None = None) -> web.Application:
     metrics = Metrics() if settings.prometheus_enable else None
     tracing = Tracing.from_env() if settings.trace else None
@@ -100,9 +115,7 @@ def build_app(settings: Settings, engine: AsyncEngine, extra_addons: list[Addon]
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
     authenticator = Authenticator(engine)
     recorder = Recorder(engine, settings.data_dir / "journal" / "records.jsonl")
-    # Observers go last: a Reject raised by an earlier addon's request_parsed then never leaves
-    # them with a flow that is started but never ended.
-    addons = Addons([RecordingAddon(recorder), *(extra_addons or []),
+    addons = Addons([*guards(settings, metrics), RecordingAddon(recorder), *(extra_addons or []),
                      *observers(settings, recorder, metrics, tracing)])
     providers = {cfg.name: build_provider(cfg) for cfg in settings.providers}
     bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled)
@@ -184,8 +197,8 @@ async def serve(settings: Settings) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     engine = create_engine(settings.database_url)
     await migrate(engine)
+    app = build_app(settings, engine)       # first: it may still refuse the configuration
     token = await ensure_first_owner(engine, settings)
-    app = build_app(settings, engine)
     runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace, access_log=None,
                            handle_signals=False)
     await runner.setup()

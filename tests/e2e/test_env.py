@@ -7,6 +7,7 @@ Roo Code) give the base URLs the SDK calls are pointed at. Every call must be re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -224,6 +225,16 @@ def test_create_token_errors_are_one_line() -> None:
 
 
 # ------------------------------------------------------------------ using the output against a real bridge
+async def make_user(server: ServerProcess, username: str) -> str:
+    """A member and a token for it, through the REST API as the first owner (faster than the CLI)."""
+    owner = Client(server.url, server.admin_token)
+    status, body = await owner.post("/api/v2/users", {"username": username, "role": "member"})
+    assert status == 201, body
+    status, body = await owner.post(f"/api/v2/users/{username}/keys/tokens", {"lifetime": "1h"})
+    assert status == 201, body
+    token: str = body["key"]
+    return token
+
 
 async def recorded(server: ServerProcess, token: str, count: int) -> list[dict[str, Any]]:
     """The caller's own finished interceptions, once ``count`` of them are written (bounded wait)."""
@@ -235,7 +246,7 @@ async def recorded(server: ServerProcess, token: str, count: int) -> list[dict[s
         results: list[dict[str, Any]] = body["results"]
         return results if len(results) >= count else None
 
-    found = await wait_for(check, timeout=15)
+    found: list[dict[str, Any]] | None = await wait_for(check, timeout=15)
     assert found is not None, f"expected {count} recorded interceptions"
     assert len(found) == count
     return found
@@ -268,13 +279,17 @@ else:
 """
 
 
-def run_sdk_in_shell(snippet: str, kind: str, model: str, headers: dict[str, str]) -> dict[str, str]:
-    """``eval`` the printed snippet in bash, then let the official SDK pick the variables up itself."""
+async def run_sdk_in_shell(snippet: str, kind: str, model: str, headers: dict[str, str]) -> dict[str, str]:
+    """``eval`` the printed snippet in bash, then let the official SDK pick the variables up itself.
+
+    In a thread: the fake upstream answers on this test's event loop, which must keep running.
+    """
     env = {k: v for k, v in base_env().items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
     env["SNIPPET"] = snippet
-    done = subprocess.run(["bash", "-c", 'eval "$SNIPPET" && exec "$0" -c "$1" "$2" "$3" "$4"',
-                           sys.executable, SDK_SCRIPT, kind, model, json.dumps(headers)],
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    done = await asyncio.to_thread(
+        subprocess.run, ["bash", "-c", 'eval "$SNIPPET" && exec "$0" -c "$1" "$2" "$3" "$4"',
+                         sys.executable, SDK_SCRIPT, kind, model, json.dumps(headers)],
+        env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     result: dict[str, str] = json.loads(done.stdout)
     return result
@@ -282,15 +297,15 @@ def run_sdk_in_shell(snippet: str, kind: str, model: str, headers: dict[str, str
 
 async def test_openai_and_anthropic_sdks_use_what_env_prints(env_bridge: Bridge) -> None:
     server = env_bridge.server
-    token = server.create_user("envsdk")
+    token = await make_user(server, "envsdk")
     env = {"CODER_URL": server.url, "CODER_SESSION_TOKEN": token}
 
-    out = run_sdk_in_shell(aibridge_env("openai", env=env), "openai", "gpt-4.1", {})
+    out = await run_sdk_in_shell(aibridge_env("openai", env=env), "openai", "gpt-4.1", {})
     assert out["base"].rstrip("/") == f"{server.url}/api/v2/aibridge/openai/v1"
     assert out["text"]
-    out = run_sdk_in_shell(aibridge_env("anthropic", env=env), "anthropic", "claude-sonnet-4-5", {})
+    out = await run_sdk_in_shell(aibridge_env("anthropic", env=env), "anthropic", "claude-sonnet-4-5", {})
     assert out["text"]
-    out = run_sdk_in_shell(aibridge_env("claude-code", env=env), "anthropic", "claude-haiku-4-5",
+    out = await run_sdk_in_shell(aibridge_env("claude-code", env=env), "anthropic", "claude-haiku-4-5",
                            {"User-Agent": "claude-cli/2.1.197 (external, cli)",
                             "X-Claude-Code-Session-Id": "sess-env-1"})
     assert out["text"]
@@ -311,7 +326,7 @@ async def test_openai_and_anthropic_sdks_use_what_env_prints(env_bridge: Bridge)
 
 async def test_codex_config_drives_the_responses_api(env_bridge: Bridge) -> None:
     server = env_bridge.server
-    token = server.create_user("envcodex")
+    token = await make_user(server, "envcodex")
     text = aibridge_env("codex", "--url", server.url, "--token", token)
     provider = tomllib.loads(steps(text)[1])["model_providers"]["aibridge"]
     key = shell_exports(text)[provider["env_key"]]
@@ -334,7 +349,7 @@ async def test_codex_config_drives_the_responses_api(env_bridge: Bridge) -> None
 @pytest.mark.parametrize("client", ["zed", "cline", "roo", "opencode"])
 async def test_editor_settings_reach_the_bridge(env_bridge: Bridge, client: str) -> None:
     server = env_bridge.server
-    token = server.create_user(f"env{client}")
+    token = await make_user(server, f"env{client}")
     text = aibridge_env(client, "--url", server.url, "--token", token)
     found = endpoints(client, text)
     assert {ep.kind for ep in found} == {"openai", "anthropic"}
@@ -356,7 +371,7 @@ async def test_editor_settings_reach_the_bridge(env_bridge: Bridge, client: str)
 
 async def test_create_token_mints_a_working_token(env_bridge: Bridge) -> None:
     server = env_bridge.server
-    token = server.create_user("envmint")
+    token = await make_user(server, "envmint")
     done = run_cli(["env", "claude-code", "--create-token", "--url", server.url, "--lifetime", "2h"],
                    {"CODER_SESSION_TOKEN": token})
     assert done.returncode == 0, done.stderr
@@ -380,7 +395,8 @@ async def test_create_token_mints_a_working_token(env_bridge: Bridge) -> None:
     assert found["initiator"]["username"] == "envmint"
 
     # --token wins over the environment; a bad token is a one-line 403.
-    bad = run_cli(["env", "codex", "--create-token", "--url", server.url, "--token", "nope-nope"], {})
+    bad = run_cli(["env", "codex", "--create-token", "--url", server.url, "--token", "nope-nope"],
+                  {"CODER_SESSION_TOKEN": token})
     assert bad.returncode == 2 and "403" in bad.stderr and "Traceback" not in bad.stderr
     assert bad.stdout == ""
 

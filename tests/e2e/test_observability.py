@@ -102,8 +102,9 @@ class Traffic:
     models_status: int = 0
 
 
+# The fake and the collector depend on the database so that each backend's server gets fresh ones.
 @pytest.fixture(scope="module")
-async def fake() -> AsyncIterator[FakeUpstream]:
+async def fake(module_database: Database) -> AsyncIterator[FakeUpstream]:
     upstream = FakeUpstream()
     await upstream.start()
     yield upstream
@@ -111,7 +112,7 @@ async def fake() -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture(scope="module")
-async def receiver() -> AsyncIterator[OTLPReceiver]:
+async def receiver(module_database: Database) -> AsyncIterator[OTLPReceiver]:
     collector = OTLPReceiver()
     await collector.start()
     yield collector
@@ -269,7 +270,8 @@ async def test_spans_reach_the_otlp_collector(receiver: OTLPReceiver, fake: Fake
     chat_root = next(s for s in receiver.named("Intercept") if attributes(s)["provider"] == "openai")
     assert not chat_root.parent_span_id       # no traceparent from that client: a trace of its own
     chat_names = {s.name for s in receiver.spans if s.trace_id == chat_root.trace_id}
-    assert {"Intercept.RecordToolUsage", "Intercept.RecordTokenUsage", "Intercept.ProcessRequest.Upstream"} <= chat_names
+    assert {"Intercept.RecordToolUsage", "Intercept.RecordTokenUsage",
+            "Intercept.ProcessRequest.Upstream"} <= chat_names
     passthrough = attributes(receiver.named("Passthrough")[0])
     assert passthrough["passthrough_url"] == "/v1/models" and passthrough["http.response.status_code"] == 200
 

@@ -3,6 +3,7 @@
 Like mitmproxy's addons, features (recording, metrics, tracing, structured logs, limits) are
 objects with any of these methods; the flow in ``intercept.py`` calls them at its moments:
 
+- ``admit(flow)`` (async)        may refuse the request with ``Reject`` (limits, circuit breaker)
 - ``request_parsed(flow)``       the client's request is understood (model, prompt, client)
 - ``upstream_request(flow, req)`` just before the upstream call; may adjust headers
 - ``upstream_response(flow)``    the upstream answered (status and headers) or could not be reached
@@ -10,7 +11,9 @@ objects with any of these methods; the flow in ``intercept.py`` calls them at it
 - ``interception_ended(flow)``   the answer is finished, failed or abandoned
 - ``passthrough(provider, route, method, status)``  a passed-through request was answered
 
-A hook may raise ``Reject`` from ``request_parsed`` to refuse the request (limits, breaker).
+A refused request is not recorded: ``admit`` runs before ``request_parsed``. An addon that
+admitted a request learns of a later refusal through ``interception_ended`` with the outcome
+``rejected``, so it can release what it holds.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class Flow:
     started: float = field(default_factory=time.perf_counter)
     upstream_seconds: float = 0.0   # time spent waiting on the upstream
     upstream_status: int | None = None
-    outcome: str = "success"        # success | error | canceled
+    outcome: str = "success"        # success | error | canceled | rejected
     error: str | None = None
     findings: list[Finding] = field(default_factory=list)
     trace: Any = None               # the tracing addon's span state, when tracing is on
@@ -67,6 +70,9 @@ class Flow:
 
 class Addon:
     """Base class with no-op hooks; subclasses override what they need."""
+
+    async def admit(self, flow: Flow) -> None:
+        pass
 
     def request_parsed(self, flow: Flow) -> None:
         pass
@@ -87,7 +93,7 @@ class Addon:
         pass
 
 
-HOOKS = ("request_parsed", "upstream_request", "upstream_response", "finding", "interception_ended",
+HOOKS = ("admit", "request_parsed", "upstream_request", "upstream_response", "finding", "interception_ended",
          "passthrough")
 
 
@@ -99,6 +105,18 @@ class Addons:
         self._by_hook: dict[str, list[Any]] = {
             hook: [getattr(a, hook) for a in addons if getattr(type(a), hook) is not getattr(Addon, hook)]
             for hook in HOOKS}
+
+    async def admit(self, flow: Flow) -> None:
+        admitted: list[Any] = []
+        for hook in self._by_hook["admit"]:
+            try:
+                await hook(flow)
+            except Reject:
+                flow.outcome = "rejected"
+                for earlier in admitted:
+                    earlier.__self__.interception_ended(flow)
+                raise
+            admitted.append(hook)
 
     def request_parsed(self, flow: Flow) -> None:
         for hook in self._by_hook["request_parsed"]:

@@ -55,9 +55,10 @@ async def intercept(request: web.Request, actor: Actor, provider: Provider, api:
                 method=request.method, info=info, model=provider.upstream_model(info.model),
                 client=client, session_id=session_id, user_agent=request.headers.get("User-Agent", ""))
     try:
-        addons.request_parsed(flow)
+        await addons.admit(flow)
     except Reject as exc:
         return provider_error(api, exc.status, exc.message, exc.headers)
+    addons.request_parsed(flow)
     try:
         return await _call_and_relay(request, flow, body, tail, addons)
     except asyncio.CancelledError:

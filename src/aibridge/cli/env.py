@@ -96,7 +96,8 @@ def anthropic_sdk(t: Target) -> list[str]:
 def zed(t: Target) -> list[str]:
     settings = {"language_models": {"anthropic": {"api_url": t.anthropic}, "openai": {"api_url": t.openai}}}
     return [
-        "# Zed: 1. Merge into settings.json (Cmd/Ctrl+, or ~/.config/zed/settings.json):",
+        "# Zed: point its Anthropic and OpenAI providers at the bridge.",
+        "# 1. Merge into settings.json (Cmd/Ctrl+, or ~/.config/zed/settings.json):",
         *_json(settings),
         "# 2. Zed reads the keys from these variables when started from this shell; or paste the",
         "#    token as the API key under Agent Panel > Settings > LLM Providers > Anthropic / OpenAI.",
@@ -159,7 +160,8 @@ def opencode(t: Target) -> list[str]:
         },
     }
     return [
-        "# OpenCode: 1. Merge into ~/.config/opencode/opencode.json (or opencode.json in a project):",
+        "# OpenCode: point its Anthropic and OpenAI providers at the bridge.",
+        "# 1. Merge into ~/.config/opencode/opencode.json (or opencode.json in a project):",
         *_json(config),
         "# 2. Set the token in your shell (e.g. ~/.bashrc), then run `opencode`:",
         *_exports([(OPENCODE_ENV_KEY, t.token)]),

@@ -1,0 +1,1 @@
+"""Protecting users and upstreams: rate and concurrency limits, circuit breaking."""

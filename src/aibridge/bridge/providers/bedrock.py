@@ -618,16 +618,19 @@ def resolve_credentials(name: str, config: BedrockConfig) -> Any:
     """Static credentials from the configuration, or the standard AWS credential chain."""
     if config.access_key and config.access_key_secret:
         return Credentials(config.access_key, config.access_key_secret, method="aibridge-config")
+    # Messages start with the option to set, as every configuration error does.
+    key_option, secret_option = config.credential_options
     if config.access_key or config.access_key_secret:
-        raise ConfigError(f"Bedrock provider {name!r}: set both the access key and its secret, or neither")
+        raise ConfigError(f"{key_option}: Bedrock provider {name!r}: set both {key_option} and {secret_option}, "
+                          "or neither")
     try:
         credentials = botocore.session.get_session().get_credentials()
     except BotoCoreError as exc:
-        raise ConfigError(f"Bedrock provider {name!r}: cannot load AWS credentials: {exc}") from None
+        raise ConfigError(f"{key_option}: Bedrock provider {name!r}: cannot load AWS credentials: {exc}") from None
     if credentials is None:
         raise ConfigError(
-            f"Bedrock provider {name!r}: no AWS credentials found (set the Bedrock access key and secret, "
-            "or configure the AWS credential chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            f"{key_option}: Bedrock provider {name!r}: no AWS credentials found (set {key_option} and "
+            f"{secret_option}, or configure the AWS credential chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
             "~/.aws/credentials, AWS_PROFILE, or an instance/container role)")
     return credentials
 

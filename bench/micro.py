@@ -1,0 +1,248 @@
+"""CPU of each piece of the bridge's request path, measured in-process (no sockets, no noise
+from the other processes): what ``bench.run`` cannot split on a busy 2-core machine.
+
+    python -m bench.micro [--seconds 0.5]
+
+Each line is the CPU time (``time.process_time``: every thread of this process, so the aiosqlite
+worker thread counts) of one call, the median of 5 runs. The pieces use the same inputs the
+benchmark sends: the aiohttp client's request headers, the chat request body, the fake upstream's
+``bench`` answers (1235-byte JSON, 50-event stream in 5 writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from multidict import CIMultiDict, CIMultiDictProxy
+from tests.fakes.upstream import get_scenario
+
+from aibridge.bridge.apis.chat_completions import CHAT_COMPLETIONS
+from aibridge.bridge.clients import detect_client
+from aibridge.bridge.flow import Addons, Flow
+from aibridge.bridge.providers.http import forwardable_headers, relayable_headers
+from aibridge.bridge.sse import SSEDecoder
+from aibridge.identity.auth import Authenticator
+from aibridge.recording.addon import RecordingAddon
+from aibridge.recording.recorder import Recorder
+from aibridge.recording.records import InterceptionEnd, InterceptionStart, PromptRecord, Record, TokenUsageRecord
+from aibridge.store import users as user_store
+from aibridge.store.db import create_engine, migrate
+from aibridge.store.records import _INSERT_TABLES, _insert, write_batch
+from aibridge.store.schema import interceptions
+from bench.run import WORKLOADS
+
+REQUEST_HEADERS = CIMultiDictProxy(CIMultiDict({
+    "Host": "127.0.0.1:3000", "Content-Type": "application/json", "Accept": "*/*",
+    "Accept-Encoding": "gzip, deflate", "User-Agent": "Python/3.11 aiohttp/3.14.5", "Content-Length": "180",
+}))
+UPSTREAM_HEADERS = CIMultiDictProxy(CIMultiDict({
+    "Content-Type": "text/event-stream; charset=utf-8", "x-request-id": "req_fake000000000000000000000001",
+    "openai-organization": "org-fake-upstream", "openai-processing-ms": "7", "openai-version": "2020-10-01",
+    "Transfer-Encoding": "chunked", "Date": "Thu, 26 Nov 2026 17:00:00 GMT", "Server": "Python/3.11 aiohttp/3.14.5",
+}))
+
+
+def per_call(fn: Callable[[], object], seconds: float) -> float:
+    """CPU µs per call: median of 5 runs of about ``seconds`` each."""
+    n, start = 1, time.process_time()
+    while time.process_time() - start < seconds / 10:
+        fn()
+        n += 1
+    results = []
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(n):
+            fn()
+        results.append((time.process_time() - t0) / n * 1e6)
+    return statistics.median(results)
+
+
+async def per_call_async(fn: Callable[[], Awaitable[object]], n: int, runs: int = 5) -> tuple[float, float]:
+    """(CPU µs, wall µs) per awaited call, medians of ``runs`` runs of ``n`` calls."""
+    cpus, walls = [], []
+    for _ in range(runs):
+        c0, w0 = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            await fn()
+        cpus.append((time.process_time() - c0) / n * 1e6)
+        walls.append((time.perf_counter() - w0) / n * 1e6)
+    return statistics.median(cpus), statistics.median(walls)
+
+
+def interception_records(actor_id: uuid.UUID) -> list[Record]:
+    """What one successful chat interception submits (start, prompt, usage, end)."""
+    iid = uuid.uuid4()
+    return [InterceptionStart(iid, actor_id, "openai", "openai", "chat_completions", "gpt-4.1-scenario-bench",
+                              "Unknown", None, "Python/3.11 aiohttp/3.14.5", {"streaming": True, "route": "/v1/x"}),
+            PromptRecord(iid, "", "Write one short paragraph for the benchmark; nothing else.", {}),
+            TokenUsageRecord(iid, "chatcmpl-x", 21, 180, 0, 0, {"completion_reasoning": 0}),
+            InterceptionEnd(iid)]
+
+
+async def write_batch_inserts_only(engine: Any, batch: list[Record]) -> None:
+    """write_batch's inserts without the per-interception UPDATE (a lower bound: the interception
+    row written once, with ended_at, when it ends)."""
+    rows: dict[type, list[dict[str, Any]]] = {kind: [] for kind, _ in _INSERT_TABLES}
+    for record in batch:
+        if not isinstance(record, InterceptionEnd):
+            rows[type(record)].append(dataclasses.asdict(record))
+    async with engine.begin() as conn:
+        for kind, table in _INSERT_TABLES:
+            if rows[kind]:
+                await conn.execute(_insert(conn.dialect.name, table), rows[kind])
+
+
+def sync_write_batch(engine: sa.Engine, batch: list[Record]) -> None:
+    """The same statements as write_batch on a synchronous engine (no aiosqlite thread hops)."""
+    rows: dict[type, list[dict[str, Any]]] = {kind: [] for kind, _ in _INSERT_TABLES}
+    ends = []
+    for record in batch:
+        if isinstance(record, InterceptionEnd):
+            ends.append(record)
+        else:
+            rows[type(record)].append(dataclasses.asdict(record))
+    with engine.begin() as conn:
+        for kind, table in _INSERT_TABLES:
+            if rows[kind]:
+                conn.execute(_insert(conn.dialect.name, table), rows[kind])
+        for end in ends:
+            conn.execute(interceptions.update().where(interceptions.c.id == end.id).values(ended_at=end.ended_at))
+
+
+async def main_async(seconds: float) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="aibridge-micro-"))
+    url = f"sqlite+aiosqlite:///{tmp / 'aibridge.db'}"
+    engine = create_engine(url)
+    await migrate(engine)
+    user = await user_store.create_user(engine, "bench", "member")
+    _, token = await user_store.create_api_key(engine, user.id, dt.timedelta(days=1))
+    auth_headers = CIMultiDictProxy(CIMultiDict({**REQUEST_HEADERS, "Authorization": f"Bearer {token}"}))
+    authenticator = Authenticator(engine)
+    actor = await authenticator.authenticate(auth_headers)
+
+    results: list[tuple[str, str, float]] = []
+
+    def add(group: str, label: str, us: float) -> None:
+        results.append((group, label, us))
+        print(f"  {us:8.1f} µs  {label}")
+
+    print("request path, per request (CPU µs):")
+    cpu, _ = await per_call_async(lambda: authenticator.authenticate(auth_headers), 20000)
+    add("request", "auth: authenticate() with the token cached", cpu)
+    add("request", "client detection: detect_client(headers)", per_call(lambda: detect_client(auth_headers), seconds))
+    body = WORKLOADS["chat stream"].body
+
+    def parse() -> None:
+        parsed = orjson.loads(body)
+        CHAT_COMPLETIONS.request_info(parsed)
+        CHAT_COMPLETIONS.prepare_upstream(parsed)
+    add("request", "request body: orjson.loads + request_info + prepare_upstream", per_call(parse, seconds))
+    add("request", "headers: forwardable_headers + relayable_headers",
+        per_call(lambda: (forwardable_headers(auth_headers), relayable_headers(UPSTREAM_HEADERS)), seconds))
+
+    recorder = Recorder(engine, tmp / "journal.jsonl")
+    addons = Addons([RecordingAddon(recorder)])
+    info = CHAT_COMPLETIONS.request_info(orjson.loads(body))
+
+    class _Provider:
+        type = name = "openai"
+
+    provider: Any = _Provider()
+
+    def flow_and_records() -> None:
+        flow = Flow(id=uuid.uuid4(), actor=actor, provider=provider, api=CHAT_COMPLETIONS, route="/v1/chat/completions",
+                    method="POST", info=info, model=info.model, client="Unknown", session_id=None,
+                    user_agent="Python/3.11 aiohttp/3.14.5")
+        addons.request_parsed(flow)
+        for finding in CHAT_COMPLETIONS.blocking_findings(blocking_answer):
+            addons.finding(flow, finding)
+        addons.interception_ended(flow)
+        recorder._pending.clear()
+    chat = get_scenario("chat", "bench")
+    blocking_answer = orjson.loads(chat.replies["blocking"].body)
+    add("request", "flow + recording addon: Flow, 4 records built and submitted",
+        per_call(flow_and_records, seconds))
+
+    raw_answer = chat.replies["blocking"].body
+    add("request", "blocking answer: orjson.loads + blocking_findings (1235 B)",
+        per_call(lambda: CHAT_COMPLETIONS.blocking_findings(orjson.loads(raw_answer)), seconds))
+    chunks = [c for c, _ in chat.replies["streaming"].chunks]
+
+    def observe_stream() -> None:
+        decoder = SSEDecoder()
+        observer = CHAT_COMPLETIONS.new_stream_observer()
+        for chunk in chunks:
+            for event in decoder.feed(chunk):
+                observer.feed(event)
+        for event in decoder.flush():
+            observer.feed(event)
+        observer.finish()
+    add("request", "stream: SSE decode + observer of 50 events (5 chunks), per stream",
+        per_call(observe_stream, seconds))
+    decoder_only = per_call(lambda: [SSEDecoder().feed(c) for c in chunks], seconds)
+    add("request", "  of which SSEDecoder.feed alone", decoder_only)
+
+    print("\nrecording writer, per interception (CPU µs incl. the aiosqlite thread; wall µs):")
+    sync_engine = sa.create_engine(f"sqlite:///{tmp / 'aibridge.db'}")
+    with sync_engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+    for k in (1, 5, 64):
+        async def real(k: int = k) -> None:
+            await write_batch(engine, [r for _ in range(k) for r in interception_records(user.id)])
+        cpu, wall = await per_call_async(real, max(4, 400 // k))
+        add("writer", f"write_batch, {k:>2} interception(s) per batch (start, prompt, usage, end)", cpu / k)
+        print(f"{'':13}wall {wall / k:8.1f} µs")
+
+        async def inserts(k: int = k) -> None:
+            await write_batch_inserts_only(engine, [r for _ in range(k) for r in interception_records(user.id)])
+        cpu, _ = await per_call_async(inserts, max(4, 400 // k))
+        add("writer", f"  the same without the per-interception UPDATE (ended_at), {k:>2} per batch", cpu / k)
+        sync_cpu = per_call(lambda k=k: sync_write_batch(sync_engine, [  # type: ignore[misc]
+            r for _ in range(k) for r in interception_records(user.id)]), seconds) / k
+        add("writer", f"  the same statements on a sync engine (no aiosqlite thread), {k:>2} per batch", sync_cpu)
+    records = interception_records(user.id)[:3]
+    add("writer", "  of which dataclasses.asdict() of start + prompt + usage (deep copies)",
+        per_call(lambda: [dataclasses.asdict(r) for r in records], seconds))
+    add("writer", "  a shallow dict of the same three records, for comparison",
+        per_call(lambda: [{f: getattr(r, f) for f in r.__slots__} for r in records], seconds))
+
+    print("\nauth cache miss (every 10 s per token; all in-flight requests of the token miss together):")
+    cpu, wall = await per_call_async(lambda: user_store.get_api_key(engine, actor.token_id), 300)
+    add("auth", "get_api_key() (one SELECT through SQLAlchemy + aiosqlite)", cpu)
+    print(f"{'':13}wall {wall:8.1f} µs")
+    for inflight in (1, 64):
+        herd = []
+        for _ in range(5):
+            authenticator._cache.clear()
+            c0, w0 = time.process_time(), time.perf_counter()
+            await asyncio.gather(*(authenticator.authenticate(auth_headers) for _ in range(inflight)))
+            herd.append(((time.process_time() - c0) * 1e6, (time.perf_counter() - w0) * 1e6))
+        cpu, wall = statistics.median(h[0] for h in herd), statistics.median(h[1] for h in herd)
+        add("auth", f"one cache expiry with {inflight:>2} request(s) of the token in flight (whole herd)", cpu)
+        print(f"{'':13}wall {wall:8.1f} µs")
+    sync_engine.dispose()
+    await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=0.5, help="time per measured piece (default 0.5)")
+    args = parser.parse_args()
+    asyncio.run(main_async(args.seconds))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Per-token rate limits and a global concurrency limit, as one addon on the flow.
+
+Both checks run when a request is parsed, before anything is recorded or sent upstream; a
+refused request gets the provider's own error shape (429 with Retry-After, or 503).
+
+Rate limits count requests per token in one-second windows. With a Redis URL the count is
+shared by every replica (INCR on a per-second key that expires); without one it is counted in
+this process. If Redis is unreachable the limiter lets requests through and logs it: an outage
+of the limiter must not become an outage of the gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from aibridge.bridge.flow import Addon, Flow, Reject
+
+log = logging.getLogger("aibridge.limits")
+REDIS_TIMEOUT = 0.25
+
+
+class WindowCounter(Protocol):
+    async def hit(self, key: str, window: int) -> int:
+        """Count one request for ``key`` in the one-second ``window``; the count so far."""
+
+
+class LocalCounter:
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[int, int]] = {}
+
+    async def hit(self, key: str, window: int) -> int:
+        start, count = self._windows.get(key, (window, 0))
+        count = count + 1 if start == window else 1
+        self._windows[key] = (window, count)
+        if len(self._windows) > 100_000:        # forget idle tokens
+            self._windows = {k: v for k, v in self._windows.items() if v[0] == window}
+        return count
+
+
+class RedisCounter:
+    def __init__(self, url: str) -> None:
+        self._redis = Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+        self._warned_at = 0.0
+
+    async def hit(self, key: str, window: int) -> int:
+        name = f"aibridge:rate:{key}:{window}"
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(name)
+                pipe.expire(name, 2)
+                count, _ = await pipe.execute()
+            return int(count)
+        except (RedisError, OSError) as exc:
+            if time.monotonic() - self._warned_at > 60:
+                self._warned_at = time.monotonic()
+                log.warning("rate limiter cannot reach Redis (%s); letting requests through", exc)
+            return 0
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class LimitsAddon(Addon):
+    """Must come before every other addon: a refused request is neither recorded nor counted."""
+
+    def __init__(self, max_concurrency: int = 0, rate_limit: float = 0, counter: WindowCounter | None = None) -> None:
+        self.max_concurrency = max_concurrency
+        self.rate_limit = rate_limit
+        self.counter = counter or LocalCounter()
+        self.inflight = 0
+        self._admitted: set[int] = set()
+
+    async def admit(self, flow: Flow) -> None:
+        """Raise Reject when the request may not go ahead (called by the flow before request_parsed)."""
+        if self.rate_limit > 0:
+            count = await self.counter.hit(flow.actor.token_id, int(time.time()))
+            if count > self.rate_limit:
+                raise Reject(429, f"rate limit exceeded: at most {self.rate_limit:g} requests per second per token",
+                             {"Retry-After": "1"})
+        if self.max_concurrency > 0:
+            if self.inflight >= self.max_concurrency:
+                raise Reject(503, f"AI Bridge is at its concurrency limit ({self.max_concurrency}); retry shortly",
+                             {"Retry-After": "1"})
+            self.inflight += 1
+            self._admitted.add(id(flow))
+
+    def interception_ended(self, flow: Flow) -> None:
+        if id(flow) in self._admitted:
+            self._admitted.discard(id(flow))
+            self.inflight -= 1
