@@ -403,7 +403,9 @@ class LoadGen:
         if proc and cpu0:
             await asyncio.sleep(SETTLE)
             used = proc.cpu() - cpu0
-            cpu_us, sys_us, switches = (used.user + used.sys) / n * 1e6, used.sys / n * 1e6, used.switches / n
+            cpu_us, sys_us = (used.user + used.sys) / n * 1e6, used.sys / n * 1e6
+            # Threads that ended during the batch take their counts with them: then it is unknown.
+            switches = used.switches / n if used.switches >= 0 else None
         return Batch(w.name, target.name, concurrency, n, cpu_us, sys_us, switches, latencies,
                      ttfbs if w.stream else [], wall, errors)
 
@@ -645,8 +647,9 @@ async def run(args: argparse.Namespace) -> int:
 
             if args.py_spy or args.profile_only:
                 for name in MAIN_WORKLOADS:
-                    out = Path(args.py_spy_dir) / f"py-spy-{name.replace(' ', '-')}.txt"
-                    await py_spy(gen, targets["bridge"], WORKLOADS[name], args.requests * 2, out)
+                    for t in ("bridge", "bare"):
+                        out = Path(args.py_spy_dir) / f"py-spy-{t}-{name.replace(' ', '-')}.txt"
+                        await py_spy(gen, targets[t], WORKLOADS[name], args.requests * 2, out)
 
             recorded = {}
             for bridge in stack.bridges.values():
@@ -707,7 +710,8 @@ def main() -> None:
                         help="also run a bridge with parts switched off (bench/ablate_server.py), e.g. "
                              "--variant no-rec=record --variant bare-ish=record,auth,client; repeatable")
     parser.add_argument("--py-spy", action="store_true",
-                        help="after the measurements, record a py-spy profile of the bridge under load (c=64)")
+                        help="after the measurements, record py-spy profiles of the bridge and of the bare "
+                             "pass-through under load (c=64)")
     parser.add_argument("--profile-only", action="store_true",
                         help="skip the measurements: warm up, then only record the py-spy profiles")
     parser.add_argument("--py-spy-dir", default=".", help="where the py-spy profiles go (default: here)")

@@ -31,6 +31,7 @@ from aibridge.resilience.limits import LimitsAddon, RedisCounter
 from aibridge.server_keys import AUTHENTICATOR, ENGINE, RECORDER, SETTINGS
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
+from aibridge.web import ui as web_ui
 
 log = logging.getLogger("aibridge.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -130,6 +131,7 @@ def build_app(settings: Settings, engine: AsyncEngine, extra_addons: list[Addon]
     app.router.add_get("/api/v2/buildinfo", buildinfo)
     users_api.add_routes(app)
     interceptions_api.add_routes(app)
+    web_ui.add_routes(app)
     app.router.add_route("*", PREFIX + "{provider}/{tail:.*}", bridge.handle)
     if metrics is not None:
         app.router.add_get("/metrics", metrics.handle)

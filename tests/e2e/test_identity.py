@@ -27,7 +27,12 @@ async def test_first_start_creates_owner_and_prints_token_once(server: ServerPro
 
 
 async def test_cli_user_and_token_work_with_each_header_form(server: ServerProcess) -> None:
-    token = server.create_user("carol", "member")
+    made = server.cli("users", "create", "carol", "--role", "member", "--email", "carol@example.com")
+    assert made.returncode == 0, made.stderr
+    printed = server.cli("tokens", "create", "carol", "--lifetime", "24h", "--name", "laptop")
+    assert printed.returncode == 0 and printed.stderr == ""
+    token = printed.stdout.strip()
+    assert printed.stdout == token + "\n"                  # the token and nothing else
     assert "\n" not in token and len(token.split("-", 1)[1]) >= 22
     for header in ({"Coder-Session-Token": token}, {"Authorization": f"Bearer {token}"}, {"X-Api-Key": token}):
         status, me = await Client(server.url, "").get("/api/v2/users/me", headers=header)

@@ -19,7 +19,7 @@ from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
 from aibridge.store.records import write_batch
 from aibridge.store.schema import CHILD_TABLES, interceptions
-from tests.harness import Database
+from tests.harness import POSTGRES_URL, Database
 
 DAY = 86400.0
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -109,11 +109,21 @@ async def test_a_year_of_records_keeps_exactly_the_last_60_days(engine: AsyncEng
     assert all(pointed == keep for pointed in children.values())
 
 
-async def test_postgres_purges_on_one_replica_at_a_time(engine: AsyncEngine, database: Database) -> None:
-    if not database.postgres:
-        pytest.skip("advisory locks are PostgreSQL's")
+@pytest.mark.skipif(not POSTGRES_URL, reason="advisory locks are PostgreSQL's: needs AIBRIDGE_TEST_POSTGRES_URL")
+async def test_postgres_purges_on_one_replica_at_a_time() -> None:
+    async with Database("postgres") as database:
+        assert database.postgres is not None
+        engine = create_engine(database_url(database))
+        await migrate(engine)
+        try:
+            await _one_replica_at_a_time(engine, database.postgres.url)
+        finally:
+            await engine.dispose()
+
+
+async def _one_replica_at_a_time(engine: AsyncEngine, url: str) -> None:
     ids = await insert(engine, [NOW - dt.timedelta(days=100)])
-    other_replica = await asyncpg.connect(database.postgres.url, timeout=10)
+    other_replica = await asyncpg.connect(url, timeout=10)
     try:
         assert await other_replica.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY)
         assert await purge(engine, 60 * DAY, now=NOW) == 0      # skipped, not waited
