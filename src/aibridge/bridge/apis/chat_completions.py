@@ -8,31 +8,19 @@ from typing import Any
 import orjson
 
 from aibridge.bridge.apis import openai_common
-from aibridge.bridge.apis.base import Finding, RequestInfo, StreamObserver, Thought, ToolCall, Usage
+from aibridge.bridge.apis.base import Finding, StreamObserver, Thought, ToolCall, Usage
 from aibridge.bridge.apis.common import (
+    ApiAdapter,
     as_dict,
     as_int,
     as_list,
     as_str,
     counts,
     error_message,
-    last_text_part,
-    last_user_message,
     loads_object,
-    request_model,
     request_stream,
 )
 from aibridge.bridge.sse import SSEEvent, encode_event
-
-
-def _prompt(messages: object) -> str | None:
-    message = last_user_message(messages)
-    if message is None:
-        return None
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    return last_text_part(as_list(content), "text")
 
 
 def _usage(response_id: str, usage: dict[str, Any]) -> Usage:
@@ -216,11 +204,8 @@ class _ChatObserver:
         return [_usage(self._id, usage)]
 
 
-class ChatCompletionsApi:
+class ChatCompletionsApi(ApiAdapter):
     name = "chat_completions"
-
-    def request_info(self, body: dict[str, Any]) -> RequestInfo:
-        return RequestInfo(request_model(body), request_stream(body), _prompt(body.get("messages")))
 
     def prepare_upstream(self, body: dict[str, Any]) -> bool:
         """Ask for usage in the stream (a streamed answer carries none unless asked)."""

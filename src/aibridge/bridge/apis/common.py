@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from aibridge.bridge.apis.base import RequestInfo
+
 
 def as_dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
@@ -86,6 +88,34 @@ def last_text_part(parts: list[Any], part_type: str) -> str | None:
             if isinstance(text, str):
                 return text
     return None
+
+
+def message_prompt(messages: object) -> str | None:
+    """Chat and Messages: the last user message's string content, or its last text part
+    (tool results are not the user's words)."""
+    message = last_user_message(messages)
+    if message is None:
+        return None
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return last_text_part(as_list(content), "text")
+
+
+class ApiAdapter:
+    """What the three APIs do alike; each module adds its readers and error shapes."""
+
+    name = ""
+    prompt_field = "messages"       # the request field holding the conversation
+
+    def prompt(self, value: object) -> str | None:
+        return message_prompt(value)
+
+    def request_info(self, body: dict[str, Any]) -> RequestInfo:
+        return RequestInfo(request_model(body), request_stream(body), self.prompt(body.get(self.prompt_field)))
+
+    def prepare_upstream(self, body: dict[str, Any]) -> bool:
+        return False
 
 
 def error_message(error: object, fallback: str) -> str:

@@ -8,8 +8,9 @@ from typing import Any
 
 import orjson
 
-from aibridge.bridge.apis.base import Finding, RequestInfo, StreamObserver, Thought, ToolCall, Usage
+from aibridge.bridge.apis.base import Finding, StreamObserver, Thought, ToolCall, Usage
 from aibridge.bridge.apis.common import (
+    ApiAdapter,
     as_dict,
     as_int,
     as_list,
@@ -18,11 +19,7 @@ from aibridge.bridge.apis.common import (
     counts,
     dumps_text,
     error_message,
-    last_text_part,
-    last_user_message,
     loads_object,
-    request_model,
-    request_stream,
 )
 from aibridge.bridge.sse import SSEEvent, encode_event
 
@@ -50,17 +47,6 @@ def _error_type(status: int) -> str:
     if status in _ERROR_TYPES:
         return _ERROR_TYPES[status]
     return "api_error" if status >= 500 else "invalid_request_error"
-
-
-def _prompt(messages: object) -> str | None:
-    message = last_user_message(messages)
-    if message is None:
-        return None
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    # tool_result blocks are not the user's words: only text blocks count
-    return last_text_part(as_list(content), "text")
 
 
 def _usage(message_id: str, usage: dict[str, Any]) -> Usage:
@@ -248,14 +234,8 @@ _HANDLERS: dict[str, Callable[[_MessagesObserver, dict[str, Any]], list[Finding]
 }
 
 
-class MessagesApi:
+class MessagesApi(ApiAdapter):
     name = "messages"
-
-    def request_info(self, body: dict[str, Any]) -> RequestInfo:
-        return RequestInfo(request_model(body), request_stream(body), _prompt(body.get("messages")))
-
-    def prepare_upstream(self, body: dict[str, Any]) -> bool:
-        return False
 
     def blocking_findings(self, body: dict[str, Any]) -> list[Finding]:
         return _blocking_findings(body)

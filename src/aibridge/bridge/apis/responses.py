@@ -10,8 +10,9 @@ from typing import Any
 import orjson
 
 from aibridge.bridge.apis import openai_common
-from aibridge.bridge.apis.base import Finding, RequestInfo, StreamObserver, Thought, ToolCall, Usage
+from aibridge.bridge.apis.base import Finding, StreamObserver, Thought, ToolCall, Usage
 from aibridge.bridge.apis.common import (
+    ApiAdapter,
     as_dict,
     as_int,
     as_list,
@@ -21,8 +22,6 @@ from aibridge.bridge.apis.common import (
     error_message,
     last_user_message,
     loads_object,
-    request_model,
-    request_stream,
 )
 from aibridge.bridge.sse import SSEEvent, encode_event
 
@@ -249,14 +248,12 @@ _HANDLERS: dict[str, Callable[[_ResponsesObserver, dict[str, Any]], list[Finding
 }
 
 
-class ResponsesApi:
+class ResponsesApi(ApiAdapter):
     name = "responses"
+    prompt_field = "input"
 
-    def request_info(self, body: dict[str, Any]) -> RequestInfo:
-        return RequestInfo(request_model(body), request_stream(body), _prompt(body.get("input")))
-
-    def prepare_upstream(self, body: dict[str, Any]) -> bool:
-        return False
+    def prompt(self, value: object) -> str | None:
+        return _prompt(value)
 
     def blocking_findings(self, body: dict[str, Any]) -> list[Finding]:
         return _blocking_findings(body)
