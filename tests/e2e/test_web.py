@@ -216,7 +216,7 @@ async def test_ui_needs_no_token_but_its_data_does(bridge: Bridge) -> None:
 ])
 async def test_static_paths_cannot_traverse(bridge: Bridge, target: str) -> None:
     status, _, body = await raw_get(bridge.server.url, target)
-    assert status in (400, 404), (target, status, body[:200])
+    assert status == 404, (target, status, body[:200])
     for secret in (b"[project]", b"root:", b"import ", b"aiohttp"):
         assert secret not in body, target
 
@@ -388,8 +388,9 @@ def find_chromium() -> str:
 @pytest.fixture(scope="module")
 async def devtools() -> AsyncIterator[DevTools]:
     binary = find_chromium()
-    profile = Path(tempfile.mkdtemp(prefix="aibridge-chromium-"))
-    log = (profile.parent / f"{profile.name}.log").open("wb")
+    workdir = Path(tempfile.mkdtemp(prefix="aibridge-chromium-"))
+    profile = workdir / "profile"
+    log = (workdir / "chromium.log").open("wb")
     # Own process group: Chromium forks helpers (zygote, renderers) that must go with it.
     proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
                              f"--window-size={WINDOW[0]},{WINDOW[1]}", "about:blank"],
@@ -416,7 +417,7 @@ async def devtools() -> AsyncIterator[DevTools]:
         await session.close()
         _stop_browser(proc)
         log.close()
-        shutil.rmtree(profile, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _stop_browser(proc: subprocess.Popen[bytes]) -> None:
@@ -470,7 +471,7 @@ async def test_member_sees_only_own_interceptions(traffic: Traffic, page: Page) 
     for model, prompt in BOB.items():
         assert not any(model in row or prompt in row for row in rows)
     assert all("alice" in row and "bob" not in row and "carol" not in row for row in rows)
-    assert "1–4 of 4 interceptions" in await page.text("#interceptions-count")
+    assert "1\N{EN DASH}4 of 4 interceptions" in await page.text("#interceptions-count")
     assert await page.js("document.querySelector('#interceptions-older').disabled")
     # The newest first: Claude Code (twice), then the Responses call, then the chat call with the HTML prompt.
     assert "Claude Code" in rows[0] and "claude-sonnet-4-5-scenario-tool" in rows[0]
@@ -560,11 +561,11 @@ async def test_older_pages_follow_the_cursor(traffic: Traffic, page: Page) -> No
     await page.wait(f"document.querySelector('#interceptions-count').textContent.endsWith('of {CAROL_REQUESTS} "
                     "interceptions')", "carol's interceptions")
     first = await rows_loaded(page, 50)
-    assert f"1–50 of {CAROL_REQUESTS}" in await page.text("#interceptions-count")
+    assert f"1\N{EN DASH}50 of {CAROL_REQUESTS}" in await page.text("#interceptions-count")
     assert await page.js("document.querySelector('#interceptions-newer').disabled")
     await page.click("#interceptions-older")
     second = await rows_loaded(page, CAROL_REQUESTS - 50)
-    assert f"51–{CAROL_REQUESTS} of {CAROL_REQUESTS}" in await page.text("#interceptions-count")
+    assert f"51\N{EN DASH}{CAROL_REQUESTS} of {CAROL_REQUESTS}" in await page.text("#interceptions-count")
     assert await page.js("document.querySelector('#interceptions-older').disabled")
     prompts = {row.split("carol question ")[1].split()[0] for row in first + second}
     assert len(prompts) == CAROL_REQUESTS, "every interception appears exactly once across the pages"
@@ -626,7 +627,36 @@ async def test_sessions_tab_opens_a_session_and_its_interceptions(traffic: Traff
     await page.click("#detail-back")
     await page.wait(f"document.querySelector('#detail-title').textContent.includes({json.dumps(SESSION_ID)})",
                     "back to the session")
+    await page.screenshot("aibridge-ui-session.png")
     assert not page.problems()
+
+
+async def test_api_errors_are_shown_readably(traffic: Traffic, page: Page) -> None:
+    await sign_in(page, traffic.bridge.server.url, traffic.alice, "alice")
+    await rows_loaded(page)
+    # The browser answers the next sessions call itself, as a failing server would.
+    await page.send("Fetch.enable", {"patterns": [{"urlPattern": "*/api/v2/aibridge/sessions*"}]})
+    await page.click("#tabs a[data-view=sessions]")
+    paused = await wait_for(lambda: _first(page.events("Fetch.requestPaused")))
+    assert paused, "the sessions call was not made"
+    body = json.dumps({"message": "internal server error", "detail": "the error was logged on the server"})
+    await page.send("Fetch.fulfillRequest", {
+        "requestId": paused["requestId"], "responseCode": 500,
+        "responseHeaders": [{"name": "Content-Type", "value": "application/json"}],
+        "body": base64.b64encode(body.encode()).decode()})
+    await page.send("Fetch.disable")
+    await page.wait("!document.querySelector('#banner').hidden", "the error banner")
+    assert await page.text("#banner-text") == \
+        "500: internal server error (the error was logged on the server)"
+    assert await page.js("!document.querySelector('#sessions-view').hidden"), "a server error is no sign-out"
+    # The next successful load clears the message.
+    await page.click("#tabs a[data-view=interceptions]")
+    await page.wait("document.querySelector('#banner').hidden", "the banner to go")
+    assert not page.problems()
+
+
+async def _first(items: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return items[0] if items else None
 
 
 async def test_rejected_token_returns_to_sign_in(traffic: Traffic, page: Page) -> None:
@@ -636,6 +666,7 @@ async def test_rejected_token_returns_to_sign_in(traffic: Traffic, page: Page) -
     await page.click("#signin-form button[type=submit]")
     await page.wait("!document.querySelector('#signin-error').hidden", "the sign-in error")
     assert "403" in await page.text("#signin-error")
+    await page.screenshot("aibridge-ui-signin.png")
     assert await page.js("sessionStorage.getItem('aibridge.token')") is None
     # Signed in, then the token stops working (revoked, expired): the next call lands on the sign-in box.
     await sign_in(page, url, traffic.alice, "alice")

@@ -40,7 +40,7 @@ function el(tag, props = {}, ...children) {
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -320,8 +320,10 @@ function applyFilters(event) {
 }
 
 function clearFilters() {
-  // The reset event fires before the inputs are cleared: read them on the next tick.
+  // The reset event fires before the inputs are cleared: reload on the next tick. Sign-out resets the
+  // form too, and must not reload anything (that call would fail with 401 and sign out again).
   setTimeout(() => {
+    if (!state.me) return;
     state.interceptions.q = "";
     state.interceptions.cursors = [""];
     loadInterceptions();
@@ -380,9 +382,9 @@ function interceptionRow(rec) {
   return clickableRow(() => openDetail(interceptionDetail(rec)),
     el("td", { class: "nowrap", title: rec.started_at }, fmtTime(rec.started_at)),
     el("td", { title: rec.initiator && rec.initiator.name }, userLabel(rec.initiator)),
-    el("td", {}, rec.client || "—"),
-    el("td", {}, providerLabel(rec)),
-    el("td", { class: "mono" }, rec.model),
+    el("td", { class: "nowrap" }, rec.client || "—"),
+    el("td", { class: "nowrap" }, providerLabel(rec)),
+    el("td", { class: "mono nowrap" }, rec.model),
     el("td", { class: "prompt", title: truncate(prompt, 2000) || undefined },
       prompt ? truncate(prompt, PROMPT_PREVIEW) : el("span", { class: "muted" }, "(no prompt)")),
     numCell(t.input_tokens),
@@ -421,7 +423,7 @@ function renderDetail() {
   if (!render) return closeDetail();
   const { title, content } = render();
   $("#detail-title").textContent = title;
-  $("#detail-body").replaceChildren(...content);
+  $("#detail-body").replaceChildren(...content.filter(Boolean));     // sections without data are null
   $("#detail-body").scrollTop = 0;
   show($("#detail-back"), state.detail.length > 1);
   show($("#detail"), true);
@@ -496,7 +498,7 @@ function tokenSection(rec) {
   if (!usages.length) return section("Token usage", el("p", { class: "muted" }, "No usage was reported."));
   const totals = tokenTotals(rec);
   const rows = usages.map((u) => el("tr", {},
-    el("td", { class: "mono" }, u.provider_response_id || "—"),
+    el("td", { class: "mono break" }, u.provider_response_id || "—"),
     numCell(u.input_tokens), numCell(u.output_tokens),
     numCell(u.cache_read_input_tokens), numCell(u.cache_write_input_tokens),
     el("td", { class: "mono small" }, hasKeys(u.metadata)
@@ -563,7 +565,7 @@ function sessionRow(session) {
     el("td", { class: "nowrap" }, fmtTime(session.ended_at)),
     el("td", { class: "nowrap" }, fmtTime(session.started_at)),
     el("td", {}, userLabel(session.initiator)),
-    el("td", {}, session.client || "—"),
+    el("td", { class: "nowrap" }, session.client || "—"),
     el("td", { class: "mono" }, (session.models || []).join(", ")),
     el("td", { class: "mono", title: session.id }, truncate(session.id, 18)),
     numCell(session.interception_count),
@@ -600,16 +602,18 @@ function sessionDetail(id, body) {
       ])),
       section(`Interceptions (${body.interceptions.length}, oldest first)`, el("div", { class: "table-wrap" },
         el("table", { class: "data compact clickable" },
-          el("thead", {}, el("tr", {}, ["Time", "Model", "Prompt", "Input", "Output", "Tools", "Outcome"]
-            .map((h, i) => el("th", { class: i >= 3 && i <= 5 ? "num" : "" }, h)))),
+          el("thead", {}, el("tr", {}, ["Time", "Model", "Prompt", "Tokens in / out", "Tools", "Outcome"]
+            .map((h, i) => el("th", { class: i === 3 || i === 4 ? "num" : "" }, h)))),
           el("tbody", {}, body.interceptions.map((rec) => {
             const t = tokenTotals(rec);
+            // The panel is narrow: the clock time only (the date is in the session's fields above).
             return clickableRow(() => pushDetail(interceptionDetail(rec)),
-              el("td", { class: "nowrap" }, fmtTime(rec.started_at)),
-              el("td", { class: "mono" }, rec.model),
-              el("td", { class: "prompt" }, truncate(promptOf(rec), 80)),
-              numCell(t.input_tokens), numCell(t.output_tokens), numCell((rec.tool_usages || []).length),
-              el("td", {}, outcomeBadge(rec)));
+              el("td", { class: "nowrap", title: fmtTime(rec.started_at) }, fmtTime(rec.started_at).slice(11)),
+              el("td", { class: "mono nowrap" }, rec.model),
+              el("td", { class: "wrap" }, truncate(promptOf(rec), 80)),
+              el("td", { class: "num" }, `${fmtNum(t.input_tokens)} / ${fmtNum(t.output_tokens)}`),
+              numCell((rec.tool_usages || []).length),
+              el("td", { class: "nowrap" }, outcomeBadge(rec)));
           }))))),
     ],
   });
@@ -695,11 +699,13 @@ function renderBars(container, rows) {
     node.style.width = `${((100 * value) / max).toFixed(3)}%`;
     return node;
   };
+  // Labels (model names are long) get a line of their own above the bar.
   container.replaceChildren(...rows.map((r) => el("div", { class: "bar-row" },
-    el("div", { class: "bar-label", title: r.label }, el("span", { class: "bar-name" }, r.label),
-      el("span", { class: "muted small" }, `${fmtNum(r.requests)} req`)),
+    el("div", { class: "bar-label", title: r.label },
+      el("span", { class: "bar-name" }, r.label),
+      el("span", { class: "muted small nowrap" }, `${fmtNum(r.requests)} ${r.requests === 1 ? "request" : "requests"}`),
+      el("span", { class: "bar-value num" }, fmtNum(r.total))),
     el("div", { class: "bar-track" }, segment("input", r.input), segment("output", r.output), segment("cache", r.cache)),
-    el("div", { class: "bar-value num" }, fmtNum(r.total)),
   )));
 }
 
