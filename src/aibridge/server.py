@@ -104,7 +104,8 @@ def guards(settings: Settings, metrics: Metrics | None) -> list[Addon]:
             settings.aibridge_circuit_breaker_timeout, settings.aibridge_circuit_breaker_max_requests, metrics))
     if settings.aibridge_rate_limit > 0 or settings.aibridge_max_concurrency > 0:
         counter = RedisCounter(settings.aibridge_redis_url) if settings.aibridge_redis_url else None
-        addons.append(LimitsAddon(settings.aibridge_max_concurrency, settings.aibridge_rate_limit, counter))
+        addons.append(LimitsAddon(settings.aibridge_max_concurrency, settings.aibridge_rate_limit, counter,
+                                  metrics))
     return addons
 
 

@@ -41,7 +41,9 @@ async def fake() -> Any:
 
 
 async def test_rate_limit_per_token(database: Database, fake: FakeUpstream) -> None:
-    server = await ServerProcess(database, env={**bridge_env(fake), "CODER_AIBRIDGE_RATE_LIMIT": "2"}).start()
+    server = await ServerProcess(database, env={**bridge_env(fake), "CODER_AIBRIDGE_RATE_LIMIT": "2",
+                                                "CODER_PROMETHEUS_ENABLE": "true",
+                                                "CODER_PROMETHEUS_ADDRESS": "127.0.0.1:0"}).start()
     try:
         alice, bob = server.create_user("alice"), server.create_user("bob")
         await next_second()
@@ -55,6 +57,9 @@ async def test_rate_limit_per_token(database: Database, fake: FakeUpstream) -> N
         await next_second()
         assert (await chat(server, alice))[0] == 200             # and the window moves on
         assert len(fake.requests_to("/v1/chat/completions")) == 4  # refused requests never went upstream
+        async with aiohttp.ClientSession() as session, session.get(f"{server.url}/metrics") as resp:
+            text = await resp.text()
+        assert 'coder_aibridged_rate_limited_total{provider="openai",reason="rate_limit"} 4.0' in text
     finally:
         server.stop()
 

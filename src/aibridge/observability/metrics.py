@@ -157,6 +157,10 @@ class Metrics:
         self.breaker_rejects = self._counter(
             "circuit_breaker_rejects_total",
             "Total number of requests rejected due to open circuit breaker.", labels)
+        self.limited = self._counter(
+            "rate_limited_total",
+            "Requests refused by the per-token rate limit or the concurrency limit (reason).",
+            ("provider", "reason"))
 
     def render(self) -> bytes:
         """The text exposition; across processes when prometheus_client's multiprocess mode is on."""

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aibridge.bridge.flow import Addon, Flow, Reject
+
+if TYPE_CHECKING:
+    from aibridge.observability.metrics import Metrics
 
 log = logging.getLogger("aibridge.limits")
 REDIS_TIMEOUT = 0.25
@@ -68,7 +71,9 @@ class RedisCounter:
 class LimitsAddon(Addon):
     """Must come before every other addon: a refused request is neither recorded nor counted."""
 
-    def __init__(self, max_concurrency: int = 0, rate_limit: float = 0, counter: WindowCounter | None = None) -> None:
+    def __init__(self, max_concurrency: int = 0, rate_limit: float = 0, counter: WindowCounter | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         self.max_concurrency = max_concurrency
         self.rate_limit = rate_limit
         self.counter = counter or LocalCounter()
@@ -80,14 +85,20 @@ class LimitsAddon(Addon):
         if self.rate_limit > 0:
             count = await self.counter.hit(flow.actor.token_id, int(time.time()))
             if count > self.rate_limit:
+                self._count(flow, "rate_limit")
                 raise Reject(429, f"rate limit exceeded: at most {self.rate_limit:g} requests per second per token",
                              {"Retry-After": "1"})
         if self.max_concurrency > 0:
             if self.inflight >= self.max_concurrency:
+                self._count(flow, "concurrency")
                 raise Reject(503, f"AI Bridge is at its concurrency limit ({self.max_concurrency}); retry shortly",
                              {"Retry-After": "1"})
             self.inflight += 1
             self._admitted.add(id(flow))
+
+    def _count(self, flow: Flow, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.limited.labels(flow.provider.name, reason).inc()
 
     def interception_ended(self, flow: Flow) -> None:
         if id(flow) in self._admitted:
