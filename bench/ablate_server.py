@@ -35,11 +35,11 @@ def apply(names: set[str]) -> None:
         from aibridge.recording.recorder import Recorder
         Recorder.submit = lambda self, record: None  # type: ignore[method-assign]
     if "dbwrite" in names:
-        from aibridge.recording import recorder
+        from aibridge.store.records import BatchWriter
 
-        async def drop(engine: Any, batch: Any) -> None:
+        async def drop(self: BatchWriter, batch: Any) -> None:
             return None
-        recorder.write_batch = drop  # type: ignore[attr-defined]
+        BatchWriter.write = drop  # type: ignore[method-assign]
     if "auth" in names:
         from aibridge.identity.auth import Authenticator
         real = Authenticator.authenticate

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import datetime as dt
 import statistics
 import tempfile
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 from multidict import CIMultiDict, CIMultiDictProxy
 from tests.fakes.upstream import get_scenario
 
@@ -38,9 +36,8 @@ from aibridge.recording.addon import RecordingAddon
 from aibridge.recording.recorder import Recorder
 from aibridge.recording.records import InterceptionEnd, InterceptionStart, PromptRecord, Record, TokenUsageRecord
 from aibridge.store import users as user_store
-from aibridge.store.db import create_engine, migrate
-from aibridge.store.records import _INSERT_TABLES, _insert, write_batch
-from aibridge.store.schema import interceptions
+from aibridge.store.db import create_engine, create_sync_sqlite_engine, migrate
+from aibridge.store.records import write_batch, write_batch_sync
 from bench.run import WORKLOADS
 
 REQUEST_HEADERS = CIMultiDictProxy(CIMultiDict({
@@ -89,36 +86,6 @@ def interception_records(actor_id: uuid.UUID) -> list[Record]:
             PromptRecord(iid, "", "Write one short paragraph for the benchmark; nothing else.", {}),
             TokenUsageRecord(iid, "chatcmpl-x", 21, 180, 0, 0, {"completion_reasoning": 0}),
             InterceptionEnd(iid)]
-
-
-async def write_batch_inserts_only(engine: Any, batch: list[Record]) -> None:
-    """write_batch's inserts without the per-interception UPDATE (a lower bound: the interception
-    row written once, with ended_at, when it ends)."""
-    rows: dict[type, list[dict[str, Any]]] = {kind: [] for kind, _ in _INSERT_TABLES}
-    for record in batch:
-        if not isinstance(record, InterceptionEnd):
-            rows[type(record)].append(dataclasses.asdict(record))
-    async with engine.begin() as conn:
-        for kind, table in _INSERT_TABLES:
-            if rows[kind]:
-                await conn.execute(_insert(conn.dialect.name, table), rows[kind])
-
-
-def sync_write_batch(engine: sa.Engine, batch: list[Record]) -> None:
-    """The same statements as write_batch on a synchronous engine (no aiosqlite thread hops)."""
-    rows: dict[type, list[dict[str, Any]]] = {kind: [] for kind, _ in _INSERT_TABLES}
-    ends = []
-    for record in batch:
-        if isinstance(record, InterceptionEnd):
-            ends.append(record)
-        else:
-            rows[type(record)].append(dataclasses.asdict(record))
-    with engine.begin() as conn:
-        for kind, table in _INSERT_TABLES:
-            if rows[kind]:
-                conn.execute(_insert(conn.dialect.name, table), rows[kind])
-        for end in ends:
-            conn.execute(interceptions.update().where(interceptions.c.id == end.id).values(ended_at=end.ended_at))
 
 
 async def main_async(seconds: float) -> None:
@@ -195,29 +162,18 @@ async def main_async(seconds: float) -> None:
     add("request", "  of which SSEDecoder.feed alone", decoder_only)
 
     print("\nrecording writer, per interception (CPU µs incl. the aiosqlite thread; wall µs):")
-    sync_engine = sa.create_engine(f"sqlite:///{tmp / 'aibridge.db'}")
-    with sync_engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-        conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+    sync_engine = create_sync_sqlite_engine(engine.url)
     for k in (1, 5, 64):
         async def real(k: int = k) -> None:
             await write_batch(engine, [r for _ in range(k) for r in interception_records(user.id)])
         cpu, wall = await per_call_async(real, max(4, 400 // k))
-        add("writer", f"write_batch, {k:>2} interception(s) per batch (start, prompt, usage, end)", cpu / k)
+        add("writer", f"write_batch on aiosqlite, {k:>2} interception(s) per batch (start, prompt, usage, end)",
+            cpu / k)
         print(f"{'':13}wall {wall / k:8.1f} µs")
-
-        async def inserts(k: int = k) -> None:
-            await write_batch_inserts_only(engine, [r for _ in range(k) for r in interception_records(user.id)])
-        cpu, _ = await per_call_async(inserts, max(4, 400 // k))
-        add("writer", f"  the same without the per-interception UPDATE (ended_at), {k:>2} per batch", cpu / k)
-        sync_cpu = per_call(lambda k=k: sync_write_batch(sync_engine, [  # type: ignore[misc]
+        sync_cpu = per_call(lambda k=k: write_batch_sync(sync_engine, [  # type: ignore[misc]
             r for _ in range(k) for r in interception_records(user.id)]), seconds) / k
-        add("writer", f"  the same statements on a sync engine (no aiosqlite thread), {k:>2} per batch", sync_cpu)
-    records = interception_records(user.id)[:3]
-    add("writer", "  of which dataclasses.asdict() of start + prompt + usage (deep copies)",
-        per_call(lambda: [dataclasses.asdict(r) for r in records], seconds))
-    add("writer", "  a shallow dict of the same three records, for comparison",
-        per_call(lambda: [{f: getattr(r, f) for f in r.__slots__} for r in records], seconds))
+        add("writer", f"  the recorder's path: write_batch_sync in its thread, {k:>2} per batch", sync_cpu)
+    sync_engine.dispose()
 
     print("\nauth cache miss (every 10 s per token; all in-flight requests of the token miss together):")
     cpu, wall = await per_call_async(lambda: user_store.get_api_key(engine, actor.token_id), 300)

@@ -601,8 +601,12 @@ def parse_variants(specs: Sequence[str]) -> dict[str, str]:
 
 
 async def run(args: argparse.Namespace) -> int:
-    stack = Stack(keep=args.keep)
     variants = parse_variants(args.variant)
+    stack = Stack(keep=args.keep)
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    # Ctrl-C cancels this task (asyncio.run does that); SIGTERM too, so the finally below always runs.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
         print(f"starting the fake upstream, the bridge{'s' if variants else ''} and the bare pass-through "
               f"(work dir {stack.dir}) …")
@@ -723,7 +727,7 @@ def main() -> None:
         parser.error("--requests, --rounds and --warmup must be at least 1")
     try:
         sys.exit(asyncio.run(run(args)))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted; processes stopped", file=sys.stderr)
         sys.exit(130)
 

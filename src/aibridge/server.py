@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import logging
 import signal
 import sys
@@ -215,6 +216,9 @@ async def serve(settings: Settings) -> None:
         raise SystemExit(f"error: --http-address: cannot listen on {settings.http_address}: {exc.strerror}") from None
     if token:
         print(first_start_banner(settings, token), flush=True)
+    # What start-up built lives as long as the process: keep the collector from re-scanning it.
+    gc.collect()
+    gc.freeze()
     log.info("listening on http://%s (database: %s, AI Bridge %s, providers: %s)", settings.http_address,
              redact_url(settings.postgres_url) if settings.postgres_url else "sqlite",
              "enabled" if settings.aibridge_enabled else "disabled",

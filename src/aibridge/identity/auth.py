@@ -6,6 +6,7 @@ for ``ttl`` seconds, so a revocation, suspension or role change takes effect wit
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Mapping
@@ -45,6 +46,9 @@ class Authenticator:
         self._engine = engine
         self._ttl = ttl
         self._cache: dict[str, tuple[float, ApiKey, User]] = {}
+        # One database read per token at a time: when a cached entry expires under load, every
+        # request for that token waits on the same read instead of each opening a connection.
+        self._loading: dict[str, asyncio.Future[tuple[ApiKey, User] | None]] = {}
 
     async def authenticate(self, headers: Mapping[str, str]) -> Actor:
         token = token_from_headers(headers)
@@ -71,12 +75,32 @@ class Authenticator:
         cached = self._cache.get(token_id)
         if cached is not None and cached[0] > now:
             return cached[1], cached[2]
-        found = await get_api_key(self._engine, token_id)
+        found = await self._load(token_id)
         if found is None:
             return None, None
         if len(self._cache) >= _MAX_CACHE:
             self._cache.clear()
         self._cache[token_id] = (now + self._ttl, *found)
+        return found
+
+    async def _load(self, token_id: str) -> tuple[ApiKey, User] | None:
+        loading = self._loading.get(token_id)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        future: asyncio.Future[tuple[ApiKey, User] | None] = asyncio.get_running_loop().create_future()
+        self._loading[token_id] = future
+        try:
+            found = await get_api_key(self._engine, token_id)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()          # the waiters re-raise it; don't warn that nobody read it
+            raise
+        finally:
+            del self._loading[token_id]
+        future.set_result(found)
         return found
 
     def forget(self, token_id: str) -> None:

@@ -23,7 +23,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.recording import records as rec
-from aibridge.store.records import write_batch
+from aibridge.store.records import BatchWriter
 
 log = logging.getLogger("aibridge.recorder")
 
@@ -77,8 +77,8 @@ class Journal:
 
 class Recorder:
     def __init__(self, engine: AsyncEngine, journal_path: Path, *, batch_size: int = 500,
-                 linger: float = 0.02, retry_interval: float = 1.0) -> None:
-        self._engine = engine
+                 linger: float = 0.05, retry_interval: float = 1.0) -> None:
+        self._writer = BatchWriter(engine)
         self.journal = Journal(journal_path)
         self._batch_size = batch_size
         self._linger = linger
@@ -109,6 +109,7 @@ class Recorder:
         self._wakeup.set()
         if self._task is not None:
             await self._task
+        self._writer.close()
 
     async def flush(self) -> None:
         """Wait until everything submitted so far has been written (tests, shutdown)."""
@@ -145,7 +146,7 @@ class Recorder:
             self.journal.append(batch)      # keep order behind what is already waiting
             return
         try:
-            await write_batch(self._engine, batch)
+            await self._writer.write(batch)
             self.written += len(batch)
         except Exception as exc:
             self.failures += 1
@@ -163,7 +164,7 @@ class Recorder:
             return True
         try:
             for start in range(0, len(batch), self._batch_size):
-                await write_batch(self._engine, batch[start:start + self._batch_size])
+                await self._writer.write(batch[start:start + self._batch_size])
         except Exception as exc:
             log.debug("journal replay postponed: %s", _short(exc))
             return False
