@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, Engine, event
@@ -15,19 +16,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+def json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, json_serializer=json_dumps)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, json_serializer=json_dumps)
 
 
 def create_sync_sqlite_engine(url: URL) -> Engine:
     """A synchronous engine on the same SQLite file (for the recorder's writer thread)."""
-    engine = sa_create_engine(url.set(drivername="sqlite"), connect_args={"timeout": 30, "check_same_thread": False})
+    engine = sa_create_engine(url.set(drivername="sqlite"), connect_args={"timeout": 30, "check_same_thread": False},
+                              json_serializer=json_dumps)
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 

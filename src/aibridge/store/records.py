@@ -51,17 +51,27 @@ Plan = list[tuple[Any, list[dict[str, Any]]]]
 def plan(dialect: str, batch: Sequence[Record]) -> Plan:
     """The statements for one batch, each with all its rows (one executemany per table)."""
     rows: dict[type, list[dict[str, Any]]] = {kind: [] for kind, _ in _INSERT_TABLES}
+    starts: dict[Any, dict[str, Any]] = {}
     plain_ends: list[dict[str, Any]] = []
     ends_with_metadata: list[dict[str, Any]] = []
     for record in batch:
         if isinstance(record, InterceptionEnd):
-            if record.metadata:
+            start = starts.get(record.id)
+            if start is not None:       # started and ended within one batch: one INSERT, no UPDATE
+                start["ended_at"] = record.ended_at
+                if record.metadata:
+                    start["metadata"] = record.metadata
+            elif record.metadata:
                 ends_with_metadata.append({"end_id": record.id, "end_at": record.ended_at,
                                            "end_metadata": record.metadata})
             else:
                 plain_ends.append({"end_id": record.id, "end_at": record.ended_at})
         else:
-            rows[type(record)].append({name: getattr(record, name) for name in _FIELDS[type(record)]})
+            row = {name: getattr(record, name) for name in _FIELDS[type(record)]}
+            rows[type(record)].append(row)
+            if isinstance(record, InterceptionStart):
+                row["ended_at"] = None
+                starts[record.id] = row
     statements: Plan = [(_insert(dialect, table), rows[kind]) for kind, table in _INSERT_TABLES if rows[kind]]
     if plain_ends:
         statements.append((_END_PLAIN, plain_ends))
