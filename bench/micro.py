@@ -36,8 +36,8 @@ from aibridge.recording.addon import RecordingAddon
 from aibridge.recording.recorder import Recorder
 from aibridge.recording.records import InterceptionEnd, InterceptionStart, PromptRecord, Record, TokenUsageRecord
 from aibridge.store import users as user_store
-from aibridge.store.db import create_engine, create_sync_sqlite_engine, migrate
-from aibridge.store.records import write_batch, write_batch_sync
+from aibridge.store.db import create_engine, migrate
+from aibridge.store.records import SQLiteWriter, write_batch
 from bench.run import WORKLOADS
 
 REQUEST_HEADERS = CIMultiDictProxy(CIMultiDict({
@@ -162,7 +162,7 @@ async def main_async(seconds: float) -> None:
     add("request", "  of which SSEDecoder.feed alone", decoder_only)
 
     print("\nrecording writer, per interception (CPU µs incl. the aiosqlite thread; wall µs):")
-    sync_engine = create_sync_sqlite_engine(engine.url)
+    sqlite_writer = SQLiteWriter(engine.url.database or "")
     for k in (1, 5, 64):
         async def real(k: int = k) -> None:
             await write_batch(engine, [r for _ in range(k) for r in interception_records(user.id)])
@@ -170,10 +170,10 @@ async def main_async(seconds: float) -> None:
         add("writer", f"write_batch on aiosqlite, {k:>2} interception(s) per batch (start, prompt, usage, end)",
             cpu / k)
         print(f"{'':13}wall {wall / k:8.1f} µs")
-        sync_cpu = per_call(lambda k=k: write_batch_sync(sync_engine, [  # type: ignore[misc]
+        sync_cpu = per_call(lambda k=k: sqlite_writer.write([  # type: ignore[misc]
             r for _ in range(k) for r in interception_records(user.id)]), seconds) / k
-        add("writer", f"  the recorder's path: write_batch_sync in its thread, {k:>2} per batch", sync_cpu)
-    sync_engine.dispose()
+        add("writer", f"  the recorder's path: SQLiteWriter in its thread, {k:>2} per batch", sync_cpu)
+    sqlite_writer.close()
 
     print("\nauth cache miss (every 10 s per token; all in-flight requests of the token miss together):")
     cpu, wall = await per_call_async(lambda: user_store.get_api_key(engine, actor.token_id), 300)
@@ -189,7 +189,6 @@ async def main_async(seconds: float) -> None:
         cpu, wall = statistics.median(h[0] for h in herd), statistics.median(h[1] for h in herd)
         add("auth", f"one cache expiry with {inflight:>2} request(s) of the token in flight (whole herd)", cpu)
         print(f"{'':13}wall {wall:8.1f} µs")
-    sync_engine.dispose()
     await engine.dispose()
 
 

@@ -8,8 +8,7 @@ from typing import Any
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import URL, Engine, event
-from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -30,20 +29,18 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, json_serializer=json_dumps)
 
 
-def create_sync_sqlite_engine(url: URL) -> Engine:
-    """A synchronous engine on the same SQLite file (for the recorder's writer thread)."""
-    engine = sa_create_engine(url.set(drivername="sqlite"), connect_args={"timeout": 30, "check_same_thread": False},
-                              json_serializer=json_dumps)
-    event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=30000",
+)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    for pragma in SQLITE_PRAGMAS:
+        cursor.execute(pragma)
     cursor.close()
 
 
