@@ -115,6 +115,19 @@ async def test_roles_on_every_route(server: ServerProcess) -> None:
         assert (await client.get("/api/v2/aibridge/interceptions"))[0] == 200
 
 
+async def test_bridge_routes_say_how_to_enable_the_bridge(server: ServerProcess) -> None:
+    """The server starts with AI Bridge disabled: provider routes explain how to turn it on."""
+    for method, path in (("POST", "/api/v2/aibridge/anthropic/v1/messages"),
+                         ("POST", "/api/v2/aibridge/openai/v1/chat/completions"),
+                         ("GET", "/api/v2/aibridge/openai/v1/models")):
+        status, body = await Client(server.url, server.admin_token).request(method, path, body={})
+        assert status == 404, path
+        assert body["message"] == "AI Bridge is not enabled"
+        assert "CODER_AIBRIDGE_ENABLED=true" in body["detail"]
+    # The API and the export still work.
+    assert (await Client(server.url, server.admin_token).get("/api/v2/aibridge/interceptions"))[0] == 200
+
+
 async def test_bad_input_gets_json_errors(server: ServerProcess) -> None:
     owner = Client(server.url, server.admin_token)
     status, body = await owner.request("POST", "/api/v2/users", raw=b"{not json")
