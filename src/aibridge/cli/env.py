@@ -110,9 +110,10 @@ def _ui(title: str, fields: list[tuple[str, str]]) -> list[str]:
     return [title, *(f"  {name + ':':<{width}} {value}" for name, value in fields), ""]
 
 
-def cline(t: Target) -> list[str]:
+def _vscode_extension(t: Target, heading: str, model_field: str) -> list[str]:
+    """Cline and Roo Code share their settings form (Roo Code began as a fork of Cline)."""
     return [
-        "Cline (VS Code): open Cline > Settings > API Configuration and use either provider.",
+        heading,
         "",
         *_ui("Anthropic", [
             ("API Provider", "Anthropic"),
@@ -125,29 +126,19 @@ def cline(t: Target) -> list[str]:
             ("API Provider", "OpenAI Compatible"),
             ("Base URL", t.openai),
             ("API Key", t.token),
-            ("Model ID", "e.g. gpt-4.1"),
+            (model_field, "e.g. gpt-4.1"),
         ]),
     ]
+
+
+def cline(t: Target) -> list[str]:
+    return _vscode_extension(
+        t, "Cline (VS Code): open Cline > Settings > API Configuration and use either provider.", "Model ID")
 
 
 def roo(t: Target) -> list[str]:
-    return [
-        "Roo Code (VS Code): open Roo Code > Settings > Providers and use either provider.",
-        "",
-        *_ui("Anthropic", [
-            ("API Provider", "Anthropic"),
-            ("Anthropic API Key", t.token),
-            ("Use custom base URL", "checked"),
-            ("Base URL", t.anthropic),
-            ("Model", "a Claude model"),
-        ]),
-        *_ui("OpenAI Compatible", [
-            ("API Provider", "OpenAI Compatible"),
-            ("Base URL", t.openai),
-            ("API Key", t.token),
-            ("Model", "e.g. gpt-4.1"),
-        ]),
-    ]
+    return _vscode_extension(
+        t, "Roo Code (VS Code): open Roo Code > Settings > Providers and use either provider.", "Model")
 
 
 def opencode(t: Target) -> list[str]:

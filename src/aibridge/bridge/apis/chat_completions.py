@@ -26,12 +26,10 @@ from aibridge.bridge.sse import SSEEvent, encode_event
 def _usage(response_id: str, usage: dict[str, Any]) -> Usage:
     prompt = as_dict(usage.get("prompt_tokens_details"))
     completion = as_dict(usage.get("completion_tokens_details"))
-    cached = as_int(prompt.get("cached_tokens"))
-    written = as_int(prompt.get("cache_write_tokens"))
+    fresh, cached, written = openai_common.split_cached(usage.get("prompt_tokens"), prompt)
     return Usage(
         response_id=response_id,
-        # prompt_tokens includes the cached tokens; input_tokens must not
-        input_tokens=max(0, as_int(usage.get("prompt_tokens")) - cached - written),
+        input_tokens=fresh,
         output_tokens=as_int(usage.get("completion_tokens")),
         cache_read_input_tokens=cached,
         cache_write_input_tokens=written,

@@ -6,11 +6,12 @@ an empty value instead of raising, so a strange body can never break the relay.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from aibridge.bridge.apis.base import RequestInfo
+from aibridge.bridge.apis.base import Finding, RequestInfo, Usage
 
 
 def as_dict(value: object) -> dict[str, Any]:
@@ -100,6 +101,17 @@ def message_prompt(messages: object) -> str | None:
     if isinstance(content, str):
         return content
     return last_text_part(as_list(content), "text")
+
+
+def answer_findings(body: dict[str, Any], items_field: str,
+                    item_finding: Callable[[str, object], Finding | None],
+                    usage: Callable[[str, dict[str, Any]], Usage]) -> list[Finding]:
+    """A blocking answer (Messages, Responses): one finding per output item, then its usage."""
+    answer_id = as_str(body.get("id"))
+    findings = [f for item in as_list(body.get(items_field)) if (f := item_finding(answer_id, item))]
+    if isinstance(found := body.get("usage"), dict):
+        findings.append(usage(answer_id, found))
+    return findings
 
 
 class ApiAdapter:

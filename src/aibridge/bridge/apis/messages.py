@@ -11,9 +11,9 @@ import orjson
 from aibridge.bridge.apis.base import Finding, StreamObserver, Thought, ToolCall, Usage
 from aibridge.bridge.apis.common import (
     ApiAdapter,
+    answer_findings,
     as_dict,
     as_int,
-    as_list,
     as_str,
     compact_json_text,
     counts,
@@ -105,15 +105,6 @@ def _block_finding(message_id: str, block: object) -> Finding | None:
     if kind == _THINKING and (text := as_str(block.get("thinking"))):
         return Thought(text, {"source": "thinking"})
     return None
-
-
-def _blocking_findings(body: dict[str, Any]) -> list[Finding]:
-    message_id = as_str(body.get("id"))
-    findings = [f for block in as_list(body.get("content")) if (f := _block_finding(message_id, block))]
-    usage = body.get("usage")
-    if isinstance(usage, dict):
-        findings.append(_usage(message_id, usage))
-    return findings
 
 
 @dataclass(slots=True)
@@ -238,7 +229,7 @@ class MessagesApi(ApiAdapter):
     name = "messages"
 
     def blocking_findings(self, body: dict[str, Any]) -> list[Finding]:
-        return _blocking_findings(body)
+        return answer_findings(body, "content", _block_finding, _usage)
 
     def new_stream_observer(self) -> StreamObserver:
         return _MessagesObserver()

@@ -1,8 +1,10 @@
-"""What chat completions and Responses share: OpenAI's error shape."""
+"""What chat completions and Responses share: OpenAI's error shape and cache accounting."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from aibridge.bridge.apis.common import as_int
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -11,6 +13,13 @@ _ERROR_TYPES = {
     404: "not_found_error",
     429: "rate_limit_error",
 }
+
+
+def split_cached(total: object, details: dict[str, Any]) -> tuple[int, int, int]:
+    """(input without cache, cache read, cache write): OpenAI counts cached tokens inside the input."""
+    cached = as_int(details.get("cached_tokens"))
+    written = as_int(details.get("cache_write_tokens"))
+    return max(0, as_int(total) - cached - written), cached, written
 
 
 def error_type(status: int) -> str:

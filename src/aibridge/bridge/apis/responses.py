@@ -13,6 +13,7 @@ from aibridge.bridge.apis import openai_common
 from aibridge.bridge.apis.base import Finding, StreamObserver, Thought, ToolCall, Usage
 from aibridge.bridge.apis.common import (
     ApiAdapter,
+    answer_findings,
     as_dict,
     as_int,
     as_list,
@@ -48,13 +49,11 @@ def _prompt(value: object) -> str | None:
 
 
 def _usage(response_id: str, usage: dict[str, Any]) -> Usage:
-    details = as_dict(usage.get("input_tokens_details"))
-    cached = as_int(details.get("cached_tokens"))
-    written = as_int(details.get("cache_write_tokens"))
+    fresh, cached, written = openai_common.split_cached(usage.get("input_tokens"),
+                                                        as_dict(usage.get("input_tokens_details")))
     return Usage(
         response_id=response_id,
-        # input_tokens includes the cached tokens; ours must not
-        input_tokens=max(0, as_int(usage.get("input_tokens")) - cached - written),
+        input_tokens=fresh,
         output_tokens=as_int(usage.get("output_tokens")),
         cache_read_input_tokens=cached,
         cache_write_input_tokens=written,
@@ -105,15 +104,6 @@ def _item_finding(response_id: str, item: object) -> Finding | None:
 
 def _item_key(item: dict[str, Any], index: int) -> str:
     return as_str(item.get("id")) or as_str(item.get("call_id")) or f"#{index}"
-
-
-def _blocking_findings(body: dict[str, Any]) -> list[Finding]:
-    response_id = as_str(body.get("id"))
-    findings = [f for item in as_list(body.get("output")) if (f := _item_finding(response_id, item))]
-    usage = body.get("usage")
-    if isinstance(usage, dict):
-        findings.append(_usage(response_id, usage))
-    return findings
 
 
 @dataclass(slots=True)
@@ -256,7 +246,7 @@ class ResponsesApi(ApiAdapter):
         return _prompt(value)
 
     def blocking_findings(self, body: dict[str, Any]) -> list[Finding]:
-        return _blocking_findings(body)
+        return answer_findings(body, "output", _item_finding, _usage)
 
     def new_stream_observer(self) -> StreamObserver:
         return _ResponsesObserver()
