@@ -8,7 +8,8 @@ from aibridge.bridge.sse import SSEDecoder, SSEEvent, encode_event
 
 
 def reference(stream: bytes) -> list[SSEEvent]:
-    """Line by line, as the spec reads: dispatch at a blank line, ignore comments."""
+    """Line by line, as the spec reads: dispatch at a blank line, ignore comments; the last
+    event id persists until another one is set."""
     text = stream.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
     events: list[SSEEvent] = []
     event: str | None = None
@@ -19,7 +20,7 @@ def reference(stream: bytes) -> list[SSEEvent]:
             joined = "\n".join(data)
             if joined or event:
                 events.append(SSEEvent(event, joined, event_id))
-            event, event_id, data = None, None, []
+            event, data = None, []
             continue
         if line.startswith(":"):
             continue
