@@ -9,18 +9,25 @@ from aibridge.bridge.sse import SSEDecoder, SSEEvent, encode_event
 
 def reference(stream: bytes) -> list[SSEEvent]:
     """Line by line, as the spec reads: dispatch at a blank line, ignore comments; the last
-    event id persists until another one is set."""
+    event id persists. At the end of the stream a pending event counts if it has data lines
+    (the spec would drop it; the bridge keeps what a cut-off upstream sent)."""
     text = stream.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+    *lines, rest = text.split("\n")          # ``rest``: a last line with no line end
     events: list[SSEEvent] = []
     event: str | None = None
     event_id: str | None = None
     data: list[str] = []
-    for line in [*text.split("\n"), ""]:
+
+    def dispatch() -> None:
+        joined = "\n".join(data)
+        if joined or event:
+            events.append(SSEEvent(event, joined, event_id))
+
+    for at, line in enumerate([*lines, rest]):
         if not line:
-            joined = "\n".join(data)
-            if joined or event:
-                events.append(SSEEvent(event, joined, event_id))
-            event, data = None, []
+            if at < len(lines):                 # a real blank line, not the empty remainder
+                dispatch()
+                event, data = None, []
             continue
         if line.startswith(":"):
             continue
@@ -32,6 +39,8 @@ def reference(stream: bytes) -> list[SSEEvent]:
             event = value
         elif name == "id":
             event_id = value
+    if data:
+        dispatch()
     return events
 
 
