@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from aibridge.api import interceptions as interceptions_api
 from aibridge.api import users as users_api
 from aibridge.api.common import APIError, json_response
+from aibridge.bridge.actor_headers import ActorHeadersAddon
 from aibridge.bridge.flow import Addon, Addons
 from aibridge.bridge.providers import build_provider
 from aibridge.bridge.routing import PREFIX, Bridge, json_error
@@ -118,7 +119,8 @@ def build_app(settings: Settings, engine: AsyncEngine, extra_addons: list[Addon]
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
     authenticator = Authenticator(engine)
     recorder = Recorder(engine, settings.data_dir / "journal" / "records.jsonl")
-    addons = Addons([*guards(settings, metrics), RecordingAddon(recorder), *(extra_addons or []),
+    senders = [ActorHeadersAddon()] if settings.aibridge_send_actor_headers else []
+    addons = Addons([*guards(settings, metrics), RecordingAddon(recorder), *senders, *(extra_addons or []),
                      *observers(settings, recorder, metrics, tracing)])
     providers = {cfg.name: build_provider(cfg) for cfg in settings.providers}
     bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled)

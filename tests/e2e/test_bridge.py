@@ -463,3 +463,34 @@ async def test_cli_interceptions_list(bridge: Bridge) -> None:
     assert all(r["initiator"]["username"] == "alice" for r in listed)
     bad = await asyncio.to_thread(run_cli, ["interceptions", "list", "--started-after", "yesterday"], env)
     assert bad.returncode == 2 and "started_after" in bad.stderr
+
+
+async def test_clients_cannot_send_actor_headers_upstream(bridge: Bridge) -> None:
+    await openai_client(bridge).chat.completions.create(
+        model="gpt-4.1", messages=[{"role": "user", "content": "spoof"}],
+        extra_headers={"X-AI-Bridge-Actor-ID": "someone-else", "X-AI-Bridge-Actor-Metadata-Username": "root"})
+    sent = bridge.fake.requests_to("/v1/chat/completions")[-1]
+    assert not [k for k in sent.headers if k.lower().startswith("x-ai-bridge-actor")]
+
+
+async def test_actor_headers_when_enabled(module_database: Any) -> None:
+    from tests.e2e.conftest import bridge_env
+    from tests.fakes.upstream import FakeUpstream
+    from tests.harness import ServerProcess
+
+    async with FakeUpstream() as fake:
+        env = {**bridge_env(fake), "CODER_AIBRIDGE_SEND_ACTOR_HEADERS": "true"}
+        server = await ServerProcess(module_database, env=env).start()
+        try:
+            token = server.create_user("hana")
+            status, me = await Client(server.url, token).get("/api/v2/users/me")
+            assert status == 200
+            await anthropic.AsyncAnthropic(base_url=f"{server.url}/api/v2/aibridge/anthropic", api_key=token,
+                                           max_retries=0).messages.create(
+                model="claude-x", max_tokens=5, messages=[{"role": "user", "content": "who am i"}],
+                extra_headers={"X-AI-Bridge-Actor-ID": "forged"})
+            sent = fake.requests_to("/v1/messages")[-1]
+            assert sent.headers.getall("X-AI-Bridge-Actor-ID") == [me["id"]]
+            assert sent.headers["X-AI-Bridge-Actor-Metadata-Username"] == "hana"
+        finally:
+            server.stop()

@@ -27,13 +27,17 @@ DROPPED_RESPONSE_HEADERS = frozenset({
     "trailer", "set-cookie", "date", "server",
 })
 
+# Set only by the bridge (--aibridge-send-actor-headers); a client must not be able to spoof them.
+ACTOR_PREFIX = "x-ai-bridge-actor"
+
 CONNECT_TIMEOUT = 10.0
 # Streams can pause for minutes while a model thinks; blocking answers can take longer still.
 READ_TIMEOUT = 900.0
 
 
 def forwardable_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in DROPPED_REQUEST_HEADERS)
+    return CIMultiDict((k, v) for k, v in headers.items()
+                       if (name := k.lower()) not in DROPPED_REQUEST_HEADERS and not name.startswith(ACTOR_PREFIX))
 
 
 def relayable_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
