@@ -22,6 +22,7 @@ import openai
 import pytest
 
 from aibridge.cli.env import CLIENTS, PLACEHOLDER
+from tests.e2e.conftest import bridge_env
 from tests.fakes.upstream import FakeUpstream, expected_usage
 from tests.harness import Client, Database, ServerProcess, base_env, free_port, run_cli, wait_for
 
@@ -31,17 +32,6 @@ STEP = re.compile(r"^# (\d+)\. ", re.MULTILINE)
 EXPORT = re.compile(r"^export [A-Z_][A-Z0-9_]*=", re.MULTILINE)
 URL = "https://bridge.example.com"
 TOKEN = "abcdefghij-SECRETsecretSECRETsecret12"
-
-
-def bridge_env(fake: FakeUpstream) -> dict[str, str]:
-    return {
-        "CODER_AIBRIDGE_ENABLED": "true",
-        "CODER_AIBRIDGE_OPENAI_KEY": "sk-openai-central",
-        "CODER_AIBRIDGE_OPENAI_BASE_URL": f"{fake.url}/v1/",
-        "CODER_AIBRIDGE_ANTHROPIC_KEY": "sk-ant-central",
-        "CODER_AIBRIDGE_ANTHROPIC_BASE_URL": f"{fake.url}/",
-        "CODER_AIBRIDGE_SHUTDOWN_GRACE": "5s",
-    }
 
 
 @dataclass

@@ -198,14 +198,7 @@ async def send(server: ServerProcess, token: str, call: Call) -> None:
 
 
 async def make_user(server: ServerProcess, username: str) -> str:
-    """A member and a token for it, through the REST API as the first owner (faster than the CLI)."""
-    owner = Client(server.url, server.admin_token)
-    status, body = await owner.post("/api/v2/users", {"username": username, "role": "member"})
-    assert status == 201, body
-    status, body = await owner.post(f"/api/v2/users/{username}/keys/tokens", {"lifetime": "1h"})
-    assert status == 201, body
-    token: str = body["key"]
-    return token
+    return server.create_user(username)
 
 
 @dataclass
