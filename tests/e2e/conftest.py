@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
+import anthropic
 import pytest
 
 from tests.fakes.upstream import FakeUpstream
@@ -18,6 +20,15 @@ def bridge_env(fake: FakeUpstream) -> dict[str, str]:
         "CODER_AIBRIDGE_ANTHROPIC_BASE_URL": f"{fake.url}/",
         "CODER_AIBRIDGE_SHUTDOWN_GRACE": "5s",
     }
+
+
+async def ask(client: anthropic.AsyncAnthropic, stream: bool, **kwargs: Any) -> anthropic.types.Message:
+    """One Messages call through the SDK, streamed or not, as the final message."""
+    if stream:
+        async with client.messages.stream(**kwargs) as events:
+            return await events.get_final_message()
+    message: anthropic.types.Message = await client.messages.create(**kwargs)
+    return message
 
 
 @dataclass

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from tests.e2e.conftest import ask
 from tests.e2e.records import TOKEN_KEYS, expected_totals, ids, latest, totals
 from tests.fakes.bedrock import SCENARIOS, SIGNATURE_MISMATCH, FakeBedrock, RecordedRequest, anthropic_model
 from tests.harness import Client, Database, ServerProcess, free_port, run_cli
@@ -93,14 +94,6 @@ async def bridge(module_database: Database, fake: FakeBedrock) -> AsyncIterator[
 
 
 # ---------------------------------------------------------------- helpers
-
-async def ask(client: anthropic.AsyncAnthropic, stream: bool, **kwargs: Any) -> anthropic.types.Message:
-    if stream:
-        async with client.messages.stream(**kwargs) as events:
-            return await events.get_final_message()
-    message: anthropic.types.Message = await client.messages.create(**kwargs)
-    return message
-
 
 _BLOCK_FIELDS = {"text": ("text",), "thinking": ("thinking", "signature"), "redacted_thinking": ("data",),
                  "tool_use": ("id", "name", "input")}

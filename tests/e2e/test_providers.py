@@ -19,6 +19,7 @@ import orjson
 import pytest
 import yaml
 
+from tests.e2e.conftest import ask
 from tests.e2e.records import expected_totals, ids, latest, totals
 from tests.fakes.bedrock import SCENARIOS, FakeBedrock
 from tests.fakes.upstream import FakeUpstream, expected_usage
@@ -108,14 +109,6 @@ async def providers(module_database: Database) -> AsyncIterator[Providers]:
 def check_token_not_forwarded(headers: Any, token: str) -> None:
     for name, value in headers.items():
         assert token not in value, name
-
-
-async def ask(client: anthropic.AsyncAnthropic, stream: bool, **kwargs: Any) -> anthropic.types.Message:
-    if stream:
-        async with client.messages.stream(**kwargs) as events:
-            return await events.get_final_message()
-    message: anthropic.types.Message = await client.messages.create(**kwargs)
-    return message
 
 
 # ---------------------------------------------------------------- each route, its upstream, its record

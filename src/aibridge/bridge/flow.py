@@ -105,18 +105,17 @@ class Addons:
         self._by_hook: dict[str, list[Any]] = {
             hook: [getattr(a, hook) for a in addons if getattr(type(a), hook) is not getattr(Addon, hook)]
             for hook in HOOKS}
+        self._admitters = [a for a in addons if type(a).admit is not Addon.admit]
 
     async def admit(self, flow: Flow) -> None:
-        admitted: list[Any] = []
-        for hook in self._by_hook["admit"]:
+        for at, addon in enumerate(self._admitters):
             try:
-                await hook(flow)
+                await addon.admit(flow)
             except Reject:
                 flow.outcome = "rejected"
-                for earlier in admitted:
-                    earlier.__self__.interception_ended(flow)
+                for earlier in self._admitters[:at]:     # let them release what they hold
+                    earlier.interception_ended(flow)
                 raise
-            admitted.append(hook)
 
     def request_parsed(self, flow: Flow) -> None:
         for hook in self._by_hook["request_parsed"]:

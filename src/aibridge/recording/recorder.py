@@ -87,6 +87,7 @@ class Recorder:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._busy = False                  # a batch is being written right now
         self.listeners: list[Callable[[rec.Record], None]] = []   # e.g. structured logging
         self.written = 0
         self.failures = 0
@@ -118,8 +119,6 @@ class Recorder:
                 return
             self._wakeup.set()
             await asyncio.sleep(0.005)
-
-    _busy = False
 
     async def _run(self) -> None:
         while True:

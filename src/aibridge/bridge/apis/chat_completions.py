@@ -11,6 +11,7 @@ from aibridge.bridge.apis import openai_common
 from aibridge.bridge.apis.base import Finding, StreamObserver, Thought, ToolCall, Usage
 from aibridge.bridge.apis.common import (
     ApiAdapter,
+    ObserverBase,
     as_dict,
     as_int,
     as_list,
@@ -124,18 +125,14 @@ class _Choice:
         return findings
 
 
-class _ChatObserver:
-    __slots__ = ("_choices", "_error", "_id", "_usage")
+class _ChatObserver(ObserverBase):
+    __slots__ = ("_choices", "_id", "_usage")
 
     def __init__(self) -> None:
+        super().__init__()
         self._id = ""
         self._usage: dict[str, Any] | None = None      # latest usage seen, emitted once at the end
         self._choices: dict[int, _Choice] = {}
-        self._error: str | None = None
-
-    @property
-    def error(self) -> str | None:
-        return self._error
 
     def feed(self, event: SSEEvent) -> list[Finding]:
         data = event.data

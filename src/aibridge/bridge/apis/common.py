@@ -114,6 +114,19 @@ def answer_findings(body: dict[str, Any], items_field: str,
     return findings
 
 
+class ObserverBase:
+    """What every stream observer shares: the upstream's error message, once an error event came."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self) -> None:
+        self._error: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+
 class ApiAdapter:
     """What the three APIs do alike; each module adds its readers and error shapes."""
 

@@ -11,6 +11,7 @@ import orjson
 from aibridge.bridge.apis.base import Finding, StreamObserver, Thought, ToolCall, Usage
 from aibridge.bridge.apis.common import (
     ApiAdapter,
+    ObserverBase,
     answer_findings,
     as_dict,
     as_int,
@@ -126,18 +127,14 @@ class _OpenBlock:
         return call
 
 
-class _MessagesObserver:
-    __slots__ = ("_blocks", "_error", "_message_id", "_usage")
+class _MessagesObserver(ObserverBase):
+    __slots__ = ("_blocks", "_message_id", "_usage")
 
     def __init__(self) -> None:
+        super().__init__()
         self._message_id = ""
         self._usage: dict[str, Any] | None = None     # merged usage of the message, until emitted
         self._blocks: dict[int, _OpenBlock] = {}
-        self._error: str | None = None
-
-    @property
-    def error(self) -> str | None:
-        return self._error
 
     def feed(self, event: SSEEvent) -> list[Finding]:
         kind = event.event

@@ -13,6 +13,7 @@ from aibridge.bridge.apis import openai_common
 from aibridge.bridge.apis.base import Finding, StreamObserver, Thought, ToolCall, Usage
 from aibridge.bridge.apis.common import (
     ApiAdapter,
+    ObserverBase,
     answer_findings,
     as_dict,
     as_int,
@@ -121,20 +122,16 @@ class _PendingCall:
         return call
 
 
-class _ResponsesObserver:
-    __slots__ = ("_calls", "_emitted", "_error", "_id", "_summaries", "_usage_ids")
+class _ResponsesObserver(ObserverBase):
+    __slots__ = ("_calls", "_emitted", "_id", "_summaries", "_usage_ids")
 
     def __init__(self) -> None:
+        super().__init__()
         self._id = ""
         self._emitted: set[str] = set()                       # keys of the output items recorded
         self._calls: dict[str, _PendingCall] = {}             # by item id
         self._summaries: dict[str, dict[int, str]] = {}       # item id → summary index → text
         self._usage_ids: set[str] = set()
-        self._error: str | None = None
-
-    @property
-    def error(self) -> str | None:
-        return self._error
 
     def feed(self, event: SSEEvent) -> list[Finding]:
         kind = event.event
