@@ -35,7 +35,7 @@ def apply(names: set[str]) -> None:
         from aibridge.recording.recorder import Recorder
         Recorder.submit = lambda self, record: None  # type: ignore[method-assign]
     if "dbwrite" in names:
-        from aibridge.store.records import BatchWriter
+        from aibridge.store.writer import BatchWriter
 
         async def drop(self: BatchWriter, batch: Any) -> None:
             return None

@@ -34,10 +34,10 @@ from aibridge.bridge.sse import SSEDecoder
 from aibridge.identity.auth import Authenticator
 from aibridge.recording.addon import RecordingAddon
 from aibridge.recording.recorder import Recorder
-from aibridge.recording.records import InterceptionEnd, InterceptionStart, PromptRecord, Record, TokenUsageRecord
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
-from aibridge.store.records import SQLiteWriter, write_batch
+from aibridge.store.records import InterceptionEnd, InterceptionStart, PromptRecord, Record, TokenUsageRecord
+from aibridge.store.writer import SQLiteWriter, write_batch
 from bench.run import WORKLOADS
 
 REQUEST_HEADERS = CIMultiDictProxy(CIMultiDict({

@@ -28,7 +28,7 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
      ("Recorder._run", "_connection_worker_thread")),
     ("auth (token → actor)", ("Authenticator.authenticate",)),
     ("recording addon (records built on the request path)", ("RecordingAddon.", "Recorder.submit")),
-    ("metrics / tracing / logging addons", ("MetricsAddon.", "Tracing", "StructuredLogger")),
+    ("metrics / tracing / logging addons", ("MetricsAddon.", "TracingAddon", "StructuredLogAddon")),
     ("client detection", ("detect_client",)),
     ("SSE decoding", ("SSEDecoder.",)),
     ("stream observer (API parsing of events)", ("Observer.feed", "Observer.finish", "_Observer")),

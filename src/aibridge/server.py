@@ -13,24 +13,24 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aibridge.api import interceptions as interceptions_api
-from aibridge.api import users as users_api
-from aibridge.api.common import APIError, json_response
 from aibridge.bridge.actor_headers import ActorHeadersAddon
 from aibridge.bridge.flow import Addon, Addons
 from aibridge.bridge.providers import build_provider
-from aibridge.bridge.routing import PREFIX, Bridge, json_error
+from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
 from aibridge.identity.auth import Authenticator, AuthError
-from aibridge.observability.metrics import Metrics, MetricsAddon, MetricsListener
-from aibridge.observability.structured import StructuredLogger
-from aibridge.observability.tracing import Tracing
+from aibridge.observability.metrics import CircuitCollector, Metrics, MetricsAddon, PurgeCollector
+from aibridge.observability.structured import StructuredLogAddon
+from aibridge.observability.tracing import TracingAddon
 from aibridge.recording.addon import RecordingAddon
 from aibridge.recording.recorder import Recorder
 from aibridge.recording.retention import RetentionTask
 from aibridge.resilience.breaker import CircuitBreakerAddon
 from aibridge.resilience.limits import LimitsAddon, RedisCounter
-from aibridge.server_keys import AUTHENTICATOR, ENGINE, RECORDER, SETTINGS
+from aibridge.rest import interceptions as interceptions_api
+from aibridge.rest import users as users_api
+from aibridge.rest.common import APIError, json_response
+from aibridge.server_keys import AUTHENTICATOR, ENGINE, SETTINGS
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
 from aibridge.web import ui as web_ui
@@ -38,8 +38,6 @@ from aibridge.web import ui as web_ui
 log = logging.getLogger("aibridge.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BRIDGE: web.AppKey[Bridge] = web.AppKey("bridge")
-METRICS: web.AppKey[Metrics | None] = web.AppKey("metrics")
-TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")
 FIRST_OWNER = "admin"
 
 
@@ -82,78 +80,69 @@ async def buildinfo(_request: web.Request) -> web.Response:
     return json_response({"version": __version__})
 
 
-def observers(settings: Settings, recorder: Recorder, metrics: Metrics | None,
-              tracing: Tracing | None) -> list[Addon]:
-    """Metrics, traces and structured logs; only what is enabled is attached (disabled costs nothing)."""
-    addons: list[Addon] = []
-    if metrics is not None:
-        metrics_addon = MetricsAddon(metrics)
-        recorder.listeners.append(metrics_addon.record_listener)
-        addons.append(metrics_addon)
-    if tracing is not None:
-        addons.append(tracing.addon)
-    if settings.aibridge_structured_logging:
-        recorder.listeners.append(StructuredLogger())
-    return addons
+def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | None) -> list[Addon]:
+    """Every feature of the bridge, in the order its hooks run. Reading this list tells them all.
 
-
-def guards(settings: Settings, metrics: Metrics | None) -> list[Addon]:
-    """Limits and the circuit breaker: they may refuse a request before anything else sees it."""
+    Guards come first (a refused request is neither recorded nor sent), then what changes the
+    upstream request, then what records and observes.
+    """
     addons: list[Addon] = []
     if settings.aibridge_circuit_breaker_enabled:
         addons.append(CircuitBreakerAddon(
             settings.aibridge_circuit_breaker_failure_threshold, settings.aibridge_circuit_breaker_interval,
-            settings.aibridge_circuit_breaker_timeout, settings.aibridge_circuit_breaker_max_requests, metrics))
+            settings.aibridge_circuit_breaker_timeout, settings.aibridge_circuit_breaker_max_requests))
     if settings.aibridge_rate_limit > 0 or settings.aibridge_max_concurrency > 0:
         counter = RedisCounter(settings.aibridge_redis_url) if settings.aibridge_redis_url else None
-        addons.append(LimitsAddon(settings.aibridge_max_concurrency, settings.aibridge_rate_limit, counter,
-                                  metrics))
+        addons.append(LimitsAddon(settings.aibridge_max_concurrency, settings.aibridge_rate_limit, counter))
+    if settings.aibridge_send_actor_headers:
+        addons.append(ActorHeadersAddon())
+    addons.append(RecordingAddon(Recorder(engine, settings.data_dir / "journal" / "records.jsonl")))
+    addons.append(RetentionTask(engine, settings.aibridge_retention))
+    if metrics is not None:
+        addons.append(MetricsAddon(metrics, settings.prometheus_address))
+    if settings.trace:
+        addons.append(TracingAddon.from_env())
+    if settings.aibridge_structured_logging:
+        addons.append(StructuredLogAddon())
     return addons
 
 
+def watch_addons(metrics: Metrics, addons: list[Addon]) -> None:
+    """Metrics that read other addons' state when scraped (circuit states, purge counts)."""
+    for addon in addons:
+        if isinstance(addon, CircuitBreakerAddon):
+            metrics.watch(CircuitCollector(metrics, addon.snapshot))
+        elif isinstance(addon, RetentionTask):
+            metrics.watch(PurgeCollector(addon))
+
+
 def build_app(settings: Settings, engine: AsyncEngine, extra_addons: list[Addon] | None = None) -> web.Application:
-    metrics = Metrics() if settings.prometheus_enable else None
-    tracing = Tracing.from_env() if settings.trace else None
-    # The trace middleware goes first: it notes when a request arrived and the client's trace context.
-    middlewares = [*([tracing.middleware] if tracing else []), errors_middleware, auth_middleware]
-    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=64 * 1024 * 1024)
     authenticator = Authenticator(engine)
-    recorder = Recorder(engine, settings.data_dir / "journal" / "records.jsonl")
-    senders = [ActorHeadersAddon()] if settings.aibridge_send_actor_headers else []
-    addons = Addons([*guards(settings, metrics), RecordingAddon(recorder), *senders, *(extra_addons or []),
-                     *observers(settings, recorder, metrics, tracing)])
+    metrics = Metrics() if settings.prometheus_enable else None
+    addon_list = build_addons(settings, engine, metrics) + (extra_addons or [])
+    if metrics is not None:
+        watch_addons(metrics, addon_list)
+    addons = Addons(addon_list)
     providers = {cfg.name: build_provider(cfg) for cfg in settings.providers}
     bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled)
-    app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[RECORDER], app[BRIDGE] = (
-        settings, engine, authenticator, recorder, bridge)
-    app[METRICS], app[TRACING] = metrics, tracing
-    retention = RetentionTask(engine, settings.aibridge_retention,
-                              on_purged=metrics.purged.inc if metrics else None)
-    metrics_listener = MetricsListener(metrics, settings.prometheus_address) if metrics else None
+    app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[BRIDGE] = settings, engine, authenticator, bridge
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v2/buildinfo", buildinfo)
     users_api.add_routes(app)
     interceptions_api.add_routes(app)
     web_ui.add_routes(app)
-    app.router.add_route("*", PREFIX + "{provider}/{tail:.*}", bridge.handle)
+    app.router.add_route("*", ROUTE_PREFIX + "{provider}/{tail:.*}", bridge.handle)
     if metrics is not None:
         app.router.add_get("/metrics", metrics.handle)
 
     async def on_startup(app: web.Application) -> None:
-        await app[RECORDER].start()
-        retention.start()
-        if metrics_listener is not None:
-            await metrics_listener.start()
+        await addons.start()
 
     async def on_cleanup(app: web.Application) -> None:
-        await retention.stop()
         await app[BRIDGE].close()
-        await app[RECORDER].close()
-        if metrics_listener is not None:
-            await metrics_listener.stop()
-        if tracing is not None:
-            await tracing.shutdown()
+        await addons.close()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

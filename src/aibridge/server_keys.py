@@ -10,9 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 if TYPE_CHECKING:
     from aibridge.config import Settings
     from aibridge.identity.auth import Authenticator
-    from aibridge.recording.recorder import Recorder
 
 ENGINE = web.AppKey("engine", AsyncEngine)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
-RECORDER: web.AppKey[Recorder] = web.AppKey("recorder")

@@ -301,7 +301,8 @@ def parse_answer(api: str, stream: bool, body: bytes) -> Answer:
         return Answer(obj["id"], text, calls, usage)
     events = sse(body)
     if api == "chat":
-        text, pending, usage_obj = "", {}, None
+        text, usage_obj = "", None
+        pending: dict[int, dict[str, str]] = {}
         for _, chunk in events:
             usage_obj = chunk.get("usage") or usage_obj
             for choice in chunk["choices"]:
@@ -319,15 +320,15 @@ def parse_answer(api: str, stream: bool, body: bytes) -> Answer:
         deltas = "".join(e["delta"] for name, e in events if name == "response.output_text.delta")
         assert deltas == answer.text, "aimock's deltas and its final response disagree"
         return answer
-    usage: dict[str, Any] = {}
+    totals: dict[str, Any] = {}
     blocks: dict[int, dict[str, Any]] = {}
     response_id = ""
     for name, event in events:
         if name == "message_start":
             response_id = event["message"]["id"]
-            usage = dict(event["message"]["usage"])
+            totals = dict(event["message"]["usage"])
         elif name == "message_delta":
-            usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})  # cumulative
+            totals.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})  # cumulative
         elif name == "content_block_start":
             blocks[event["index"]] = {**event["content_block"], "json": ""}
         elif name == "content_block_delta":
@@ -339,7 +340,7 @@ def parse_answer(api: str, stream: bool, body: bytes) -> Answer:
     ordered = [blocks[i] for i in sorted(blocks)]
     text = "".join(b["text"] for b in ordered if b["type"] == "text")
     calls = [(b["id"], b["name"], json.loads(b["json"] or "{}")) for b in ordered if b["type"] == "tool_use"]
-    return Answer(response_id, text, calls, norm(api, usage) if usage else None)
+    return Answer(response_id, text, calls, norm(api, totals) if totals else None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -391,17 +392,18 @@ async def call_sdk(s: Setup, api: str, stream: bool, model: str, body: dict[str,
                      for c in message.tool_calls or [] if c.type == "function"]
             usage = norm(api, done.usage.model_dump()) if done.usage else None
             return Answer(done.id, message.content or "", calls, usage)
-        text, pending, seen_id = "", {}, ""
+        text, seen_id = "", ""
+        slots: dict[int, list[str]] = {}
         async for chunk in await s.oai.chat.completions.create(**kwargs, stream=True):
             seen_id = chunk.id
             for choice in chunk.choices:
                 text += choice.delta.content or ""
                 for call in choice.delta.tool_calls or []:
-                    slot = pending.setdefault(call.index, ["", "", ""])
+                    slot = slots.setdefault(call.index, ["", "", ""])
                     slot[0] += call.id or ""
                     slot[1] += call.function.name or "" if call.function else ""
                     slot[2] += call.function.arguments or "" if call.function else ""
-        return Answer(seen_id, text, [(i, n, json.loads(a)) for _, (i, n, a) in sorted(pending.items())], None)
+        return Answer(seen_id, text, [(i, n, json.loads(a)) for _, (i, n, a) in sorted(slots.items())], None)
     if api == "responses":
         if stream:
             async with s.oai.responses.stream(**kwargs) as events:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -409,9 +410,11 @@ async def test_export_filters_roles_and_cursor(bridge: Bridge) -> None:
         after = page["results"][-1]["id"]
     assert walked == [r["id"] for r in results]
 
-    for q, check in (("provider:anthropic", lambda r: r["provider"] == "anthropic"),
+    checks: tuple[tuple[str, Callable[[dict[str, Any]], bool]], ...] = (
+        ("provider:anthropic", lambda r: r["provider"] == "anthropic"),
                      ("model:gpt-bob", lambda r: r["model"] == "gpt-bob"),
-                     ('client:"Claude Code"', lambda r: r["client"] == "Claude Code")):
+                     ('client:"Claude Code"', lambda r: r["client"] == "Claude Code"))
+    for q, check in checks:
         status, filtered = await owner.get("/api/v2/aibridge/interceptions?limit=1000&q=" + q)
         assert status == 200 and filtered["results"] and all(check(r) for r in filtered["results"]), q
     newest = results[0]["started_at"]

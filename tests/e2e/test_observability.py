@@ -27,11 +27,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client.parser import text_string_to_metric_families
 
 from aibridge.config import postgres_async_url
-from aibridge.recording import records as rec
+from aibridge.store import records as rec
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
-from aibridge.store.records import write_batch
 from aibridge.store.schema import CHILD_TABLES, interceptions
+from aibridge.store.writer import write_batch
 from tests.fakes.upstream import FakeUpstream, expected_usage
 from tests.harness import Client, Database, ServerProcess, free_port, wait_for
 

@@ -53,9 +53,19 @@ def stream_bytes(sections: dict[str, str]) -> bytes:
     return sections["streaming"].strip("\n").encode() + b"\n\n"
 
 
+# Set only for injected MCP calls, which the bridge runs itself; an API reader never sets them.
+INVOCATION_FIELDS = {"injected": False, "server_url": None, "invocation_error": None}
+
+
 def as_dicts(findings: list[Finding]) -> list[dict[str, Any]]:
     kinds = {Usage: "usage", ToolCall: "tool_call", Thought: "thought"}
-    return [{"kind": kinds[type(f)], **asdict(f)} for f in findings]
+    out = []
+    for finding in findings:
+        fields = asdict(finding)
+        if isinstance(finding, ToolCall):
+            assert {k: fields.pop(k) for k in INVOCATION_FIELDS} == INVOCATION_FIELDS
+        out.append({"kind": kinds[type(finding)], **fields})
+    return out
 
 
 def chunked(raw: bytes, rng: random.Random, largest: int) -> list[bytes]:

@@ -10,8 +10,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -19,14 +17,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from aibridge.bridge.apis.base import RequestInfo, Thought, ToolCall, Usage
 from aibridge.bridge.apis.messages import MESSAGES
-from aibridge.bridge.flow import Addons, Flow
+from aibridge.bridge.flow import Addons, Flow, Passthrough, Reject
 from aibridge.bridge.providers.base import UpstreamRequest
 from aibridge.identity.roles import Actor
 from aibridge.observability.logging import JSONFormatter
-from aibridge.observability.metrics import OTHER, Metrics, MetricsAddon, route_label
-from aibridge.observability.structured import MESSAGE, StructuredLogger, record_fields
-from aibridge.observability.tracing import Tracing, TracingAddon, trace_context_middleware
-from aibridge.recording import records as rec
+from aibridge.observability.metrics import OTHER, CircuitCollector, Metrics, MetricsAddon, route_label
+from aibridge.observability.structured import MESSAGE, StructuredLogAddon, record_fields
+from aibridge.observability.tracing import TracingAddon
+from aibridge.resilience.breaker import CircuitBreakerAddon
+from aibridge.resilience.limits import LimitsAddon
+from aibridge.store import records as rec
 
 P = "coder_aibridged_"
 CLIENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -40,12 +40,19 @@ class FakeProvider:
     apis: dict[str, Any] = {"v1/messages": MESSAGES}
 
 
+ACTOR = Actor(uuid.uuid4(), "alice", "Alice", "a@example.com", "member", "tokid")
+
+
 def make_flow(model: str = "claude-sonnet-4-5", prompt: str | None = "hello",
-              client: str = "Claude Code") -> Flow:
-    actor = Actor(uuid.uuid4(), "alice", "Alice", "a@example.com", "member", "tokid")
-    return Flow(id=uuid.uuid4(), actor=actor, provider=FakeProvider(), api=MESSAGES,  # type: ignore[arg-type]
+              client: str = "Claude Code", headers: dict[str, str] | None = None) -> Flow:
+    return Flow(id=uuid.uuid4(), actor=ACTOR, provider=FakeProvider(), api=MESSAGES,  # type: ignore[arg-type]
                 route="/v1/messages", method="POST", info=RequestInfo(model, True, prompt), model=model,
-                client=client, session_id=None, user_agent="claude-cli/2.0")
+                client=client, session_id=None, user_agent="claude-cli/2.0", headers=headers or {})
+
+
+def passthrough(route: str, headers: dict[str, str] | None = None, arrived_ns: int = 0) -> Passthrough:
+    return Passthrough(FakeProvider(), ACTOR, route, "GET", 200, headers or {},  # type: ignore[arg-type]
+                       arrived_ns=arrived_ns)
 
 
 def upstream_request(headers: dict[str, str] | None = None) -> UpstreamRequest:
@@ -71,8 +78,9 @@ def test_metrics_follow_one_interception() -> None:
     addon.finding(flow, Usage("msg_1", 10, 20, 300, 4))
     addon.finding(flow, Usage("msg_2", 1, 2, 0, 0))
     addon.finding(flow, ToolCall("msg_1", "toolu_1", "get_weather", "{}"))
-    # An injected tool (bmcp_ prefix) is the bridge's own, not the client's.
-    addon.finding(flow, ToolCall("msg_1", "toolu_2", "bmcp_coder_list", "{}"))
+    # An injected tool is the bridge's own call, not a selection for the client.
+    addon.finding(flow, ToolCall("msg_1", "toolu_2", "list_workspaces", "{}", injected=True,
+                                 server_url="https://mcp.example/mcp"))
     addon.finding(flow, Thought("hmm"))
     flow.upstream_seconds = 0.0
     time.sleep(0.002)
@@ -81,7 +89,9 @@ def test_metrics_follow_one_interception() -> None:
     for kind, value in (("input", 11), ("output", 22), ("cache_read", 300), ("cache_write", 4)):
         assert sample(metrics, "tokens_total", type=kind, **base, **who) == value
     assert sample(metrics, "non_injected_tool_selections_total", name="get_weather", **base) == 1
-    assert sample(metrics, "non_injected_tool_selections_total", name="bmcp_coder_list", **base) is None
+    assert sample(metrics, "non_injected_tool_selections_total", name="list_workspaces", **base) is None
+    assert sample(metrics, "injected_tool_invocations_total", server="https://mcp.example/mcp",
+                  name="list_workspaces", **base) == 1
     assert sample(metrics, "interceptions_inflight", route="/v1/messages", **base) == 0
     assert sample(metrics, "interceptions_total", status="success", route="/v1/messages", method="POST",
                   **base, **who) == 1
@@ -133,34 +143,41 @@ def test_passthrough_routes_lose_their_ids() -> None:
     metrics = Metrics()
     addon = MetricsAddon(metrics)
     for model in ("a", "b", "c"):
-        addon.passthrough(FakeProvider(), f"/v1/models/{model}", "GET", 200)  # type: ignore[arg-type]
+        addon.passthrough(passthrough(f"/v1/models/{model}"))
     assert sample(metrics, "passthrough_total", provider="anthropic", route="/v1/models/*", method="GET") == 3
 
 
-def test_injected_tool_invocations_come_from_records() -> None:
+async def test_refusals_are_counted_by_reason_and_guards_hold_no_metrics() -> None:
     metrics = Metrics()
-    addon = MetricsAddon(metrics)
-    flow = make_flow()
-    addon.request_parsed(flow)
-    addon.record_listener(rec.ToolUsageRecord(flow.id, "msg_1", "toolu_1", "list_workspaces", "{}", True,
-                                              "https://mcp.example/mcp", None, {}))
-    addon.record_listener(rec.ToolUsageRecord(flow.id, "msg_1", "toolu_2", "bash", "{}", False, None, None,
-                                              {}))
-    assert sample(metrics, "injected_tool_invocations_total", provider="anthropic", model="claude-sonnet-4-5",
-                  server="https://mcp.example/mcp", name="list_workspaces") == 1
+    limits = LimitsAddon(max_concurrency=1)
+    addons = Addons([limits, MetricsAddon(metrics)])
+    first, second = make_flow(), make_flow()
+    await addons.admit(first)
+    with pytest.raises(Reject):
+        await addons.admit(second)
+    assert second.outcome == "rejected" and second.refusal == "concurrency"
+    assert sample(metrics, "rate_limited_total", provider="anthropic", reason="concurrency") == 1
+    addons.interception_ended(first)
+    assert limits.inflight == 0
 
 
-def test_registries_are_independent_and_render_text() -> None:
-    one, two = Metrics(), Metrics()
-    one.purged.inc(5)
-    assert sample(two, "purged_interceptions_total") == 0
-    text = one.render().decode()
-    assert f"{P}purged_interceptions_total 5.0" in text
-    for name in ("interceptions_total", "interceptions_inflight", "interceptions_duration_seconds",
-                 "passthrough_total", "prompts_total", "tokens_total", "injected_tool_invocations_total",
-                 "non_injected_tool_selections_total", "circuit_breaker_state", "circuit_breaker_trips_total",
-                 "circuit_breaker_rejects_total", "upstream_overhead_seconds"):
-        assert f"# HELP {P}{name} " in text, name
+async def test_circuit_metrics_are_read_from_the_breaker_when_scraped() -> None:
+    metrics = Metrics()
+    breaker = CircuitBreakerAddon(failure_threshold=1, interval=10, timeout=30, max_requests=1)
+    metrics.watch(CircuitCollector(metrics, breaker.snapshot))
+    addons = Addons([breaker, MetricsAddon(metrics)])
+    failed = make_flow()
+    await addons.admit(failed)
+    failed.upstream_status = 500
+    addons.interception_ended(failed)
+    labels = {"provider": "anthropic", "endpoint": "/v1/messages", "model": "claude-sonnet-4-5"}
+    assert sample(metrics, "circuit_breaker_state", **labels) == 1.0
+    assert sample(metrics, "circuit_breaker_trips_total", **labels) == 1
+    refused = make_flow()
+    with pytest.raises(Reject):
+        await addons.admit(refused)
+    assert refused.refusal == "circuit_open"
+    assert sample(metrics, "circuit_breaker_rejects_total", **labels) == 1
 
 
 # ---------------------------------------------------------------- tracing
@@ -168,9 +185,9 @@ def test_registries_are_independent_and_render_text() -> None:
 @pytest.fixture
 def spans() -> Iterator[tuple[TracingAddon, InMemorySpanExporter]]:
     exporter = InMemorySpanExporter()
-    tracing = Tracing.from_env(SimpleSpanProcessor(exporter))
-    yield tracing.addon, exporter
-    tracing.provider.shutdown()
+    addon = TracingAddon.from_env(SimpleSpanProcessor(exporter))
+    yield addon, exporter
+    addon.provider.shutdown()
 
 
 def by_name(finished: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
@@ -208,7 +225,7 @@ def test_interception_span_tree(spans: tuple[TracingAddon, InMemorySpanExporter]
         "Intercept.RecordTokenUsage": 1, "Intercept.RecordToolUsage": 1, "Intercept.RecordModelThought": 1,
         "Intercept.RecordInterceptionEnded": 1}
     root, process = found["Intercept"][0], found["Intercept.ProcessRequest"][0]
-    assert root.parent is None      # no middleware here: a new trace
+    assert root.parent is None      # the client sent no traceparent: a new trace
     assert root.attributes == {
         "interception_id": str(flow.id), "user_id": str(flow.actor.id), "provider": "anthropic",
         "model": "claude-sonnet-4-5", "streaming": True,
@@ -221,14 +238,14 @@ def test_interception_span_tree(spans: tuple[TracingAddon, InMemorySpanExporter]
     for name in ("Intercept.ProcessRequest.Upstream", "Intercept.RecordPromptUsage",
                  "Intercept.RecordTokenUsage", "Intercept.RecordToolUsage"):
         assert parent_id(found[name][0]) == process_id, name
-        assert found[name][0].attributes is not None
-        assert found[name][0].attributes["interception_id"] == str(flow.id)
+        attributes = found[name][0].attributes
+        assert attributes is not None and attributes["interception_id"] == str(flow.id)
     # The upstream gets the Upstream span as its parent, not the client's traceparent.
     upstream = found["Intercept.ProcessRequest.Upstream"][0]
     assert request.headers["traceparent"].startswith(
         f"00-{upstream.context.trace_id:032x}-{upstream.context.span_id:016x}-")
     assert len(request.headers.getall("traceparent")) == 1
-    assert flow.trace is None
+    assert flow.metadata == {}      # the spans' state left the flow with it
 
 
 def test_failed_interception_marks_spans(spans: tuple[TracingAddon, InMemorySpanExporter]) -> None:
@@ -244,34 +261,25 @@ def test_failed_interception_marks_spans(spans: tuple[TracingAddon, InMemorySpan
     assert found["Intercept"][0].status.description == "upstream unreachable"
 
 
-async def test_middleware_continues_the_clients_trace(
-        spans: tuple[TracingAddon, InMemorySpanExporter]) -> None:
+def test_spans_continue_the_clients_trace(spans: tuple[TracingAddon, InMemorySpanExporter]) -> None:
     addon, exporter = spans
-    seen: list[UpstreamRequest] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        flow = make_flow()
-        seen.append(upstream_request({"traceparent": request.headers["traceparent"]}))
-        run_flow(addon, flow, seen[-1])
-        addon.passthrough(FakeProvider(), "/v1/models", "GET", 200)  # type: ignore[arg-type]
-        return web.Response(text="ok")
-
-    app = web.Application(middlewares=[trace_context_middleware])
-    app.router.add_post("/api/v2/aibridge/anthropic/v1/messages", handler)
-    async with TestClient(TestServer(app)) as client:
-        resp = await client.post("/api/v2/aibridge/anthropic/v1/messages",
-                                 headers={"traceparent": TRACEPARENT})
-        assert resp.status == 200
+    arrived = time.time_ns() - 5_000_000
+    flow = make_flow(headers={"traceparent": TRACEPARENT})
+    flow.arrived_ns = arrived
+    request = upstream_request({"traceparent": TRACEPARENT})
+    run_flow(addon, flow, request)
+    addon.passthrough(passthrough("/v1/models", {"traceparent": TRACEPARENT}, arrived))
     found = by_name(exporter.get_finished_spans())
     for name in ("Intercept", "Passthrough"):
         span = found[name][0]
         assert f"{span.context.trace_id:032x}" == CLIENT_TRACE_ID
         assert span.parent is not None and f"{span.parent.span_id:016x}" == CLIENT_SPAN_ID
+        assert span.start_time == arrived
     assert found["Passthrough"][0].attributes == {
         "provider": "anthropic", "request_path": "/api/v2/aibridge/anthropic/v1/models",
         "passthrough_url": "/v1/models", "passthrough_method": "GET", "http.response.status_code": 200}
-    assert CLIENT_TRACE_ID in seen[0].headers["traceparent"]
-    assert CLIENT_SPAN_ID not in seen[0].headers["traceparent"]
+    assert CLIENT_TRACE_ID in request.headers["traceparent"]
+    assert CLIENT_SPAN_ID not in request.headers["traceparent"]
     # CreateInterceptor starts when the request arrived, so it starts with Intercept.
     root, create = found["Intercept"][0], found["Intercept.CreateInterceptor"][0]
     assert root.start_time == create.start_time
@@ -280,27 +288,22 @@ async def test_middleware_continues_the_clients_trace(
 # ---------------------------------------------------------------- structured logs
 
 def test_structured_log_lines(caplog: pytest.LogCaptureFixture) -> None:
-    iid, uid = uuid.uuid4(), uuid.uuid4()
-    records: list[rec.Record] = [
-        rec.InterceptionStart(iid, uid, "openai", "openai", "chat_completions", "gpt-4.1", "Codex", "s-1",
-                              "ua", {}),
-        rec.PromptRecord(iid, "", "hello", {}),
-        rec.TokenUsageRecord(iid, "resp_1", 10, 5, 3, 0, {"reasoning_tokens": 2}),
-        rec.ToolUsageRecord(iid, "resp_1", "call_1", "bash", '{"cmd":"ls"}', False, None, None, {}),
-        rec.ThoughtRecord(iid, "thinking", {}),
-        rec.InterceptionEnd(iid),
-    ]
-    logger = StructuredLogger()
+    flow = make_flow(model="gpt-4.1", client="Codex")
+    addons = Addons([StructuredLogAddon()])
     with caplog.at_level(logging.INFO, logger="aibridge.interceptions"):
-        for record in records:
-            logger(record)
+        addons.request_parsed(flow)
+        addons.finding(flow, Usage("resp_1", 10, 5, 3, 0, {"reasoning_tokens": 2}))
+        addons.finding(flow, ToolCall("resp_1", "call_1", "bash", '{"cmd":"ls"}'))
+        addons.finding(flow, Thought("thinking"))
+        addons.interception_ended(flow)
     lines = [orjson.loads(JSONFormatter().format(r)) for r in caplog.records]
     assert [line["record_type"] for line in lines] == [
         "interception_start", "prompt_usage", "token_usage", "tool_usage", "model_thought",
         "interception_end"]
-    assert all(line["msg"] == MESSAGE and line["interception_id"] == str(iid) for line in lines)
+    assert all(line["msg"] == MESSAGE and line["interception_id"] == str(flow.id) for line in lines)
     start, prompt, usage, tool = lines[:4]
-    assert start["initiator_id"] == str(uid) and start["model"] == "gpt-4.1" and start["client"] == "Codex"
+    assert start["initiator_id"] == str(flow.actor.id) and start["model"] == "gpt-4.1"
+    assert start["client"] == "Codex"
     assert prompt["prompt"] == "hello"
     assert usage["input_tokens"] == 10 and usage["metadata"] == {"reasoning_tokens": 2}
     assert tool["tool"] == "bash" and tool["injected"] is False

@@ -13,12 +13,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.config import postgres_async_url
-from aibridge.recording import records as rec
-from aibridge.recording.retention import ADVISORY_LOCK_KEY, RetentionTask, purge
+from aibridge.recording.retention import RetentionTask
+from aibridge.store import records as rec
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
-from aibridge.store.records import write_batch
+from aibridge.store.retention import ADVISORY_LOCK_KEY, purge
 from aibridge.store.schema import CHILD_TABLES, interceptions
+from aibridge.store.writer import write_batch
 from tests.harness import POSTGRES_URL, Database
 
 DAY = 86400.0
@@ -138,13 +139,12 @@ async def _one_replica_at_a_time(engine: AsyncEngine, url: str) -> None:
 
 async def test_task_reports_what_it_deleted(engine: AsyncEngine, caplog: pytest.LogCaptureFixture) -> None:
     await insert(engine, [dt.datetime.now(dt.UTC) - dt.timedelta(days=d) for d in (40, 50, 1)])
-    counted: list[int] = []
-    task = RetentionTask(engine, 30 * DAY, on_purged=counted.append)
+    task = RetentionTask(engine, 30 * DAY)
     with caplog.at_level(logging.INFO, logger="aibridge.retention"):
         result = await task.run_once()
     assert result is not None and result.interceptions == 2
     assert result.children == {t.name: 2 for t in CHILD_TABLES}
-    assert counted == [2]
+    assert task.purged_total == 2
     line = next(r for r in caplog.records if "retention purge deleted" in r.getMessage())
     assert line.__dict__["purged_interceptions"] == 2
     assert line.__dict__["aibridge_token_usages"] == 2

@@ -15,8 +15,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.config import postgres_async_url
-from aibridge.recording import records as rec
 from aibridge.recording.recorder import Journal, Recorder, decode_record, encode_record
+from aibridge.store import records as rec
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
 from aibridge.store.schema import interceptions, metadata, token_usages

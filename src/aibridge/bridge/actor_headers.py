@@ -10,9 +10,9 @@ from __future__ import annotations
 from aibridge.bridge.flow import Addon, Flow
 from aibridge.bridge.providers.base import UpstreamRequest
 
-PREFIX = "X-AI-Bridge-Actor"
-ID_HEADER = f"{PREFIX}-ID"
-USERNAME_HEADER = f"{PREFIX}-Metadata-Username"
+ACTOR_HEADER_PREFIX = "X-AI-Bridge-Actor"
+ID_HEADER = f"{ACTOR_HEADER_PREFIX}-ID"
+USERNAME_HEADER = f"{ACTOR_HEADER_PREFIX}-Metadata-Username"
 
 
 class ActorHeadersAddon(Addon):

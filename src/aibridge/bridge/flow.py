@@ -1,41 +1,71 @@
 """The interception flow object and the hooks features attach to.
 
-Like mitmproxy's addons, features (recording, metrics, tracing, structured logs, limits) are
-objects with any of these methods; the flow in ``intercept.py`` calls them at its moments:
+Like mitmproxy's addons, every feature (limits, the circuit breaker, recording, actor headers,
+metrics, tracing, structured logs, …) is an object in ONE list, built in ``server.py``; the flow
+in ``intercept.py`` calls its hooks at these moments, in list order:
 
-- ``admit(flow)`` (async)        may refuse the request with ``Reject`` (limits, circuit breaker)
-- ``request_parsed(flow)``       the client's request is understood (model, prompt, client)
-- ``upstream_request(flow, req)`` just before the upstream call; may adjust headers
-- ``upstream_response(flow)``    the upstream answered (status and headers) or could not be reached
-- ``finding(flow, finding)``     a token usage, tool call or thought was read from the answer
-- ``interception_ended(flow)``   the answer is finished, failed or abandoned
-- ``passthrough(provider, route, method, status)``  a passed-through request was answered
+- ``start()`` / ``close()`` (async)   the server starts / stops (open and release resources)
+- ``admit(flow)`` (async)             may refuse the request by raising ``Reject`` (limits, breaker)
+- ``refused(flow)``                   a refusal happened (``flow.refusal`` says why); every addon
+                                      hears it, so guards release what they hold and metrics count it
+- ``request_parsed(flow)``            once: the client's request is understood (model, prompt, client)
+- ``upstream_request(flow, req)``     before EVERY upstream call; may adjust ``req.headers``. An addon
+                                      that changes ``req.json`` must re-encode ``req.body`` too
+- ``upstream_response(flow)``         after every upstream call: answered (``flow.upstream_status``)
+                                      or could not be reached (``flow.error``)
+- ``finding(flow, finding)``          a token usage, tool call or thought, from any upstream call
+- ``interception_ended(flow)``        once, at the very end: finished, failed or abandoned
+- ``passthrough(pt)``                 a passed-through (not intercepted) request was answered
 
-A refused request is not recorded: ``admit`` runs before ``request_parsed``. An addon that
-admitted a request learns of a later refusal through ``interception_ended`` with the outcome
-``rejected``, so it can release what it holds.
+Re-entry. One interception may make several upstream calls (MCP's inner loop calls the model
+again after running its tools): ``upstream_request``, ``upstream_response`` and ``finding`` then
+run once per call, ``flow.upstream_calls`` counts them, and ``request_parsed`` and
+``interception_ended`` still run once. A request may also arrive through another door than the
+``/api/v2/aibridge/<provider>/`` routes (the AI Bridge Proxy hands its decrypted requests to the
+same flow): ``flow.door`` says which, and nothing else changes for the addons.
+
+State. Addons keep per-flow state on the flow, under a ``FlowKey`` of their own
+(``flow.put(KEY, value)`` / ``flow.get(KEY)``), never in dicts keyed by flow ids; they learn
+everything from these hooks and never hold one another.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from aibridge.bridge.apis.base import Api, Finding, RequestInfo
 from aibridge.bridge.providers.base import Provider, UpstreamRequest
 from aibridge.identity.roles import Actor
 
+T = TypeVar("T")
+
+
+class FlowKey(Generic[T]):
+    """A typed key for one addon's state on a flow (like aiohttp's ``AppKey``)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"FlowKey({self.name!r})"
+
 
 class Reject(Exception):
     """Refuse a request before it goes upstream, with a status and message for the client."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
+                 reason: str = "refused") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.reason = reason           # e.g. "rate_limit", "concurrency", "circuit_open"
 
 
 @dataclass(slots=True, eq=False)
@@ -51,13 +81,18 @@ class Flow:
     client: str
     session_id: str | None
     user_agent: str
+    headers: Mapping[str, str] = field(default_factory=dict)   # the client's request headers
+    door: str = "bridge"            # "bridge" (the provider routes) | "proxy" (the AI Bridge Proxy)
+    arrived_ns: int = field(default_factory=time.time_ns)      # wall clock, when the request arrived
     started: float = field(default_factory=time.perf_counter)
-    upstream_seconds: float = 0.0   # time spent waiting on the upstream
-    upstream_status: int | None = None
+    upstream_seconds: float = 0.0   # time spent waiting on the upstream, over all calls
+    upstream_calls: int = 0
+    upstream_status: int | None = None   # of the latest upstream call
     outcome: str = "success"        # success | error | canceled | rejected
     error: str | None = None
+    refusal: str | None = None      # why a guard refused it (outcome "rejected")
     findings: list[Finding] = field(default_factory=list)
-    trace: Any = None               # the tracing addon's span state, when tracing is on
+    metadata: dict[FlowKey[Any], Any] = field(default_factory=dict)   # addons' per-flow state
 
     @property
     def streaming(self) -> bool:
@@ -67,11 +102,43 @@ class Flow:
         if self.outcome == "success":
             self.outcome, self.error = outcome, message
 
+    def get(self, key: FlowKey[T]) -> T | None:
+        return cast("T | None", self.metadata.get(key))
+
+    def put(self, key: FlowKey[T], value: T) -> None:
+        self.metadata[key] = value
+
+    def pop(self, key: FlowKey[T]) -> T | None:
+        return cast("T | None", self.metadata.pop(key, None))
+
+
+@dataclass(slots=True, frozen=True)
+class Passthrough:
+    """A request relayed as it is (model lists, token counting, …), once it was answered."""
+
+    provider: Provider
+    actor: Actor
+    route: str
+    method: str
+    status: int
+    headers: Mapping[str, str]
+    door: str = "bridge"
+    arrived_ns: int = 0
+
 
 class Addon:
     """Base class with no-op hooks; subclasses override what they need."""
 
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
     async def admit(self, flow: Flow) -> None:
+        pass
+
+    def refused(self, flow: Flow) -> None:
         pass
 
     def request_parsed(self, flow: Flow) -> None:
@@ -89,39 +156,51 @@ class Addon:
     def interception_ended(self, flow: Flow) -> None:
         pass
 
-    def passthrough(self, provider: Provider, route: str, method: str, status: int) -> None:
+    def passthrough(self, passthrough: Passthrough) -> None:
         pass
 
 
-HOOKS = ("admit", "request_parsed", "upstream_request", "upstream_response", "finding", "interception_ended",
-         "passthrough")
+HOOKS = ("start", "close", "admit", "refused", "request_parsed", "upstream_request", "upstream_response",
+         "finding", "interception_ended", "passthrough")
 
 
 class Addons:
-    """Calls every addon that overrides a hook, in order (no cost for the ones that don't)."""
+    """Calls every addon that overrides a hook, in list order (no cost for the ones that don't)."""
 
     def __init__(self, addons: list[Addon]) -> None:
         self.addons = addons
         self._by_hook: dict[str, list[Any]] = {
             hook: [getattr(a, hook) for a in addons if getattr(type(a), hook) is not getattr(Addon, hook)]
             for hook in HOOKS}
-        self._admitters = [a for a in addons if type(a).admit is not Addon.admit]
+
+    def __iter__(self) -> Any:
+        return iter(self.addons)
+
+    async def start(self) -> None:
+        for hook in self._by_hook["start"]:
+            await hook()
+
+    async def close(self) -> None:
+        """In reverse order: what started last stops first."""
+        for hook in reversed(self._by_hook["close"]):
+            await hook()
 
     async def admit(self, flow: Flow) -> None:
-        for at, addon in enumerate(self._admitters):
-            try:
-                await addon.admit(flow)
-            except Reject:
-                flow.outcome = "rejected"
-                for earlier in self._admitters[:at]:     # let them release what they hold
-                    earlier.interception_ended(flow)
-                raise
+        try:
+            for hook in self._by_hook["admit"]:
+                await hook(flow)
+        except Reject as exc:
+            flow.outcome, flow.error, flow.refusal = "rejected", exc.message, exc.reason
+            for refused in self._by_hook["refused"]:
+                refused(flow)
+            raise
 
     def request_parsed(self, flow: Flow) -> None:
         for hook in self._by_hook["request_parsed"]:
             hook(flow)
 
     def upstream_request(self, flow: Flow, request: UpstreamRequest) -> None:
+        flow.upstream_calls += 1
         for hook in self._by_hook["upstream_request"]:
             hook(flow, request)
 
@@ -138,6 +217,6 @@ class Addons:
         for hook in self._by_hook["interception_ended"]:
             hook(flow)
 
-    def passthrough(self, provider: Provider, route: str, method: str, status: int) -> None:
+    def passthrough(self, passthrough: Passthrough) -> None:
         for hook in self._by_hook["passthrough"]:
-            hook(provider, route, method, status)
+            hook(passthrough)

@@ -45,7 +45,7 @@ async def parse_body(request: web.Request, api: Api) -> dict[str, Any] | web.Res
 
 
 async def intercept(request: web.Request, actor: Actor, provider: Provider, api: Api, tail: str,
-                    addons: Addons) -> web.StreamResponse:
+                    addons: Addons, *, door: str = "bridge", arrived_ns: int = 0) -> web.StreamResponse:
     body = await parse_body(request, api)
     if isinstance(body, web.Response):
         return body
@@ -53,7 +53,8 @@ async def intercept(request: web.Request, actor: Actor, provider: Provider, api:
     client, session_id = detect_client(request.headers)
     flow = Flow(id=uuid.uuid4(), actor=actor, provider=provider, api=api, route="/" + tail,
                 method=request.method, info=info, model=provider.upstream_model(info.model),
-                client=client, session_id=session_id, user_agent=request.headers.get("User-Agent", ""))
+                client=client, session_id=session_id, user_agent=request.headers.get("User-Agent", ""),
+                headers=request.headers, door=door, arrived_ns=arrived_ns or time.time_ns())
     try:
         await addons.admit(flow)
     except Reject as exc:

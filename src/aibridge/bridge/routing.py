@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 import orjson
 from aiohttp import web
 
-from aibridge.bridge.flow import Addons
+from aibridge.bridge.flow import Addons, Passthrough
 from aibridge.bridge.intercept import intercept, provider_error
 from aibridge.bridge.passthrough import passthrough
 from aibridge.bridge.providers.base import Provider
 from aibridge.identity.auth import Authenticator, AuthError
+from aibridge.identity.roles import Actor
 
-PREFIX = "/api/v2/aibridge/"
+ROUTE_PREFIX = "/api/v2/aibridge/"
 
 
 def json_error(status: int, message: str, detail: str = "") -> web.Response:
@@ -30,8 +32,9 @@ class Bridge:
         self.enabled = enabled
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The direct routes: ``/api/v2/aibridge/<provider>/<tail>``."""
+        arrived_ns = time.time_ns()
         name = request.match_info["provider"]
-        tail = request.match_info["tail"]
         if not self.enabled:
             return json_error(404, "AI Bridge is not enabled",
                               "Start the server with --aibridge-enabled (CODER_AIBRIDGE_ENABLED=true) "
@@ -40,20 +43,31 @@ class Bridge:
         if provider is None:
             known = ", ".join(sorted(self.providers)) or "none"
             return json_error(404, f"provider {name!r} is not configured", f"Configured providers: {known}.")
+        return await self.dispatch(request, provider, request.match_info["tail"], None, "bridge", arrived_ns)
+
+    async def dispatch(self, request: web.Request, provider: Provider, tail: str, actor: Actor | None,
+                       door: str, arrived_ns: int) -> web.StreamResponse:
+        """Route one request to a provider's intercepted API or passthrough; any door ends here.
+
+        ``actor`` is None when this request's own headers carry the token (the direct routes);
+        the proxy authenticates its CONNECT and passes the actor in.
+        """
         default_api = next(iter(provider.apis.values()))
         api = provider.apis.get(tail) if request.method == "POST" else None
         passes = api is None and provider.is_passthrough(request.method, tail)
         if api is None and not passes:
             return provider_error(default_api, 404, f"route not supported: {request.method} {request.path}")
-        try:
-            actor = await self.authenticator.authenticate(request.headers)
-        except AuthError as exc:
-            return provider_error(default_api, exc.status, exc.message)
-        request["actor"] = actor
+        if actor is None:
+            try:
+                actor = await self.authenticator.authenticate(request.headers)
+            except AuthError as exc:
+                return provider_error(default_api, exc.status, exc.message)
         if api is not None:
-            return await intercept(request, actor, provider, api, tail, self.addons)
+            return await intercept(request, actor, provider, api, tail, self.addons, door=door,
+                                   arrived_ns=arrived_ns)
         response = await passthrough(request, provider, default_api, tail)
-        self.addons.passthrough(provider, "/" + tail, request.method, response.status)
+        self.addons.passthrough(Passthrough(provider, actor, "/" + tail, request.method, response.status,
+                                            request.headers, door, arrived_ns))
         return response
 
     async def close(self) -> None:

@@ -80,7 +80,7 @@ def users() -> None:
 @storage_options
 def users_create(username: str, role: str, email: str, full_name: str, **kwargs: Any) -> None:
     """Create a user."""
-    from aibridge.api.users import validate_username
+    from aibridge.identity.validation import validate_username
 
     try:
         validate_username(username)
@@ -113,7 +113,7 @@ def tokens() -> None:
 @storage_options
 def tokens_create(username: str, lifetime: str, token_name: str, **kwargs: Any) -> None:
     """Print a new API token for USERNAME on stdout (nothing else)."""
-    from aibridge.api.users import parse_lifetime
+    from aibridge.identity.validation import parse_lifetime
 
     try:
         duration = parse_lifetime(lifetime)

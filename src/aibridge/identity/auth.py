@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.identity.roles import Actor
-from aibridge.identity.tokens import secret_matches, split_token
+from aibridge.store.tokens import secret_matches, split_token
 from aibridge.store.users import ApiKey, User, get_api_key
 
 CACHE_TTL = 10.0

@@ -26,8 +26,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -38,20 +39,19 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from aibridge.bridge.apis.base import Finding, ToolCall, Usage
-from aibridge.bridge.flow import Addon, Flow
-from aibridge.bridge.providers.base import Provider
-from aibridge.recording import records as rec
+from aibridge.bridge.flow import Addon, Flow, FlowKey, Passthrough
 
 log = logging.getLogger("aibridge.metrics")
 
-PREFIX = "coder_aibridged_"
+METRIC_PREFIX = "coder_aibridged_"
 DURATION_BUCKETS = (0.5, 2, 5, 15, 30, 60, 120)
 # The bridge's own time is sub-millisecond when healthy; these resolve 0.5 ms up to 0.5 s.
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
-INJECTED_TOOL_PREFIX = "bmcp_"
 OTHER = "other"
 
 # Path segments kept as they are in a passthrough route label; anything else (model ids,
@@ -102,31 +102,28 @@ class Metrics:
         self._define_resilience_metrics()
 
     def _counter(self, name: str, doc: str, labels: tuple[str, ...]) -> Counter:
-        return Counter(PREFIX + name, doc, labels, registry=self.registry)
+        return Counter(METRIC_PREFIX + name, doc, labels, registry=self.registry)
 
     def _define_interception_metrics(self) -> None:
         self.interceptions = self._counter(
             "interceptions_total", "The count of intercepted requests.",
             ("provider", "model", "status", "route", "method", "initiator_id", "client"))
         self.inflight = Gauge(
-            PREFIX + "interceptions_inflight",
+            METRIC_PREFIX + "interceptions_inflight",
             "The number of intercepted requests which are being processed.",
             ("provider", "model", "route"), registry=self.registry, multiprocess_mode="livesum")
         self.duration = Histogram(
-            PREFIX + "interceptions_duration_seconds",
+            METRIC_PREFIX + "interceptions_duration_seconds",
             "The total duration of intercepted requests, in seconds (mostly upstream processing).",
             ("provider", "model"), registry=self.registry, buckets=DURATION_BUCKETS)
         self.overhead = Histogram(
-            PREFIX + "upstream_overhead_seconds",
+            METRIC_PREFIX + "upstream_overhead_seconds",
             "Time the bridge spent on an interception, excluding waiting on the upstream, in seconds.",
             ("provider", "route"), registry=self.registry, buckets=OVERHEAD_BUCKETS)
         self.passthrough = self._counter(
             "passthrough_total",
             "The count of requests which were not intercepted but passed through to the upstream.",
             ("provider", "route", "method"))
-        self.purged = self._counter(
-            "purged_interceptions_total",
-            "Interceptions (with their records) deleted by the retention purge.", ())
 
     def _define_usage_metrics(self) -> None:
         self.prompts = self._counter(
@@ -145,15 +142,7 @@ class Metrics:
             ("provider", "model", "name"))
 
     def _define_resilience_metrics(self) -> None:
-        """Updated by the circuit breaker (state: 0 closed, 0.5 half-open, 1 open)."""
         labels = ("provider", "endpoint", "model")
-        self.breaker_state = Gauge(
-            PREFIX + "circuit_breaker_state",
-            "Current state of the circuit breaker (0=closed, 0.5=half-open, 1=open).",
-            labels, registry=self.registry, multiprocess_mode="max")
-        self.breaker_trips = self._counter(
-            "circuit_breaker_trips_total",
-            "Total number of times the circuit breaker transitioned to open state.", labels)
         self.breaker_rejects = self._counter(
             "circuit_breaker_rejects_total",
             "Total number of requests rejected due to open circuit breaker.", labels)
@@ -161,6 +150,10 @@ class Metrics:
             "rate_limited_total",
             "Requests refused by the per-token rate limit or the concurrency limit (reason).",
             ("provider", "reason"))
+
+    def watch(self, collector: Collector) -> None:
+        """Values that live elsewhere (circuit states, purge counts), read when scraped."""
+        self.registry.register(collector)
 
     def render(self) -> bytes:
         """The text exposition; across processes when prometheus_client's multiprocess mode is on."""
@@ -172,6 +165,46 @@ class Metrics:
 
     async def handle(self, _request: web.Request) -> web.Response:
         return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class CircuitCollector:
+    """``circuit_breaker_state`` and ``_trips_total``, read from the breaker's circuits when scraped.
+
+    ``circuits`` yields ((provider, endpoint, model), circuit) with the circuit's ``state``
+    (0 closed, 0.5 half-open, 1 open) and ``trips``.
+    """
+
+    def __init__(self, metrics: Metrics, circuits: Callable[[], Iterable[tuple[tuple[str, str, str], Any]]]) -> None:
+        self.metrics = metrics
+        self.circuits = circuits
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["provider", "endpoint", "model"]
+        state = GaugeMetricFamily(METRIC_PREFIX + "circuit_breaker_state",
+                                  "Current state of the circuit breaker (0=closed, 0.5=half-open, 1=open).",
+                                  labels=labels)
+        trips = CounterMetricFamily(METRIC_PREFIX + "circuit_breaker_trips",
+                                    "Total number of times the circuit breaker transitioned to open state.",
+                                    labels=labels)
+        for (provider, endpoint, model), circuit in self.circuits():
+            values = [provider, endpoint, self.metrics.model_label(model)]
+            state.add_metric(values, circuit.state)
+            trips.add_metric(values, circuit.trips)
+        yield state
+        yield trips
+
+
+class PurgeCollector:
+    """``purged_interceptions_total``, read from the retention task (its ``purged_total``) when scraped."""
+
+    def __init__(self, retention: Any) -> None:
+        self.retention = retention
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(METRIC_PREFIX + "purged_interceptions",
+                                     "Interceptions (with their records) deleted by the retention purge.")
+        family.add_metric([], self.retention.purged_total)
+        yield family
 
 
 @dataclass(slots=True, frozen=True)
@@ -186,35 +219,56 @@ class _Labels:
     client: str
 
 
-class MetricsAddon(Addon):
-    """Counts interceptions, tokens, prompts and tools as the flow reports them."""
+LABELS: FlowKey[_Labels] = FlowKey("metrics.labels")    # set while the flow is counted in flight
 
-    def __init__(self, metrics: Metrics) -> None:
+
+class MetricsAddon(Addon):
+    """Counts interceptions, refusals, tokens, prompts and tools as the flow reports them."""
+
+    def __init__(self, metrics: Metrics, listen_address: str | None = None) -> None:
         self.metrics = metrics
-        self._live: dict[uuid.UUID, _Labels] = {}    # in-flight flows, for records that name only an id
+        self.listener = MetricsListener(metrics, listen_address) if listen_address else None
+
+    async def start(self) -> None:
+        if self.listener is not None:
+            await self.listener.start()
+
+    async def close(self) -> None:
+        if self.listener is not None:
+            await self.listener.stop()
 
     def _labels(self, flow: Flow) -> _Labels:
-        labels = self._live.get(flow.id)
+        labels = flow.get(LABELS)
         if labels is None:
             m = self.metrics
             labels = _Labels(flow.provider.name, m.model_label(flow.model), flow.route, flow.method,
                              str(flow.actor.id), m.client_label(flow.client))
         return labels
 
+    def refused(self, flow: Flow) -> None:
+        m = self.metrics
+        if flow.refusal == "circuit_open":
+            m.breaker_rejects.labels(flow.provider.name, flow.route, m.model_label(flow.model)).inc()
+        else:
+            m.limited.labels(flow.provider.name, flow.refusal or "refused").inc()
+
     def request_parsed(self, flow: Flow) -> None:
-        labels = self._live[flow.id] = self._labels(flow)
+        labels = self._labels(flow)
+        flow.put(LABELS, labels)
         self.metrics.inflight.labels(labels.provider, labels.model, labels.route).inc()
         if flow.info.prompt:
             self.metrics.prompts.labels(labels.provider, labels.model, labels.initiator, labels.client).inc()
 
     def finding(self, flow: Flow, finding: Finding) -> None:
         labels = self._labels(flow)
+        m = self.metrics
         if isinstance(finding, Usage):
             self._count_tokens(labels, finding)
-        elif isinstance(finding, ToolCall) and not finding.name.startswith(INJECTED_TOOL_PREFIX):
-            # Injected tools are the bridge's own calls: counted by record_listener instead.
-            name = self.metrics.tool_label(finding.name)
-            self.metrics.client_tools.labels(labels.provider, labels.model, name).inc()
+        elif isinstance(finding, ToolCall) and finding.injected:
+            m.injected_tools.labels(labels.provider, labels.model, m.server_label(finding.server_url or ""),
+                                    m.tool_label(finding.name)).inc()
+        elif isinstance(finding, ToolCall):
+            m.client_tools.labels(labels.provider, labels.model, m.tool_label(finding.name)).inc()
 
     def _count_tokens(self, labels: _Labels, usage: Usage) -> None:
         for kind, count in (("input", usage.input_tokens), ("output", usage.output_tokens),
@@ -225,7 +279,7 @@ class MetricsAddon(Addon):
                                            labels.client).inc(count)
 
     def interception_ended(self, flow: Flow) -> None:
-        labels = self._live.pop(flow.id, None)
+        labels = flow.pop(LABELS)
         m = self.metrics
         if labels is not None:      # only what request_parsed counted in goes out
             m.inflight.labels(labels.provider, labels.model, labels.route).dec()
@@ -237,19 +291,10 @@ class MetricsAddon(Addon):
         m.duration.labels(labels.provider, labels.model).observe(elapsed)
         m.overhead.labels(labels.provider, labels.route).observe(max(0.0, elapsed - flow.upstream_seconds))
 
-    def passthrough(self, provider: Provider, route: str, method: str, status: int) -> None:
+    def passthrough(self, passthrough: Passthrough) -> None:
         m = self.metrics
-        m.passthrough.labels(provider.name, m.route_label(route_label(route)), method[:16]).inc()
-
-    def record_listener(self, record: rec.Record) -> None:
-        """Recorder listener: injected MCP tool calls are recorded by the bridge, not found in answers."""
-        if not isinstance(record, rec.ToolUsageRecord) or not record.injected:
-            return
-        labels = self._live.get(record.interception_id)
-        provider, model = (labels.provider, labels.model) if labels else ("unknown", "unknown")
-        m = self.metrics
-        m.injected_tools.labels(provider, model, m.server_label(record.server_url or ""),
-                                m.tool_label(record.tool)).inc()
+        m.passthrough.labels(passthrough.provider.name, m.route_label(route_label(passthrough.route)),
+                             passthrough.method[:16]).inc()
 
 
 class MetricsListener:

@@ -1,6 +1,6 @@
 """``--aibridge-structured-logging``: one log line per record, for log pipelines.
 
-Every record the recorder accepts becomes one line with the message ``interception log``, a
+An addon on the flow: every record the recording addon stores becomes one line with the message ``interception log``, a
 ``record_type`` (``interception_start``, ``interception_end``, ``token_usage``,
 ``prompt_usage``, ``tool_usage``, ``model_thought``) and the record's fields as log extras, so
 ``--log-json`` output carries them as JSON keys. Records hold no credentials (the user's token
@@ -13,7 +13,10 @@ import dataclasses
 import logging
 from typing import Any
 
-from aibridge.recording import records as rec
+from aibridge.bridge.apis.base import Finding
+from aibridge.bridge.flow import Addon, Flow
+from aibridge.recording.addon import end_record, start_records, to_record
+from aibridge.store import records as rec
 
 MESSAGE = "interception log"
 
@@ -37,13 +40,23 @@ def record_fields(record: rec.Record) -> dict[str, Any]:
     return {("record_" + k if k in _RESERVED else k): v for k, v in fields.items()}
 
 
-class StructuredLogger:
-    """A ``Recorder.listeners`` callback that logs each record as it is accepted."""
+class StructuredLogAddon(Addon):
+    """Logs each record of an interception as the flow produces it."""
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger("aibridge.interceptions")
 
-    def __call__(self, record: rec.Record) -> None:
+    def request_parsed(self, flow: Flow) -> None:
+        for record in start_records(flow):
+            self.log(record)
+
+    def finding(self, flow: Flow, finding: Finding) -> None:
+        self.log(to_record(flow, finding))
+
+    def interception_ended(self, flow: Flow) -> None:
+        self.log(end_record(flow))
+
+    def log(self, record: rec.Record) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
             return
         extra = {"record_type": RECORD_TYPES[type(record)], **record_fields(record)}

@@ -15,9 +15,9 @@ One intercepted request gives this tree (all spans carry ``interception_id``, ``
 A passed-through request gives one ``Passthrough`` span. The ``Record*`` spans mark the moment
 a record is handed to the recorder's queue: the database write happens later, in batches.
 
-W3C trace context: a client's ``traceparent`` makes ``Intercept`` its child (a small middleware
-reads it, with the request's arrival time, before routing), and the upstream call carries the
-``traceparent`` of its ``Upstream`` span. Passed-through requests forward the client's own
+W3C trace context: a client's ``traceparent`` makes ``Intercept`` its child (read from the
+flow's request headers; the span starts at the flow's arrival time), and each upstream call
+carries the ``traceparent`` of its ``Upstream`` span. Passed-through requests forward the client's own
 ``traceparent`` unchanged.
 
 Spans are exported over OTLP/HTTP configured by the standard ``OTEL_*`` variables
@@ -29,13 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -46,42 +42,18 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 from aibridge.bridge.apis.base import Finding, ToolCall, Usage
-from aibridge.bridge.flow import Addon, Flow
-from aibridge.bridge.providers.base import Provider, UpstreamRequest
-from aibridge.bridge.routing import PREFIX
+from aibridge.bridge.flow import Addon, Flow, FlowKey, Passthrough
+from aibridge.bridge.providers.base import UpstreamRequest
+from aibridge.bridge.routing import ROUTE_PREFIX
 
 TRACER_NAME = "aibridge"
 DEFAULT_SERVICE_NAME = "aibridge"
 PROPAGATOR = TraceContextTextMapPropagator()
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(slots=True, frozen=True)
-class _Arrival:
-    """What the middleware learned about a bridge request before routing."""
-
-    start_ns: int
-    parent: Context        # the client's trace context; empty when it sent none
-
-
-# Set by the middleware for the duration of one bridge request (hooks run in the same task).
-_ARRIVAL: ContextVar[_Arrival | None] = ContextVar("aibridge_trace_arrival", default=None)
-
-
-@web.middleware
-async def trace_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith(PREFIX):
-        return await handler(request)
-    token = _ARRIVAL.set(_Arrival(time.time_ns(), PROPAGATOR.extract(request.headers)))
-    try:
-        return await handler(request)
-    finally:
-        _ARRIVAL.reset(token)
 
 
 @dataclass(slots=True)
 class FlowTrace:
-    """The open spans of one interception (kept on ``flow.trace``)."""
+    """The open spans of one interception (kept on the flow under ``SPANS``)."""
 
     attributes: dict[str, AttributeValue]
     root: Span
@@ -91,6 +63,9 @@ class FlowTrace:
     upstream: Span | None = None
 
 
+SPANS: FlowKey[FlowTrace] = FlowKey("tracing.spans")
+
+
 def flow_attributes(flow: Flow) -> dict[str, AttributeValue]:
     return {
         "interception_id": str(flow.id),
@@ -98,37 +73,49 @@ def flow_attributes(flow: Flow) -> dict[str, AttributeValue]:
         "provider": flow.provider.name,
         "model": flow.model,
         "streaming": flow.streaming,
-        "request_path": PREFIX + flow.provider.name + flow.route,
+        "request_path": ROUTE_PREFIX + flow.provider.name + flow.route,
     }
 
 
 class TracingAddon(Addon):
-    def __init__(self, tracer: Tracer) -> None:
-        self.tracer = tracer
+    def __init__(self, provider: TracerProvider) -> None:
+        self.provider = provider
+        self.tracer: Tracer = provider.get_tracer(TRACER_NAME)
+
+    @classmethod
+    def from_env(cls, processor: SpanProcessor | None = None) -> TracingAddon:
+        """OTLP/HTTP export configured by the standard OTEL_* variables (or the given processor)."""
+        # OTEL_SERVICE_NAME, when set, names the service; ours is only the default.
+        attributes: dict[str, Any] = {} if os.environ.get("OTEL_SERVICE_NAME") else {
+            SERVICE_NAME: DEFAULT_SERVICE_NAME}
+        provider = TracerProvider(resource=Resource.create(attributes))
+        provider.add_span_processor(processor or BatchSpanProcessor(_otlp_exporter()))
+        return cls(provider)
+
+    async def close(self) -> None:
+        """Export what is still queued (bounded by the exporter's own timeout)."""
+        await asyncio.to_thread(self.provider.shutdown)
 
     def _instant(self, name: str, parent: Context, attributes: dict[str, AttributeValue]) -> None:
         self.tracer.start_span(name, context=parent, attributes=attributes).end()
 
     def request_parsed(self, flow: Flow) -> None:
-        arrival = _ARRIVAL.get()
-        if arrival is None:     # called outside the middleware (tests): start when the flow began
-            start_ns = time.time_ns() - int((time.perf_counter() - flow.started) * 1e9)
-            arrival = _Arrival(start_ns, Context())
+        parent = PROPAGATOR.extract(flow.headers)
         attrs = flow_attributes(flow)
-        root = self.tracer.start_span("Intercept", context=arrival.parent, kind=SpanKind.SERVER,
-                                      attributes=attrs, start_time=arrival.start_ns)
-        root_ctx = trace.set_span_in_context(root, arrival.parent)
+        root = self.tracer.start_span("Intercept", context=parent, kind=SpanKind.SERVER,
+                                      attributes=attrs, start_time=flow.arrived_ns)
+        root_ctx = trace.set_span_in_context(root, parent)
         self.tracer.start_span("Intercept.CreateInterceptor", context=root_ctx, attributes=attrs,
-                               start_time=arrival.start_ns).end()
+                               start_time=flow.arrived_ns).end()
         self._instant("Intercept.RecordInterception", root_ctx, attrs)
         process = self.tracer.start_span("Intercept.ProcessRequest", context=root_ctx, attributes=attrs)
         state = FlowTrace(attrs, root, root_ctx, process, trace.set_span_in_context(process, root_ctx))
         if flow.info.prompt:
             self._instant("Intercept.RecordPromptUsage", state.process_ctx, attrs)
-        flow.trace = state
+        flow.put(SPANS, state)
 
     def upstream_request(self, flow: Flow, request: UpstreamRequest) -> None:
-        state: FlowTrace | None = flow.trace
+        state = flow.get(SPANS)
         if state is None:
             return
         _end(state.upstream)
@@ -141,7 +128,7 @@ class TracingAddon(Addon):
             request.headers[name] = value       # replaces the client's own traceparent, if any
 
     def upstream_response(self, flow: Flow) -> None:
-        state: FlowTrace | None = flow.trace
+        state = flow.get(SPANS)
         if state is None or state.upstream is None:
             return
         if flow.upstream_status is not None:
@@ -152,7 +139,7 @@ class TracingAddon(Addon):
         state.upstream = None
 
     def finding(self, flow: Flow, finding: Finding) -> None:
-        state: FlowTrace | None = flow.trace
+        state = flow.get(SPANS)
         if state is None:
             return
         if isinstance(finding, Usage):
@@ -164,7 +151,7 @@ class TracingAddon(Addon):
         self._instant(name, state.process_ctx, state.attributes)
 
     def interception_ended(self, flow: Flow) -> None:
-        state: FlowTrace | None = flow.trace
+        state = flow.pop(SPANS)
         if state is None:
             return
         _end(state.upstream)
@@ -175,15 +162,15 @@ class TracingAddon(Addon):
         state.process.end()
         self._instant("Intercept.RecordInterceptionEnded", state.root_ctx, state.attributes)
         state.root.end()
-        flow.trace = None
 
-    def passthrough(self, provider: Provider, route: str, method: str, status: int) -> None:
-        arrival = _ARRIVAL.get() or _Arrival(time.time_ns(), Context())
+    def passthrough(self, passthrough: Passthrough) -> None:
+        route, provider, status = passthrough.route, passthrough.provider.name, passthrough.status
         attrs: dict[str, AttributeValue] = {
-            "provider": provider.name, "request_path": PREFIX + provider.name + route,
-            "passthrough_url": route, "passthrough_method": method, "http.response.status_code": status}
-        span = self.tracer.start_span("Passthrough", context=arrival.parent, kind=SpanKind.SERVER,
-                                      attributes=attrs, start_time=arrival.start_ns)
+            "provider": provider, "request_path": ROUTE_PREFIX + provider + route,
+            "passthrough_url": route, "passthrough_method": passthrough.method, "http.response.status_code": status}
+        span = self.tracer.start_span("Passthrough", context=PROPAGATOR.extract(passthrough.headers),
+                                      kind=SpanKind.SERVER, attributes=attrs,
+                                      start_time=passthrough.arrived_ns or None)
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR, f"upstream answered {status}"))
         span.end()
@@ -192,29 +179,6 @@ class TracingAddon(Addon):
 def _end(span: Span | None) -> None:
     if span is not None and span.is_recording():
         span.end()
-
-
-class Tracing:
-    """The tracer provider, the addon and the middleware, built together when ``--trace`` is on."""
-
-    def __init__(self, provider: TracerProvider) -> None:
-        self.provider = provider
-        self.addon = TracingAddon(provider.get_tracer(TRACER_NAME))
-        self.middleware = trace_context_middleware
-
-    @classmethod
-    def from_env(cls, processor: SpanProcessor | None = None) -> Tracing:
-        """OTLP/HTTP export configured by the standard OTEL_* variables (or the given processor)."""
-        # OTEL_SERVICE_NAME, when set, names the service; ours is only the default.
-        attributes: dict[str, Any] = {} if os.environ.get("OTEL_SERVICE_NAME") else {
-            SERVICE_NAME: DEFAULT_SERVICE_NAME}
-        provider = TracerProvider(resource=Resource.create(attributes))
-        provider.add_span_processor(processor or BatchSpanProcessor(_otlp_exporter()))
-        return cls(provider)
-
-    async def shutdown(self) -> None:
-        """Export what is still queued (bounded by the exporter's own timeout)."""
-        await asyncio.to_thread(self.provider.shutdown)
 
 
 def _otlp_exporter() -> SpanExporter:

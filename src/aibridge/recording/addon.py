@@ -1,11 +1,15 @@
-"""Recording as an addon on the flow: every moment becomes a record for the writer."""
+"""Recording as an addon on the flow: every moment becomes a record for the writer.
+
+The functions that turn a flow's moments into records are shared with the structured-log addon,
+so a log line and a stored record always say the same thing.
+"""
 
 from __future__ import annotations
 
 from aibridge.bridge.apis.base import Finding, Thought, ToolCall, Usage
 from aibridge.bridge.flow import Addon, Flow
 from aibridge.recording.recorder import Recorder
-from aibridge.recording.records import (
+from aibridge.store.records import (
     InterceptionEnd,
     InterceptionStart,
     PromptRecord,
@@ -20,28 +24,50 @@ class RecordingAddon(Addon):
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
 
+    async def start(self) -> None:
+        await self.recorder.start()
+
+    async def close(self) -> None:
+        await self.recorder.close()
+
     def request_parsed(self, flow: Flow) -> None:
-        metadata: dict[str, object] = {"streaming": flow.streaming, "route": flow.route}
-        if flow.model != flow.info.model:
-            metadata["requested_model"] = flow.info.model
-        self.recorder.submit(InterceptionStart(
-            id=flow.id, initiator_id=flow.actor.id, provider=flow.provider.type,
-            provider_name=flow.provider.name, api=flow.api.name, model=flow.model, client=flow.client,
-            client_session_id=flow.session_id, user_agent=flow.user_agent, metadata=metadata))
-        if flow.info.prompt:
-            self.recorder.submit(PromptRecord(flow.id, "", flow.info.prompt, {}))
+        for record in start_records(flow):
+            self.recorder.submit(record)
 
     def finding(self, flow: Flow, finding: Finding) -> None:
         self.recorder.submit(to_record(flow, finding))
 
     def interception_ended(self, flow: Flow) -> None:
-        metadata: dict[str, object] | None = None
-        if flow.outcome != "success":
-            metadata = {"streaming": flow.streaming, "route": flow.route, "outcome": flow.outcome,
-                        "error": flow.error, "upstream_status": flow.upstream_status}
-            if flow.model != flow.info.model:
-                metadata["requested_model"] = flow.info.model
-        self.recorder.submit(InterceptionEnd(flow.id, metadata=metadata))
+        self.recorder.submit(end_record(flow))
+
+
+def _request_metadata(flow: Flow) -> dict[str, object]:
+    metadata: dict[str, object] = {"streaming": flow.streaming, "route": flow.route}
+    if flow.model != flow.info.model:
+        metadata["requested_model"] = flow.info.model
+    if flow.door != "bridge":
+        metadata["door"] = flow.door
+    return metadata
+
+
+def start_records(flow: Flow) -> list[Record]:
+    """The interception and its prompt, as the request is understood."""
+    records: list[Record] = [InterceptionStart(
+        id=flow.id, initiator_id=flow.actor.id, provider=flow.provider.type,
+        provider_name=flow.provider.name, api=flow.api.name, model=flow.model, client=flow.client,
+        client_session_id=flow.session_id, user_agent=flow.user_agent, metadata=_request_metadata(flow))]
+    if flow.info.prompt:
+        records.append(PromptRecord(flow.id, "", flow.info.prompt, {}))
+    return records
+
+
+def end_record(flow: Flow) -> InterceptionEnd:
+    """The end; a failure repeats the request's metadata with what went wrong."""
+    if flow.outcome == "success":
+        return InterceptionEnd(flow.id)
+    return InterceptionEnd(flow.id, metadata={
+        **_request_metadata(flow), "outcome": flow.outcome, "error": flow.error,
+        "upstream_status": flow.upstream_status})
 
 
 def to_record(flow: Flow, finding: Finding) -> Record:
@@ -51,7 +77,7 @@ def to_record(flow: Flow, finding: Finding) -> Record:
                                 finding.metadata)
     if isinstance(finding, ToolCall):
         return ToolUsageRecord(flow.id, finding.response_id, finding.call_id, finding.name, finding.input,
-                               injected=False, server_url=None, invocation_error=None,
-                               metadata=finding.metadata)
+                               injected=finding.injected, server_url=finding.server_url,
+                               invocation_error=finding.invocation_error, metadata=finding.metadata)
     assert isinstance(finding, Thought)
     return ThoughtRecord(flow.id, finding.content, finding.metadata)

@@ -15,15 +15,14 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aibridge.recording import records as rec
-from aibridge.store.records import BatchWriter
+from aibridge.store import records as rec
+from aibridge.store.writer import BatchWriter
 
 log = logging.getLogger("aibridge.recorder")
 
@@ -87,15 +86,11 @@ class Recorder:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        self._busy = False                  # a batch is being written right now
-        self.listeners: list[Callable[[rec.Record], None]] = []   # e.g. structured logging
         self.written = 0
         self.failures = 0
 
     def submit(self, record: rec.Record) -> None:
         self._pending.append(record)
-        for listener in self.listeners:
-            listener(record)
         if len(self._pending) == 1 or len(self._pending) >= self._batch_size:
             self._wakeup.set()
 
@@ -112,14 +107,6 @@ class Recorder:
             await self._task
         self._writer.close()
 
-    async def flush(self) -> None:
-        """Wait until everything submitted so far has been written (tests, shutdown)."""
-        for _ in range(10_000):
-            if not self._pending and not self._busy:
-                return
-            self._wakeup.set()
-            await asyncio.sleep(0.005)
-
     async def _run(self) -> None:
         while True:
             if not self._pending:
@@ -134,11 +121,7 @@ class Recorder:
             if self._linger and not self._closing and len(self._pending) < self._batch_size:
                 await asyncio.sleep(self._linger)    # let a burst gather into one transaction
             batch, self._pending = self._pending[:self._batch_size], self._pending[self._batch_size:]
-            self._busy = True
-            try:
-                await self._write(batch)
-            finally:
-                self._busy = False
+            await self._write(batch)
 
     async def _write(self, batch: list[rec.Record]) -> None:
         if self.journal and not await self._replay_journal():

@@ -13,23 +13,23 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from aibridge.bridge.flow import Addon, Flow, Reject
-
-if TYPE_CHECKING:
-    from aibridge.observability.metrics import Metrics
+from aibridge.bridge.flow import Addon, Flow, FlowKey, Reject
 
 log = logging.getLogger("aibridge.limits")
 REDIS_TIMEOUT = 0.25
+SLOT: FlowKey[bool] = FlowKey("limits.slot")     # the flow holds one of the concurrency slots
 
 
 class WindowCounter(Protocol):
     async def hit(self, key: str, window: int) -> int:
         """Count one request for ``key`` in the one-second ``window``; the count so far."""
+
+    async def close(self) -> None: ...
 
 
 class LocalCounter:
@@ -43,6 +43,9 @@ class LocalCounter:
         if len(self._windows) > 100_000:        # forget idle tokens
             self._windows = {k: v for k, v in self._windows.items() if v[0] == window}
         return count
+
+    async def close(self) -> None:
+        pass
 
 
 class RedisCounter:
@@ -69,38 +72,38 @@ class RedisCounter:
 
 
 class LimitsAddon(Addon):
-    """Must come before every other addon: a refused request is neither recorded nor counted."""
+    """Must come before every other addon: a refused request is neither recorded nor sent upstream."""
 
-    def __init__(self, max_concurrency: int = 0, rate_limit: float = 0, counter: WindowCounter | None = None,
-                 metrics: Metrics | None = None) -> None:
-        self.metrics = metrics
+    def __init__(self, max_concurrency: int = 0, rate_limit: float = 0,
+                 counter: WindowCounter | None = None) -> None:
         self.max_concurrency = max_concurrency
         self.rate_limit = rate_limit
         self.counter = counter or LocalCounter()
         self.inflight = 0
-        self._admitted: set[int] = set()
+
+    async def close(self) -> None:
+        await self.counter.close()
 
     async def admit(self, flow: Flow) -> None:
         """Raise Reject when the request may not go ahead (called by the flow before request_parsed)."""
         if self.rate_limit > 0:
             count = await self.counter.hit(flow.actor.token_id, int(time.time()))
             if count > self.rate_limit:
-                self._count(flow, "rate_limit")
                 raise Reject(429, f"rate limit exceeded: at most {self.rate_limit:g} requests per second per token",
-                             {"Retry-After": "1"})
+                             {"Retry-After": "1"}, reason="rate_limit")
         if self.max_concurrency > 0:
             if self.inflight >= self.max_concurrency:
-                self._count(flow, "concurrency")
                 raise Reject(503, f"AI Bridge is at its concurrency limit ({self.max_concurrency}); retry shortly",
-                             {"Retry-After": "1"})
+                             {"Retry-After": "1"}, reason="concurrency")
             self.inflight += 1
-            self._admitted.add(id(flow))
+            flow.put(SLOT, True)
 
-    def _count(self, flow: Flow, reason: str) -> None:
-        if self.metrics is not None:
-            self.metrics.limited.labels(flow.provider.name, reason).inc()
+    def refused(self, flow: Flow) -> None:
+        self._release(flow)       # a later guard refused a flow this one had admitted
 
     def interception_ended(self, flow: Flow) -> None:
-        if id(flow) in self._admitted:
-            self._admitted.discard(id(flow))
+        self._release(flow)
+
+    def _release(self, flow: Flow) -> None:
+        if flow.pop(SLOT) is not None:
             self.inflight -= 1

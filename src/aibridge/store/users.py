@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aibridge.identity.tokens import hash_secret, new_token
 from aibridge.store.schema import api_keys, users
+from aibridge.store.tokens import hash_secret, new_token
 
 
 class Conflict(Exception):

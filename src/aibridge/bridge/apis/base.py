@@ -44,6 +44,9 @@ class ToolCall:
     name: str
     input: str                  # JSON text of the arguments (raw text for custom tools)
     metadata: dict[str, Any] = field(default_factory=dict)
+    injected: bool = False      # an injected MCP tool the bridge ran itself (name: the original tool's)
+    server_url: str | None = None           # the MCP server that ran it
+    invocation_error: str | None = None     # why running it failed, if it did
 
 
 @dataclass(slots=True)

@@ -8,8 +8,8 @@ import uuid
 
 from aiohttp import web
 
-from aibridge.api.common import APIError, actor, json_response
 from aibridge.identity.roles import Actor
+from aibridge.rest.common import APIError, actor, json_response
 from aibridge.server_keys import ENGINE
 from aibridge.store import export
 from aibridge.store.export import Filters

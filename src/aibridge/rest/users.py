@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 from aiohttp import web
 
-from aibridge.api.common import APIError, actor, json_body, json_response, require, string_field
-from aibridge.config import parse_duration
 from aibridge.identity.auth import Authenticator
 from aibridge.identity.roles import ROLES
+from aibridge.identity.validation import parse_lifetime, validate_username
+from aibridge.rest.common import APIError, actor, json_body, json_response, require, string_field
 from aibridge.server_keys import AUTHENTICATOR, ENGINE
 from aibridge.store import users as store
 from aibridge.store.users import User
 
-USERNAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
 DEFAULT_LIFETIME = dt.timedelta(days=30)
-MAX_LIFETIME = dt.timedelta(days=3650)
-
-
-def validate_username(username: str) -> str:
-    if not USERNAME.match(username):
-        raise ValueError(f"invalid username {username!r}: use 1-64 letters, digits, '.', '_' or '-'")
-    return username
-
-
-def parse_lifetime(text: str) -> dt.timedelta:
-    seconds = parse_duration(text)
-    if seconds <= 0:
-        raise ValueError("lifetime must be positive")
-    lifetime = dt.timedelta(seconds=seconds)
-    if lifetime > MAX_LIFETIME:
-        raise ValueError("lifetime must be at most 3650d")
-    return lifetime
 
 
 async def _target(request: web.Request) -> User:
