@@ -116,11 +116,11 @@ def watch_addons(metrics: Metrics, addons: list[Addon]) -> None:
             metrics.watch(PurgeCollector(addon))
 
 
-def build_app(settings: Settings, engine: AsyncEngine, extra_addons: list[Addon] | None = None) -> web.Application:
+def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=64 * 1024 * 1024)
     authenticator = Authenticator(engine)
     metrics = Metrics() if settings.prometheus_enable else None
-    addon_list = build_addons(settings, engine, metrics) + (extra_addons or [])
+    addon_list = build_addons(settings, engine, metrics)
     if metrics is not None:
         watch_addons(metrics, addon_list)
     addons = Addons(addon_list)
