@@ -2,17 +2,26 @@
 
 Every option lives in the ``OPTIONS`` table below; the CLI builds its flags from it, the docs
 page is generated from it, and ``load_settings`` resolves it. A value that cannot work raises
-``ConfigError`` with one line that names the option.
+``ConfigError`` with one line that names the option. ``Settings`` has one typed field per row
+(checked when this module is imported: add both together).
+
+Layering: this module is the lowest layer and imports nothing else from ``aibridge``. Provider
+types live in ``bridge/providers`` and read their own settings through the small interface
+defined here: a ``ProviderKind`` (what a type is called and how it reads its settings) is given
+to ``load_settings``, which hands it a ``ProviderFields`` per configured provider (its
+``CODER_AIBRIDGE_PROVIDER_<N>_*`` fields, or the single-provider options mapped onto the same field
+names) and gets back a ``ProviderConfig``. This module keeps only what every type shares: the
+indexed-provider syntax (env and YAML), provider names, duplicates, and "none configured".
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, get_type_hints
 
 import yaml
 
@@ -93,9 +102,18 @@ def parse_url(text: str) -> str:
     return value
 
 
+def parse_path(text: str) -> Path:
+    return Path(os.path.expanduser(text.strip()))
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "str": str, "bool": parse_bool, "int": parse_int, "float": parse_float,
-    "duration": parse_duration, "address": parse_address, "url": parse_url,
+    "duration": parse_duration, "address": parse_address, "url": parse_url, "path": parse_path,
+}
+# What each parser returns: the type of the option's Settings field.
+_PARSED_TYPES: dict[str, type] = {
+    "str": str, "bool": bool, "int": int, "float": float, "duration": float, "address": str, "url": str,
+    "path": Path,
 }
 
 
@@ -138,7 +156,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("postgres_url", "CODER_PG_CONNECTION_URL", "", "str",
            "PostgreSQL connection URL. Empty: embedded SQLite in the data directory.",
            secret=True, storage=True),
-    Option("data_dir", "CODER_AIBRIDGE_DATA_DIR", "~/.local/share/aibridge", "str",
+    Option("data_dir", "CODER_AIBRIDGE_DATA_DIR", "~/.local/share/aibridge", "path",
            "Directory for the SQLite database and the recording journal.", storage=True),
     Option("aibridge_enabled", "CODER_AIBRIDGE_ENABLED", "false", "bool",
            "Serve the AI Bridge provider routes."),
@@ -199,7 +217,6 @@ OPTIONS_BY_KEY = {opt.key: opt for opt in OPTIONS}
 STORAGE_OPTIONS = tuple(opt for opt in OPTIONS if opt.storage)
 CONFIG_PATH_ENV = "CODER_CONFIG_PATH"
 
-PROVIDER_TYPES = ("openai", "anthropic")
 # Names a provider may not take: they would shadow the API's own routes.
 RESERVED_PROVIDER_NAMES = frozenset({"interceptions", "sessions", "clients", "models", "proxy"})
 _PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -208,28 +225,13 @@ _PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # ---------------------------------------------------------------- the settings object
 
 @dataclass(frozen=True)
-class BedrockConfig:
-    region: str
-    base_url: str
-    access_key: str
-    access_key_secret: str
-    model: str
-    small_fast_model: str
-    # How the user names the access key and its secret (flag or variable), for error messages.
-    credential_options: tuple[str, str] = ("--aibridge-bedrock-access-key", "--aibridge-bedrock-access-key-secret")
-
-    @property
-    def endpoint(self) -> str:
-        return self.base_url or f"https://bedrock-runtime.{self.region}.amazonaws.com"
-
-
-@dataclass(frozen=True)
 class ProviderConfig:
-    type: str                # "openai" | "anthropic"
+    """One configured provider. Each provider type subclasses it with its own settings."""
+
+    kind: str                # the registered provider kind that serves it (bridge/providers)
+    type: str                # TYPE: "openai" | "anthropic"
     name: str                # route segment: /api/v2/aibridge/<name>/...
-    key: str
-    base_url: str
-    bedrock: BedrockConfig | None = None
+    base_url: str            # where its requests go
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,26 @@ class Settings:
     @property
     def public_url(self) -> str:
         return (self.access_url or f"http://{self.http_address}").rstrip("/")
+
+
+def check_settings_fields(options: Sequence[Option], settings_type: type = Settings) -> None:
+    """``Settings`` holds one field per option, typed as its parser returns (plus ``providers``):
+    the table and the dataclass are written side by side, so a row added without its field (or the
+    reverse) fails here, at import, instead of at the first ``settings.<key>``."""
+    hints = get_type_hints(settings_type)
+    declared = {f.name for f in fields(settings_type)} - {"providers"}
+    keys = {opt.key for opt in options}
+    if declared != keys:
+        missing, extra = sorted(keys - declared), sorted(declared - keys)
+        raise TypeError(f"Settings and OPTIONS disagree: options without a Settings field {missing}, "
+                        f"Settings fields without an option {extra}")
+    for opt in options:
+        if hints[opt.key] is not _PARSED_TYPES[opt.kind]:
+            raise TypeError(f"Settings.{opt.key} is {hints[opt.key]!r} but option kind {opt.kind!r} "
+                            f"gives {_PARSED_TYPES[opt.kind].__name__}")
+
+
+check_settings_fields(OPTIONS)
 
 
 def postgres_async_url(url: str) -> str:
@@ -331,7 +353,10 @@ def _raw_value(opt: Option, flags: Mapping[str, Any], env: Mapping[str, str],
 
 
 def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
-                  config_path: str | None = None, *, storage_only: bool = False) -> Settings:
+                  config_path: str | None = None, *, storage_only: bool = False,
+                  provider_kinds: Sequence[ProviderKind] = ()) -> Settings:
+    """The settings; with the bridge enabled, also its providers, read by ``provider_kinds``
+    (``aibridge.bridge.providers.PROVIDER_KINDS``; needed unless ``storage_only``)."""
     flags = flags or {}
     env = os.environ if env is None else env
     doc = read_yaml(config_path or env.get(CONFIG_PATH_ENV))
@@ -342,51 +367,102 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
             values[opt.key] = _PARSERS[opt.kind](raw)
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
-    values["data_dir"] = Path(os.path.expanduser(values["data_dir"]))
     settings = Settings(**values)
     if values["postgres_url"]:
         postgres_async_url(values["postgres_url"])
     if storage_only or not settings.aibridge_enabled:
         return settings
-    providers = resolve_providers(settings, env, doc)
+    providers = resolve_providers(settings, env, doc, provider_kinds)
     return Settings(**{**values, "providers": providers})
+
+
 
 
 # ---------------------------------------------------------------- providers
 
-def _bedrock(region: str, base_url: str, key: str, secret: str, model: str, small: str,
-             names: tuple[str, str, str, str]) -> BedrockConfig | None:
-    """names: the option names for region, base URL, access key and secret, for messages."""
-    if not (region or base_url or key or secret):
-        return None
-    if not (region or base_url):
-        raise ConfigError(f"{names[0]}: Bedrock needs a region or {names[1]}")
-    if bool(key) != bool(secret):
-        raise ConfigError(f"{names[2]}: set both {names[2]} and {names[3]}, or neither "
-                          "(to use the standard AWS credential chain)")
-    try:
-        base_url = parse_url(base_url)
-    except ValueError as exc:
-        raise ConfigError(f"{names[1]}: {exc}") from None
-    return BedrockConfig(region, base_url.rstrip("/"), key, secret, model, small, (names[2], names[3]))
+class ProviderFields:
+    """One provider's settings as its type reads them, by field name (``KEY``, ``BASE_URL``,
+    ``BEDROCK_REGION``, …): from ``CODER_AIBRIDGE_PROVIDER_<N>_*`` (or ``aibridge.providers[N]``), or
+    from the single-provider options mapped onto the same names (``legacy``). ``option(field)`` is
+    how the user wrote a field, so that messages name it."""
+
+    __slots__ = ("_options", "_values", "legacy", "name", "settings")
+
+    def __init__(self, name: str, values: Mapping[str, str], options: Mapping[str, str], settings: Settings,
+                 *, legacy: bool = False) -> None:
+        self.name = name              # the provider's name (route segment)
+        self._values = values
+        self._options = options
+        self.settings = settings      # the whole settings, for defaults shared with the legacy options
+        self.legacy = legacy
+
+    def get(self, field_name: str) -> str:
+        return self._values.get(field_name, "")
+
+    def option(self, field_name: str) -> str:
+        return self._options[field_name]
+
+    def url(self, field_name: str, default: str = "") -> str:
+        """The field as a URL (``default`` when empty); a bad one is a ConfigError naming the field."""
+        try:
+            return parse_url(self.get(field_name)) or default
+        except ValueError as exc:
+            raise ConfigError(f"{self.option(field_name)}: {exc}") from None
+
+    def error(self, field_name: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.option(field_name)}: {message}")
 
 
-def _legacy_providers(s: Settings) -> list[tuple[str, ProviderConfig]]:
-    """The providers made by the single-provider options, each with the option that made it."""
+def legacy_fields(settings: Settings, name: str, keys: Mapping[str, str]) -> ProviderFields:
+    """The single-provider options ``keys`` (field → Settings attribute) seen as a provider's fields."""
+    values = {field_name: str(getattr(settings, key)) for field_name, key in keys.items()}
+    options = {field_name: OPTIONS_BY_KEY[key].flag for field_name, key in keys.items()}
+    return ProviderFields(name, values, options, settings, legacy=True)
+
+
+def legacy_label(*keys: str) -> str:
+    """How a duplicate-name error names the single-provider options that made a provider."""
+    return "legacy options (" + ", ".join(f"{OPTIONS_BY_KEY[k].flag}, {OPTIONS_BY_KEY[k].env}" for k in keys) + ")"
+
+
+class ProviderKind(Protocol):
+    """How configuration reads one kind of provider (each registers itself in ``bridge/providers``).
+
+    Several kinds may serve one ``type``: a *variant* (Bedrock serves type ``anthropic``) is asked
+    first and answers None when its fields are absent, then the type's plain kind.
+    """
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def variant(self) -> bool: ...
+
+    def from_fields(self, fields: ProviderFields) -> ProviderConfig | None:
+        """The provider these indexed fields describe (None: a variant whose fields are absent)."""
+
+    def from_legacy(self, settings: Settings) -> tuple[str, ProviderConfig] | None:
+        """The provider the single-provider options make, with a label naming them (None: unset)."""
+
+
+def _kinds_of(kinds: Sequence[ProviderKind], ptype: str) -> list[ProviderKind]:
+    """The kinds serving ``ptype``, variants first."""
+    return sorted((k for k in kinds if k.type == ptype), key=lambda k: not k.variant)
+
+
+def _provider_types(kinds: Sequence[ProviderKind]) -> list[str]:
+    return list(dict.fromkeys(k.type for k in kinds))
+
+
+def _legacy_providers(s: Settings, kinds: Sequence[ProviderKind]) -> list[tuple[str, ProviderConfig]]:
+    """The providers made by the single-provider options, each with the options that made it."""
     providers = []
-    if s.aibridge_openai_key:
-        providers.append(("legacy options (--aibridge-openai-key, CODER_AIBRIDGE_OPENAI_KEY)", ProviderConfig(
-            "openai", "openai", s.aibridge_openai_key, s.aibridge_openai_base_url)))
-    bedrock = _bedrock(
-        s.aibridge_bedrock_region, s.aibridge_bedrock_base_url, s.aibridge_bedrock_access_key,
-        s.aibridge_bedrock_access_key_secret, s.aibridge_bedrock_model, s.aibridge_bedrock_small_fast_model,
-        ("--aibridge-bedrock-region", "--aibridge-bedrock-base-url", "--aibridge-bedrock-access-key",
-         "--aibridge-bedrock-access-key-secret"))
-    if s.aibridge_anthropic_key or bedrock:
-        made_by = ("legacy options (--aibridge-anthropic-key, CODER_AIBRIDGE_ANTHROPIC_KEY)"
-                   if s.aibridge_anthropic_key else "legacy options (--aibridge-bedrock-*, CODER_AIBRIDGE_BEDROCK_*)")
-        providers.append((made_by, ProviderConfig("anthropic", "anthropic", s.aibridge_anthropic_key,
-                                                  s.aibridge_anthropic_base_url, bedrock)))
+    for ptype in _provider_types(kinds):
+        for kind in _kinds_of(kinds, ptype):
+            made = kind.from_legacy(s)
+            if made is not None:
+                providers.append(made)
+                break
     return providers
 
 
@@ -411,48 +487,44 @@ def _indexed_entries(env: Mapping[str, str], doc: Mapping[str, Any]) -> list[tup
             for i, item in enumerate(listed) if isinstance(item, Mapping)]
 
 
-def _field_name(label: str, field_name: str) -> str:
-    """How the user wrote a provider's field: an environment variable or a YAML key."""
-    if label.startswith("CODER_"):
-        return f"{label}_{field_name}"
-    return f"{label}.{field_name.lower()}"
+class _FieldNames(dict[str, str]):
+    """How the user wrote each field of one indexed provider: an environment variable or a YAML key."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self._label = label
+
+    def __missing__(self, field_name: str) -> str:
+        if self._label.startswith("CODER_"):
+            return f"{self._label}_{field_name}"
+        return f"{self._label}.{field_name.lower()}"
 
 
-def _indexed_provider(label: str, fields: dict[str, str], s: Settings) -> ProviderConfig:
-    def var(field_name: str) -> str:
-        return _field_name(label, field_name)
-
-    ptype = fields.get("TYPE", "").strip().lower()
-    if ptype not in PROVIDER_TYPES:
-        raise ConfigError(f"{var('TYPE')}: must be one of {', '.join(PROVIDER_TYPES)}, got {ptype!r}")
-    name = fields.get("NAME", "").strip() or ptype
+def _indexed_provider(label: str, values: dict[str, str], s: Settings,
+                      kinds: Sequence[ProviderKind]) -> tuple[str, ProviderConfig]:
+    names = _FieldNames(label)
+    types = _provider_types(kinds)
+    ptype = values.get("TYPE", "").strip().lower()
+    if ptype not in types:
+        raise ConfigError(f"{names['TYPE']}: must be one of {', '.join(types)}, got {ptype!r}")
+    name = values.get("NAME", "").strip() or ptype
     if not _PROVIDER_NAME.match(name) or name in RESERVED_PROVIDER_NAMES:
-        raise ConfigError(f"{var('NAME')}: {name!r} cannot be a provider name (lowercase letters, digits, "
+        raise ConfigError(f"{names['NAME']}: {name!r} cannot be a provider name (lowercase letters, digits, "
                           f"'-' and '_'; not one of {', '.join(sorted(RESERVED_PROVIDER_NAMES))})")
-    try:
-        base_url = parse_url(fields.get("BASE_URL", "")) or OPTIONS_BY_KEY[
-            f"aibridge_{ptype}_base_url"].default
-    except ValueError as exc:
-        raise ConfigError(f"{var('BASE_URL')}: {exc}") from None
-    bedrock = None
-    if ptype == "anthropic":
-        bedrock = _bedrock(
-            fields.get("BEDROCK_REGION", ""), fields.get("BEDROCK_BASE_URL", ""),
-            fields.get("BEDROCK_ACCESS_KEY", ""), fields.get("BEDROCK_ACCESS_KEY_SECRET", ""),
-            fields.get("BEDROCK_MODEL") or s.aibridge_bedrock_model,
-            fields.get("BEDROCK_SMALL_FAST_MODEL") or s.aibridge_bedrock_small_fast_model,
-            (var("BEDROCK_REGION"), var("BEDROCK_BASE_URL"), var("BEDROCK_ACCESS_KEY"),
-             var("BEDROCK_ACCESS_KEY_SECRET")))
-    key = fields.get("KEY", "")
-    if not key and bedrock is None:
-        raise ConfigError(f"{var('KEY')}: provider {name!r} needs an API key")
-    return ProviderConfig(ptype, name, key, base_url, bedrock)
+    fields_ = ProviderFields(name, values, names, s)
+    for kind in _kinds_of(kinds, ptype):
+        config = kind.from_fields(fields_)
+        if config is not None:
+            return names["NAME"], config
+    raise ConfigError(f"{names['TYPE']}: no provider kind of type {ptype!r} accepts these fields")
 
 
-def resolve_providers(s: Settings, env: Mapping[str, str], doc: Mapping[str, Any]) -> tuple[ProviderConfig, ...]:
-    legacy = _legacy_providers(s)
-    indexed = [(_field_name(label, "NAME"), _indexed_provider(label, fields, s))
-               for label, fields in _indexed_entries(env, doc)]
+def resolve_providers(s: Settings, env: Mapping[str, str], doc: Mapping[str, Any],
+                      kinds: Sequence[ProviderKind]) -> tuple[ProviderConfig, ...]:
+    if not kinds:
+        raise RuntimeError("load_settings needs provider_kinds (aibridge.bridge.providers.PROVIDER_KINDS)")
+    legacy = _legacy_providers(s, kinds)
+    indexed = [_indexed_provider(label, values, s, kinds) for label, values in _indexed_entries(env, doc)]
     seen: dict[str, str] = {}
     for label, provider in legacy + indexed:
         if provider.name in seen:

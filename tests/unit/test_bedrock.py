@@ -22,27 +22,25 @@ from multidict import CIMultiDict
 from aibridge.bridge.apis.base import ToolCall, Usage
 from aibridge.bridge.apis.messages import MESSAGES
 from aibridge.bridge.providers.base import UpstreamError, UpstreamRequest
-from aibridge.bridge.providers.bedrock import (
+from aibridge.bridge.providers.bedrock import BedrockConfig, BedrockProvider
+from aibridge.bridge.providers.bedrock.body import (
     ANTHROPIC_VERSION,
-    BedrockProvider,
-    EventStreamTranslator,
-    adaptive_thinking_only,
-    anthropic_error_type,
-    aws_error_code,
-    bedrock_betas,
     bedrock_body,
     fold_system_messages,
+    thinking_budget,
+)
+from aibridge.bridge.providers.bedrock.errors import anthropic_error_type, aws_error_code, translate_error
+from aibridge.bridge.providers.bedrock.eventstream import EventStreamTranslator
+from aibridge.bridge.providers.bedrock.models import (
+    adaptive_thinking_only,
+    bedrock_betas,
     parse_model,
-    region_from_url,
-    sign,
-    signing_region,
     split_betas,
     supports_adaptive_thinking,
-    thinking_budget,
-    translate_error,
 )
+from aibridge.bridge.providers.bedrock.signing import region_from_url, sign, signing_region
 from aibridge.bridge.sse import SSEDecoder, SSEEvent
-from aibridge.config import BedrockConfig, ConfigError
+from aibridge.config import ConfigError
 from tests.fakes.bedrock import (
     SCENARIOS,
     SIGNATURE_MISMATCH,
@@ -172,14 +170,14 @@ def test_signing_region() -> None:
     )
     assert region_from_url("http://127.0.0.1:9000") is None
     assert (
-        signing_region(config(base_url="https://bedrock-runtime.eu-west-1.amazonaws.com", region=""))
+        signing_region("", "https://bedrock-runtime.eu-west-1.amazonaws.com")
         == "eu-west-1"
     )
     assert (
-        signing_region(config(base_url="https://bedrock-runtime.eu-west-1.amazonaws.com", region="us-east-2"))
+        signing_region("us-east-2", "https://bedrock-runtime.eu-west-1.amazonaws.com")
         == "us-east-2"
     )  # the configured region wins
-    assert signing_region(config(base_url="http://127.0.0.1:9000", region="")) == "us-east-1"
+    assert signing_region("", "http://127.0.0.1:9000") == "us-east-1"
 
 
 # ---------------------------------------------------------------- body translation
@@ -243,6 +241,23 @@ def test_betas_are_filtered_into_the_body() -> None:
     assert out["anthropic_beta"] == ["interleaved-thinking-2025-05-14"]
     assert "anthropic_beta" not in bedrock_body(messages_body(), SONNET_45, ["claude-code-20250219"])
     assert "anthropic_beta" not in bedrock_body(messages_body(), SONNET_45)
+
+
+@pytest.mark.parametrize("model", [
+    "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4",
+    "arn:aws:bedrock:us-west-2:123456789012:custom-model/my-tuned-model/abc",
+    "my-company-claude",
+])
+def test_betas_for_a_model_id_without_version(model: str) -> None:
+    """Issue 11 #13: flags Bedrock accepts for every Claude model survive a model id that names no
+    version (application inference profile ARNs, custom ids); model-specific ones cannot be placed."""
+    assert parse_model(model).version is None
+    flags = split_betas([CLAUDE_CODE_BETAS, "token-efficient-tools-2025-02-19,computer-use-2025-01-24"])
+    assert bedrock_betas(flags, model) == [
+        "interleaved-thinking-2025-05-14", "token-efficient-tools-2025-02-19", "computer-use-2025-01-24"]
+    out = bedrock_body(messages_body(context_management={"edits": []}), model, [CLAUDE_CODE_BETAS])
+    assert out["anthropic_beta"] == ["interleaved-thinking-2025-05-14"]
+    assert "context_management" not in out       # its beta needs Claude 4.5+, which the id cannot show
 
 
 def test_beta_gated_fields() -> None:
@@ -857,16 +872,6 @@ async def test_unreachable_bedrock_is_a_502() -> None:
     finally:
         await bedrock.close()
     assert info.value.status == 502
-
-
-async def test_other_routes_and_bad_bodies(provider: BedrockProvider) -> None:
-    request = upstream_request(messages_body())
-    request.tail = "v1/messages/count_tokens"
-    response = await provider.send(request)
-    assert response.status == 404
-    assert orjson.loads(await response.read())["error"]["type"] == "not_found_error"
-    response = await provider.send(UpstreamRequest("POST", "v1/messages", "", CIMultiDict(), b"[1]"))
-    assert response.status == 400
 
 
 async def test_fake_bedrock_runs_as_a_process() -> None:

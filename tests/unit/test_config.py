@@ -1,10 +1,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from aibridge.config import OPTIONS, ConfigError, format_duration, load_settings, parse_duration
+from aibridge.bridge.providers import PROVIDER_KINDS
+from aibridge.bridge.providers.bedrock.provider import BedrockProviderConfig
+from aibridge.bridge.providers.http import HTTPProviderConfig
+from aibridge.config import OPTIONS, ConfigError, Settings, format_duration, parse_duration
+from aibridge.config import load_settings as load_config
+
+
+def load_settings(flags: dict[str, Any], env: dict[str, str], config_path: str | None = None) -> Settings:
+    return load_config(flags, env, config_path, provider_kinds=PROVIDER_KINDS)
 
 
 def test_durations_accept_go_units_days_and_weeks() -> None:
@@ -56,6 +65,7 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
     s = load_settings({}, env={"CODER_CONFIG_PATH": str(cfg)})
     assert s.aibridge_enabled is True
     assert [p.name for p in s.providers] == ["openai"]
+    assert isinstance(s.providers[0], HTTPProviderConfig)
     assert s.providers[0].key == "sk-yaml"
 
 
@@ -102,12 +112,14 @@ def test_indexed_providers() -> None:
     s = load_settings({}, env=env)
     by_name = {p.name: p for p in s.providers}
     assert list(by_name) == ["anthropic", "anthropic-bedrock", "litellm"]
-    bedrock = by_name["anthropic-bedrock"].bedrock
-    assert bedrock is not None
-    assert bedrock.endpoint == "https://bedrock-runtime.eu-west-1.amazonaws.com"
-    assert bedrock.model == "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    assert [(p.kind, p.type) for p in s.providers] == [
+        ("anthropic", "anthropic"), ("bedrock", "anthropic"), ("openai", "openai")]
+    bedrock = by_name["anthropic-bedrock"]
+    assert isinstance(bedrock, BedrockProviderConfig)
+    assert bedrock.base_url == bedrock.bedrock.endpoint == "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    assert bedrock.bedrock.model == "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
     assert by_name["litellm"].base_url == "http://127.0.0.1:4000/v1"
-    assert by_name["anthropic"].bedrock is None
+    assert isinstance(by_name["anthropic"], HTTPProviderConfig)
 
 
 def test_secret_values_never_appear_in_help() -> None:

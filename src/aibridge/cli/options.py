@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import click
 
-from aibridge.config import CONFIG_PATH_ENV, OPTIONS, STORAGE_OPTIONS, ConfigError, Option, Settings, load_settings
+from aibridge.config import (
+    CONFIG_PATH_ENV,
+    OPTIONS,
+    STORAGE_OPTIONS,
+    ConfigError,
+    Option,
+    ProviderKind,
+    Settings,
+    load_settings,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,7 +53,12 @@ def settings_from(kwargs: dict[str, Any], *, storage_only: bool = False) -> Sett
     """Pop the configuration options from a command's kwargs and resolve them (exit 2 on error)."""
     config_path = kwargs.pop("config_path", None)
     flags = {opt.key: kwargs.pop(opt.key) for opt in OPTIONS if opt.key in kwargs}
+    kinds: Sequence[ProviderKind] = ()
+    if not storage_only:
+        # Imported here: commands that only touch the database need no provider code (botocore, …).
+        from aibridge.bridge.providers import PROVIDER_KINDS
+        kinds = PROVIDER_KINDS
     try:
-        return load_settings(flags, config_path=config_path, storage_only=storage_only)
+        return load_settings(flags, config_path=config_path, storage_only=storage_only, provider_kinds=kinds)
     except ConfigError as exc:
         fail(str(exc))

@@ -44,10 +44,21 @@ _ERROR_TYPES = {
 }
 
 
-def _error_type(status: int) -> str:
+def error_type(status: int) -> str:
+    """The Anthropic error type for an HTTP status."""
     if status in _ERROR_TYPES:
         return _ERROR_TYPES[status]
     return "api_error" if status >= 500 else "invalid_request_error"
+
+
+def anthropic_error(kind: str, message: str) -> dict[str, Any]:
+    """Anthropic's error body: ``{"type": "error", "error": {"type": kind, "message": message}}``."""
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def anthropic_error_event(kind: str, message: str) -> bytes:
+    """The same error as a stream event (``event: error``)."""
+    return encode_event(orjson.dumps(anthropic_error(kind, message)), "error")
 
 
 def _usage(message_id: str, usage: dict[str, Any]) -> Usage:
@@ -232,11 +243,10 @@ class MessagesApi(ApiAdapter):
         return _MessagesObserver()
 
     def error_body(self, status: int, message: str) -> dict[str, Any]:
-        return {"type": "error", "error": {"type": _error_type(status), "message": message}}
+        return anthropic_error(error_type(status), message)
 
     def stream_error_event(self, message: str) -> bytes:
-        body = {"type": "error", "error": {"type": "api_error", "message": message}}
-        return encode_event(orjson.dumps(body), "error")
+        return anthropic_error_event("api_error", message)
 
 
 MESSAGES = MessagesApi()

@@ -1,17 +1,18 @@
-"""Upstream providers, built from configuration."""
+"""Upstream providers: one module or package per provider kind, each registering itself.
+
+Importing this package imports every kind (below), so ``PROVIDER_KINDS`` is complete: adding a
+provider type is a new module here plus its line in the import list (see docs/architecture.md).
+"""
 
 from __future__ import annotations
 
-from aibridge.bridge.providers.base import Provider
-from aibridge.config import ProviderConfig
+from aibridge.bridge.providers.registry import PROVIDER_KINDS, build_provider
 
+# The kinds register themselves on import, in this order: the order users see ("openai, anthropic").
+# isort: off
+from aibridge.bridge.providers import openai  # noqa: F401
+from aibridge.bridge.providers import anthropic  # noqa: F401
+from aibridge.bridge.providers import bedrock  # noqa: F401
+# isort: on
 
-def build_provider(config: ProviderConfig) -> Provider:
-    if config.bedrock is not None:
-        from aibridge.bridge.providers.bedrock import BedrockProvider
-        return BedrockProvider(config.name, config.bedrock)
-    if config.type == "openai":
-        from aibridge.bridge.providers.openai import OpenAIProvider
-        return OpenAIProvider(config.name, config.key, config.base_url)
-    from aibridge.bridge.providers.anthropic import AnthropicProvider
-    return AnthropicProvider(config.name, config.key, config.base_url)
+__all__ = ["PROVIDER_KINDS", "build_provider"]

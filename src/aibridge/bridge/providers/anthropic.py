@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 from aibridge.bridge.apis.base import Api
 from aibridge.bridge.apis.messages import MESSAGES
-from aibridge.bridge.providers.http import HTTPProvider
+from aibridge.bridge.providers.http import HTTPProvider, HTTPType
+from aibridge.bridge.providers.registry import register
 
 _PASSTHROUGH = re.compile(r"^(v1/models(/.+)?|v1/messages/count_tokens|api/event_logging/.+)$")
 
@@ -21,3 +22,9 @@ class AnthropicProvider(HTTPProvider):
 
     def is_passthrough(self, method: str, tail: str) -> bool:
         return bool(_PASSTHROUGH.match(tail))
+
+
+@register
+class AnthropicType(HTTPType):
+    kind = type = "anthropic"
+    provider = AnthropicProvider

@@ -1,18 +1,28 @@
 """Providers reached over plain HTTP (OpenAI, Anthropic and compatible gateways).
 
 One pooled aiohttp client per provider. The client's headers go upstream minus hop-by-hop
-headers and credentials; the central key is added by the concrete provider.
+headers and credentials; the central key is added by the concrete provider. The connection
+handling (errors → 502/504, the response wrappers) is shared with Bedrock.
+
+Settings of an HTTP provider kind: fields ``KEY`` (required) and ``BASE_URL`` (default: its
+single-provider option's default), and the single-provider options ``--aibridge-<type>-key`` and
+``--aibridge-<type>-base-url``, which make a provider named ``<type>`` when the key is set.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
+from yarl import URL
 
-from aibridge.bridge.providers.base import UpstreamError, UpstreamRequest
+from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest
+from aibridge.bridge.providers.registry import ProviderType
+from aibridge.config import OPTIONS_BY_KEY, ProviderConfig, ProviderFields, Settings, legacy_fields, legacy_label
 
 # Never forwarded upstream: hop-by-hop headers, ones aiohttp sets itself, and every credential
 # the client might have sent (the user's AI Bridge token must never leave the bridge).
@@ -49,6 +59,15 @@ def join_url(base: str, tail: str, query: str = "") -> str:
     return f"{url}?{query}" if query else url
 
 
+@contextmanager
+def reading() -> Iterator[None]:
+    """A connection lost (or timed out) while reading an answer becomes a 502."""
+    try:
+        yield
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise UpstreamError(502, f"upstream connection lost: {describe(exc)}") from exc
+
+
 class HTTPUpstreamResponse:
     """An aiohttp response seen through the UpstreamResponse protocol."""
 
@@ -57,23 +76,40 @@ class HTTPUpstreamResponse:
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
         self.status = resp.status
-        self.headers: CIMultiDictProxy[str] = resp.headers
+        self.headers: Mapping[str, str] = resp.headers
 
     async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
-        try:
+        with reading():
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamError(502, f"upstream connection lost: {describe(exc)}") from exc
 
     async def read(self) -> bytes:
-        try:
+        with reading():
             return await self._resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamError(502, f"upstream connection lost: {describe(exc)}") from exc
 
     def close(self) -> None:
         self._resp.close()
+
+
+class BufferedResponse:
+    """An answer the provider already holds in full (e.g. an error it translated)."""
+
+    __slots__ = ("_body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        self.status = status
+        self._body = body
+        self.headers: Mapping[str, str] = CIMultiDict(headers or {"Content-Type": "application/json"})
+
+    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
+        if self._body:
+            yield self._body
+
+    async def read(self) -> bytes:
+        return self._body
+
+    def close(self) -> None:
+        pass
 
 
 def describe(exc: BaseException) -> str:
@@ -90,6 +126,33 @@ def new_session() -> aiohttp.ClientSession:
                                  skip_auto_headers=("User-Agent",))
 
 
+class UpstreamClient:
+    """One provider's pooled aiohttp session, opened on first use; failures to connect become
+    UpstreamError (504 timed out, 502 unreachable) naming the provider."""
+
+    __slots__ = ("_name", "_session")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._session: aiohttp.ClientSession | None = None
+
+    async def request(self, method: str, url: str | URL, *, data: bytes | None,
+                      headers: Mapping[str, str]) -> aiohttp.ClientResponse:
+        if self._session is None:
+            self._session = new_session()
+        try:
+            return await self._session.request(method, url, data=data, headers=headers)
+        except TimeoutError as exc:
+            raise UpstreamError(504, f"upstream {self._name} timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(502, f"upstream {self._name} unreachable: {describe(exc)}") from exc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class HTTPProvider:
     """Shared plumbing; subclasses say how to authenticate and which routes exist."""
 
@@ -101,7 +164,7 @@ class HTTPProvider:
         self.name = name
         self._key = key
         self._base_url = base_url
-        self._session: aiohttp.ClientSession | None = None
+        self._client = UpstreamClient(name)
 
     def auth_headers(self) -> dict[str, str]:
         raise NotImplementedError
@@ -113,20 +176,43 @@ class HTTPProvider:
         return join_url(self._base_url, tail.removeprefix(self.base_strip), query)
 
     async def send(self, request: UpstreamRequest) -> HTTPUpstreamResponse:
-        if self._session is None:
-            self._session = new_session()
         headers = CIMultiDict(request.headers)
         headers.update(self.auth_headers())
         headers["Accept-Encoding"] = "gzip, deflate"
-        try:
-            resp = await self._session.request(request.method, self.url(request.tail, request.query),
-                                               data=request.body or None, headers=headers)
-        except TimeoutError as exc:
-            raise UpstreamError(504, f"upstream {self.name} timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(502, f"upstream {self.name} unreachable: {describe(exc)}") from exc
+        resp = await self._client.request(request.method, self.url(request.tail, request.query),
+                                          data=request.body or None, headers=headers)
         return HTTPUpstreamResponse(resp)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._client.close()
+
+
+@dataclass(frozen=True)
+class HTTPProviderConfig(ProviderConfig):
+    key: str
+
+
+class HTTPType(ProviderType[HTTPProviderConfig]):
+    """A provider kind reached over HTTP with one key; subclasses name the provider class."""
+
+    provider: Callable[[str, str, str], Provider]   # (name, key, base URL) → provider
+
+    @property
+    def _legacy_keys(self) -> dict[str, str]:
+        return {"KEY": f"aibridge_{self.type}_key", "BASE_URL": f"aibridge_{self.type}_base_url"}
+
+    def from_fields(self, fields: ProviderFields) -> HTTPProviderConfig:
+        base_url = fields.url("BASE_URL", OPTIONS_BY_KEY[self._legacy_keys["BASE_URL"]].default)
+        key = fields.get("KEY")
+        if not key:
+            raise fields.error("KEY", f"provider {fields.name!r} needs an API key")
+        return HTTPProviderConfig(self.kind, self.type, fields.name, base_url, key)
+
+    def from_legacy(self, settings: Settings) -> tuple[str, HTTPProviderConfig] | None:
+        fields = legacy_fields(settings, self.type, self._legacy_keys)
+        if not fields.get("KEY"):
+            return None
+        return legacy_label(self._legacy_keys["KEY"]), self.from_fields(fields)
+
+    def build(self, config: HTTPProviderConfig) -> Provider:
+        return self.provider(config.name, config.key, config.base_url)

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from aibridge.bridge.apis.base import Api
 from aibridge.bridge.apis.chat_completions import CHAT_COMPLETIONS
 from aibridge.bridge.apis.responses import RESPONSES
-from aibridge.bridge.providers.http import HTTPProvider
+from aibridge.bridge.providers.http import HTTPProvider, HTTPType
+from aibridge.bridge.providers.registry import register
 
 _PASSTHROUGH = re.compile(r"^v1/(models(/.+)?|conversations(/.+)?|responses/.+)$")
 
@@ -23,3 +24,9 @@ class OpenAIProvider(HTTPProvider):
 
     def is_passthrough(self, method: str, tail: str) -> bool:
         return bool(_PASSTHROUGH.match(tail))
+
+
+@register
+class OpenAIType(HTTPType):
+    kind = type = "openai"
+    provider = OpenAIProvider
