@@ -27,4 +27,5 @@ class AnthropicProvider(HTTPProvider):
 @register
 class AnthropicType(HTTPType):
     kind = type = "anthropic"
+    legacy_options = ("aibridge_anthropic_key", "aibridge_anthropic_base_url")
     provider = AnthropicProvider

@@ -4,9 +4,8 @@ One pooled aiohttp client per provider. The client's headers go upstream minus h
 headers and credentials; the central key is added by the concrete provider. The connection
 handling (errors → 502/504, the response wrappers) is shared with Bedrock.
 
-Settings of an HTTP provider kind: fields ``KEY`` (required) and ``BASE_URL`` (default: its
-single-provider option's default), and the single-provider options ``--aibridge-<type>-key`` and
-``--aibridge-<type>-base-url``, which make a provider named ``<type>`` when the key is set.
+Settings of an HTTP provider kind (``HTTPType``): fields ``KEY`` and ``BASE_URL``, and optionally
+a pair of single-provider options (``--aibridge-openai-key``, ``--aibridge-openai-base-url``).
 """
 
 from __future__ import annotations
@@ -193,26 +192,36 @@ class HTTPProviderConfig(ProviderConfig):
 
 
 class HTTPType(ProviderType[HTTPProviderConfig]):
-    """A provider kind reached over HTTP with one key; subclasses name the provider class."""
+    """A provider kind reached over HTTP with one key: fields ``KEY`` (required) and ``BASE_URL``.
 
-    provider: Callable[[str, str, str], Provider]   # (name, key, base URL) → provider
+    ``legacy_options`` (Settings keys of a key option and a base URL option) lets the
+    single-provider options make a provider named after the type when the key is set; the base URL
+    option's default is then the default ``BASE_URL`` too. A kind without them sets
+    ``default_base_url`` or needs ``BASE_URL``.
+    """
 
-    @property
-    def _legacy_keys(self) -> dict[str, str]:
-        return {"KEY": f"aibridge_{self.type}_key", "BASE_URL": f"aibridge_{self.type}_base_url"}
+    provider: Callable[[str, str, str], Provider]   # (name, key, base URL) → the provider
+    legacy_options: tuple[str, str] | None = None
+    default_base_url = ""
 
     def from_fields(self, fields: ProviderFields) -> HTTPProviderConfig:
-        base_url = fields.url("BASE_URL", OPTIONS_BY_KEY[self._legacy_keys["BASE_URL"]].default)
+        default = OPTIONS_BY_KEY[self.legacy_options[1]].default if self.legacy_options else self.default_base_url
+        base_url = fields.url("BASE_URL", default)
+        if not base_url:
+            raise fields.error("BASE_URL", f"provider {fields.name!r} needs a base URL")
         key = fields.get("KEY")
         if not key:
             raise fields.error("KEY", f"provider {fields.name!r} needs an API key")
         return HTTPProviderConfig(self.kind, self.type, fields.name, base_url, key)
 
     def from_legacy(self, settings: Settings) -> tuple[str, HTTPProviderConfig] | None:
-        fields = legacy_fields(settings, self.type, self._legacy_keys)
+        if self.legacy_options is None:
+            return None
+        key_option, base_url_option = self.legacy_options
+        fields = legacy_fields(settings, self.type, {"KEY": key_option, "BASE_URL": base_url_option})
         if not fields.get("KEY"):
             return None
-        return legacy_label(self._legacy_keys["KEY"]), self.from_fields(fields)
+        return legacy_label(key_option), self.from_fields(fields)
 
     def build(self, config: HTTPProviderConfig) -> Provider:
         return self.provider(config.name, config.key, config.base_url)

@@ -29,4 +29,5 @@ class OpenAIProvider(HTTPProvider):
 @register
 class OpenAIType(HTTPType):
     kind = type = "openai"
+    legacy_options = ("aibridge_openai_key", "aibridge_openai_base_url")
     provider = OpenAIProvider
