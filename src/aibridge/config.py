@@ -226,10 +226,10 @@ _PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 @dataclass(frozen=True)
 class ProviderConfig:
-    """One configured provider. Each provider type subclasses it with its own settings."""
+    """One configured provider. Each provider kind subclasses it with its own settings."""
 
     kind: str                # the registered provider kind that serves it (bridge/providers)
-    type: str                # TYPE: "openai" | "anthropic"
+    type: str                # the TYPE it was configured as ("openai", "anthropic", …)
     name: str                # route segment: /api/v2/aibridge/<name>/...
     base_url: str            # where its requests go
 
