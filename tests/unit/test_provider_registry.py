@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -35,14 +36,14 @@ class AzureOpenAIType(HTTPType):
 
 
 @pytest.fixture
-def with_azure(monkeypatch: pytest.MonkeyPatch) -> list[ProviderType[object]]:
+def with_azure(monkeypatch: pytest.MonkeyPatch) -> list[ProviderType[Any]]:
     kinds = list(PROVIDER_KINDS)
     monkeypatch.setattr("aibridge.bridge.providers.registry.PROVIDER_KINDS", kinds)
     register(AzureOpenAIType)          # what `@register` does when the module is imported
     return kinds
 
 
-def settings(env: dict[str, str], kinds: list[ProviderType[object]]) -> Settings:
+def settings(env: dict[str, str], kinds: list[ProviderType[Any]]) -> Settings:
     return load_settings({}, {"CODER_AIBRIDGE_ENABLED": "true", **env}, provider_kinds=kinds)
 
 
@@ -72,7 +73,7 @@ async def gateway() -> AsyncIterator[tuple[str, Seen]]:
 
 
 async def test_a_new_kind_is_configured_and_built_from_its_own_module(
-        with_azure: list[ProviderType[object]], gateway: tuple[str, Seen]) -> None:
+        with_azure: list[ProviderType[Any]], gateway: tuple[str, Seen]) -> None:
     base_url, seen = gateway
     s = settings({"CODER_AIBRIDGE_PROVIDER_0_TYPE": "azure", "CODER_AIBRIDGE_PROVIDER_0_KEY": "az-key",
                   "CODER_AIBRIDGE_PROVIDER_0_BASE_URL": base_url}, with_azure)
@@ -90,7 +91,7 @@ async def test_a_new_kind_is_configured_and_built_from_its_own_module(
     assert seen.headers["api-key"] == "az-key"
 
 
-def test_a_new_kind_is_listed_and_checks_its_fields(with_azure: list[ProviderType[object]]) -> None:
+def test_a_new_kind_is_listed_and_checks_its_fields(with_azure: list[ProviderType[Any]]) -> None:
     with pytest.raises(ConfigError, match=r"^CODER_AIBRIDGE_PROVIDER_0_TYPE: must be one of openai, anthropic, "
                                           r"azure, got 'gemini'$"):
         settings({"CODER_AIBRIDGE_PROVIDER_0_TYPE": "gemini"}, with_azure)
