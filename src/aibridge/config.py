@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, get_type_hints
 
@@ -109,11 +109,6 @@ def parse_path(text: str) -> Path:
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "str": str, "bool": parse_bool, "int": parse_int, "float": parse_float,
     "duration": parse_duration, "address": parse_address, "url": parse_url, "path": parse_path,
-}
-# What each parser returns: the type of the option's Settings field.
-_PARSED_TYPES: dict[str, type] = {
-    "str": str, "bool": bool, "int": int, "float": float, "duration": float, "address": str, "url": str,
-    "path": Path,
 }
 
 
@@ -280,21 +275,29 @@ class Settings:
         return (self.access_url or f"http://{self.http_address}").rstrip("/")
 
 
+def _parsed_type(kind: str) -> Any:
+    """What an option kind's parser returns (its return annotation; ``str`` for ``str`` itself)."""
+    parser = _PARSERS[kind]
+    return str if parser is str else get_type_hints(parser)["return"]
+
+
 def check_settings_fields(options: Sequence[Option], settings_type: type = Settings) -> None:
-    """``Settings`` holds one field per option, typed as its parser returns (plus ``providers``):
-    the table and the dataclass are written side by side, so a row added without its field (or the
-    reverse) fails here, at import, instead of at the first ``settings.<key>``."""
+    """``Settings`` holds one field per option, typed as its parser returns. The table and the
+    dataclass are written side by side, so a row added without its field (or the reverse) fails
+    here, at import, instead of at the first ``settings.<key>``. Fields with a default (``providers``)
+    are derived from the options, not options themselves."""
     hints = get_type_hints(settings_type)
-    declared = {f.name for f in fields(settings_type)} - {"providers"}
+    declared = {f.name for f in fields(settings_type)
+                if f.default is MISSING and f.default_factory is MISSING}
     keys = {opt.key for opt in options}
     if declared != keys:
         missing, extra = sorted(keys - declared), sorted(declared - keys)
         raise TypeError(f"Settings and OPTIONS disagree: options without a Settings field {missing}, "
                         f"Settings fields without an option {extra}")
     for opt in options:
-        if hints[opt.key] is not _PARSED_TYPES[opt.kind]:
-            raise TypeError(f"Settings.{opt.key} is {hints[opt.key]!r} but option kind {opt.kind!r} "
-                            f"gives {_PARSED_TYPES[opt.kind].__name__}")
+        parsed = _parsed_type(opt.kind)
+        if hints[opt.key] != parsed:
+            raise TypeError(f"Settings.{opt.key} is {hints[opt.key]!r} but option kind {opt.kind!r} gives {parsed!r}")
 
 
 check_settings_fields(OPTIONS)

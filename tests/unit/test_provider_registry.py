@@ -128,6 +128,6 @@ def test_settings_and_options_cannot_drift_apart() -> None:
     with pytest.raises(TypeError, match=r"Settings fields without an option \['trace'\]"):
         check_settings_fields(tuple(o for o in OPTIONS if o.key != "trace"))
     retyped = tuple(Option(o.key, o.env, o.default, "int", o.help) if o.key == "trace" else o for o in OPTIONS)
-    with pytest.raises(TypeError, match=r"Settings\.trace is <class 'bool'> but option kind 'int' gives int"):
+    with pytest.raises(TypeError, match=r"Settings\.trace is <class 'bool'> but option kind 'int' gives <class 'int'>"):
         check_settings_fields(retyped)
     assert isinstance(load_settings({}, {}).data_dir, Path)
