@@ -16,6 +16,7 @@ indexed-provider syntax (env and YAML), provider names, duplicates, and "none co
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -106,9 +107,23 @@ def parse_path(text: str) -> Path:
     return Path(os.path.expanduser(text.strip()))
 
 
+def parse_cidrs(text: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs ("10.0.0.0/8, fd00::/8") in canonical form."""
+    networks = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ValueError(f"invalid CIDR {part!r} (use e.g. 10.0.0.0/8,192.168.1.0/24)") from None
+    return tuple(networks)
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "str": str, "bool": parse_bool, "int": parse_int, "float": parse_float,
     "duration": parse_duration, "address": parse_address, "url": parse_url, "path": parse_path,
+    "cidrs": parse_cidrs,
 }
 
 
@@ -142,6 +157,30 @@ def _cb(suffix: str, default: str, kind: str, help_: str) -> Option:
     return Option(f"aibridge_circuit_breaker_{suffix}", f"CODER_AIBRIDGE_CIRCUIT_BREAKER_{suffix.upper()}",
                   default, kind, help_)
 
+
+def _proxy(suffix: str, default: str, kind: str, help_: str, secret: bool = False) -> Option:
+    return Option(f"aibridge_proxy_{suffix}", f"CODER_AIBRIDGE_PROXY_{suffix.upper()}", default, kind, help_,
+                  secret=secret)
+
+
+PROXY_OPTIONS = (
+    _proxy("enabled", "false", "bool",
+           "Run the AI Bridge Proxy: an HTTP CONNECT proxy that decrypts only the providers' hosts."),
+    _proxy("listen_addr", ":8888", "address", "Address the proxy listens on."),
+    _proxy("cert_file", "", "str",
+           "CA certificate (PEM) that signs the per-host certificates (empty: one generated in the data directory)."),
+    _proxy("key_file", "", "str", "Private key (PEM) of the proxy CA."),
+    _proxy("tls_cert_file", "", "str", "Certificate (PEM) for TLS on the proxy listener itself (empty: plain HTTP)."),
+    _proxy("tls_key_file", "", "str", "Private key (PEM) for TLS on the proxy listener."),
+    _proxy("upstream", "", "url",
+           "Corporate proxy for tunnelled traffic: http(s)://[user:pass@]host:port (empty: connect directly).",
+           secret=True),
+    _proxy("upstream_ca", "", "str", "CA certificate (PEM) to trust for an https:// upstream proxy."),
+    _proxy("allowed_private_cidrs", "", "cidrs",
+           "Private/loopback/link-local ranges tunnels may reach (comma-separated CIDRs; empty: none)."),
+    _proxy("domain_allowlist", "", "str",
+           "Accepted for compatibility and ignored: the decrypted hosts are the enabled providers' hosts."),
+)
 
 OPTIONS: tuple[Option, ...] = (
     Option("http_address", "CODER_HTTP_ADDRESS", "127.0.0.1:3000", "address",
@@ -206,6 +245,7 @@ OPTIONS: tuple[Option, ...] = (
            "Write logs as JSON lines instead of human-readable text."),
     Option("shutdown_grace", "CODER_AIBRIDGE_SHUTDOWN_GRACE", "30s", "duration",
            "How long shutdown waits for in-flight requests to finish."),
+    *PROXY_OPTIONS,
 )
 
 OPTIONS_BY_KEY = {opt.key: opt for opt in OPTIONS}
@@ -262,6 +302,16 @@ class Settings:
     trace: bool
     log_json: bool
     shutdown_grace: float
+    aibridge_proxy_enabled: bool
+    aibridge_proxy_listen_addr: str
+    aibridge_proxy_cert_file: str
+    aibridge_proxy_key_file: str
+    aibridge_proxy_tls_cert_file: str
+    aibridge_proxy_tls_key_file: str
+    aibridge_proxy_upstream: str
+    aibridge_proxy_upstream_ca: str
+    aibridge_proxy_allowed_private_cidrs: tuple[str, ...]
+    aibridge_proxy_domain_allowlist: str
     providers: tuple[ProviderConfig, ...] = field(default=())
 
     @property
@@ -373,12 +423,26 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
     settings = Settings(**values)
     if values["postgres_url"]:
         postgres_async_url(values["postgres_url"])
-    if storage_only or not settings.aibridge_enabled:
+    if storage_only:
+        return settings
+    check_proxy(settings)
+    if not settings.aibridge_enabled:
         return settings
     providers = resolve_providers(settings, env, doc, provider_kinds)
     return Settings(**{**values, "providers": providers})
 
 
+def check_proxy(s: Settings) -> None:
+    """Options of the proxy that only work together (the files themselves are read at start)."""
+    if not s.aibridge_proxy_enabled:
+        return
+    if not s.aibridge_enabled:
+        raise ConfigError("--aibridge-proxy-enabled: the proxy hands decrypted requests to AI Bridge; "
+                          "enable it too (--aibridge-enabled) and configure a provider")
+    for cert, key in (("cert_file", "key_file"), ("tls_cert_file", "tls_key_file")):
+        if bool(getattr(s, f"aibridge_proxy_{cert}")) != bool(getattr(s, f"aibridge_proxy_{key}")):
+            raise ConfigError(f"--aibridge-proxy-{cert.replace('_', '-')}: set both it and "
+                              f"--aibridge-proxy-{key.replace('_', '-')}, or neither")
 
 
 # ---------------------------------------------------------------- providers

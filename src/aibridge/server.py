@@ -22,6 +22,7 @@ from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.observability.metrics import CircuitCollector, Metrics, MetricsAddon, PurgeCollector
 from aibridge.observability.structured import StructuredLogAddon
 from aibridge.observability.tracing import TracingAddon
+from aibridge.proxy import service as proxy_service
 from aibridge.recording.addon import RecordingAddon
 from aibridge.recording.recorder import Recorder
 from aibridge.recording.retention import RetentionTask
@@ -133,6 +134,7 @@ def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
     users_api.add_routes(app)
     interceptions_api.add_routes(app)
     web_ui.add_routes(app)
+    proxy_service.add_routes(app)
     app.router.add_route("*", ROUTE_PREFIX + "{provider}/{tail:.*}", bridge.handle)
     if metrics is not None:
         app.router.add_get("/metrics", metrics.handle)
@@ -146,6 +148,7 @@ def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
+    proxy_service.attach(app, settings, bridge, metrics.registry if metrics else None)
     return app
 
 

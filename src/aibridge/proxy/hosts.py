@@ -1,0 +1,87 @@
+"""Which hosts the proxy decrypts, and which provider route a decrypted request is.
+
+The decrypted hosts come from the enabled providers: each provider's own base URL, and the
+public API host of its type (``api.openai.com``, ``api.anthropic.com``) for the tools that
+always call it. A request maps back to ``/api/v2/aibridge/<provider>/<tail>`` by undoing what
+the provider does to a tail: strip the base URL's path, put back the part of the tail that the
+base URL already holds (OpenAI's ``v1/``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aibridge.bridge.providers.anthropic import AnthropicProvider
+from aibridge.bridge.providers.openai import OpenAIProvider
+from aibridge.config import OPTIONS_BY_KEY, ProviderConfig
+
+# What a provider type strips from a tail before joining it to its base URL.
+_BASE_STRIP = {"openai": OpenAIProvider.base_strip, "anthropic": AnthropicProvider.base_strip}
+
+
+@dataclass(frozen=True)
+class Mount:
+    provider: str       # provider name (its route segment)
+    prefix: str         # path of the base URL, ending in "/"
+    strip: str          # what the provider strips from a tail
+
+    def tail(self, path: str) -> str | None:
+        if not (path + "/").startswith(self.prefix):
+            return None
+        return self.strip + path[len(self.prefix):]
+
+
+def _host_port(url: str) -> tuple[str, int, str]:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    return (parts.hostname or "").lower(), port, path
+
+
+class DecryptedHosts:
+    def __init__(self, providers: Iterable[ProviderConfig]) -> None:
+        self._mounts: dict[tuple[str, int], list[Mount]] = {}
+        providers = list(providers)
+        for config in providers:
+            host, port, path = _host_port(config.base_url)
+            self._add(host, port, Mount(config.name, path, _BASE_STRIP[config.type]))
+        for ptype in _BASE_STRIP:
+            primary = _primary(providers, ptype)
+            if primary is None:
+                continue
+            host, port, path = _host_port(OPTIONS_BY_KEY[f"aibridge_{ptype}_base_url"].default)
+            if (host, port) not in self._mounts:     # a provider configured on that host wins
+                self._add(host, port, Mount(primary.name, path, _BASE_STRIP[ptype]))
+        for mounts in self._mounts.values():
+            mounts.sort(key=lambda m: len(m.prefix), reverse=True)   # longest prefix first
+
+    def _add(self, host: str, port: int, mount: Mount) -> None:
+        self._mounts.setdefault((host, port), []).append(mount)
+
+    @property
+    def hosts(self) -> list[str]:
+        return sorted(f"{h}:{p}" for h, p in self._mounts)
+
+    def decrypts(self, host: str, port: int) -> bool:
+        return (host.lower(), port) in self._mounts
+
+    def route(self, host: str, port: int, path: str,
+              supports: Callable[[str, str], bool] = lambda _p, _t: True) -> tuple[str, str | None]:
+        """(provider name, tail) of a decrypted request; tail None when no provider path matches.
+
+        Several providers on one host: the longest base path whose provider ``supports`` the tail.
+        """
+        candidates = [(m.provider, tail) for m in self._mounts[(host.lower(), port)]
+                      if (tail := m.tail(path)) is not None]
+        for provider, tail in candidates:
+            if supports(provider, tail):
+                return provider, tail
+        return candidates[0] if candidates else (self._mounts[(host.lower(), port)][-1].provider, None)
+
+
+def _primary(providers: list[ProviderConfig], ptype: str) -> ProviderConfig | None:
+    """The provider a type's public host maps to: the one named after the type, else the first."""
+    of_type = [p for p in providers if p.type == ptype]
+    return next((p for p in of_type if p.name == ptype), of_type[0] if of_type else None)

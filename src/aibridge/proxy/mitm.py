@@ -1,0 +1,85 @@
+"""Decrypted requests: served by an aiohttp application whose one handler calls the bridge.
+
+Each CONNECT to a provider host becomes a ``Session`` (who, which host); the TLS connection is
+handed to this application's HTTP/1.1 protocol, and every request on it goes through
+``Bridge.dispatch`` — the same flow as ``/api/v2/aibridge/<provider>/…`` — as that user, with
+``door="proxy"``. The user's token is checked again (through the cache) on every request, so a
+revoked token or a suspended user stops working within the cache TTL even on a kept-alive
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from aibridge.bridge.intercept import provider_error
+from aibridge.bridge.routing import Bridge
+from aibridge.identity.auth import AuthError
+from aibridge.proxy.hosts import DecryptedHosts
+from aibridge.proxy.metrics import ProxyMetrics
+
+log = logging.getLogger("aibridge.proxy")
+DOOR = "proxy"
+
+
+@dataclass(eq=False)
+class Session:
+    """One decrypted CONNECT: the target and the credentials it was opened with."""
+
+    host: str
+    port: int
+    token: str
+    keep: object = None      # the stream writer of the CONNECT phase, kept alive with the connection
+
+
+class Decrypted:
+    def __init__(self, bridge: Bridge, hosts: DecryptedHosts, metrics: ProxyMetrics | None) -> None:
+        self.bridge = bridge
+        self.hosts = hosts
+        self.metrics = metrics
+        self.sessions: weakref.WeakKeyDictionary[object, Session] = weakref.WeakKeyDictionary()
+        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.app.router.add_route("*", "/{path:.*}", self.handle)
+
+    def supports(self, provider: str, tail: str) -> bool:
+        found = self.bridge.providers.get(provider)
+        return found is not None and (tail in found.apis or found.is_passthrough("GET", tail))
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        arrived_ns = time.time_ns()
+        session = self.sessions.get(request.protocol)
+        if session is None:         # not reachable: every connection is registered before it starts
+            raise web.HTTPMisdirectedRequest()
+        name, tail = self.hosts.route(session.host, session.port, request.path, self.supports)
+        provider = self.bridge.providers[name]
+        default_api = next(iter(provider.apis.values()))
+        try:
+            actor = await self.bridge.authenticator.authenticate({"Authorization": f"Bearer {session.token}"})
+        except AuthError as exc:
+            return provider_error(default_api, exc.status, exc.message)
+        if tail is None:
+            return provider_error(default_api, 404, f"route not supported: {request.method} {request.path}")
+        if self.metrics is not None:
+            self.metrics.mitm_requests.labels(name).inc()
+            self.metrics.inflight.labels(name).inc()
+        status = 0
+        try:
+            response = await self.bridge.dispatch(request, provider, tail, actor, DOOR, arrived_ns)
+            status = response.status
+            return response
+        except asyncio.CancelledError:
+            status = 499            # the client went away
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.inflight.labels(name).dec()
+                self.metrics.mitm_responses.labels(str(status or 500), name).inc()
+            log.info("proxy request", extra={"provider": name, "method": request.method, "host": session.host,
+                                             "path": request.path, "status": status or 500,
+                                             "user": actor.username})
