@@ -149,6 +149,9 @@ class ProxyServer:
             writer.close()
         except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             writer.close()
+        except Exception:
+            log.exception("proxy: unexpected error on a CONNECT")
+            writer.close()
         finally:
             self._tunnels.discard(task)
 
@@ -191,7 +194,7 @@ class ProxyServer:
         assert tls is not None
         assert self._runner.server is not None
         protocol = self._runner.server()
-        self.decrypted.sessions[protocol] = Session(connect.host, connect.port, token, keep=writer)
+        self.decrypted.sessions[tls] = Session(connect.host, connect.port, token, keep=writer)
         tls.set_protocol(protocol)
         protocol.connection_made(tls)
         if pending.data:

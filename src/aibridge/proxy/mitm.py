@@ -30,7 +30,7 @@ DOOR = "proxy"
 
 @dataclass(eq=False)
 class Session:
-    """One decrypted CONNECT: the target and the credentials it was opened with."""
+    """One decrypted CONNECT (keyed by its TLS transport): the target and the credentials it was opened with."""
 
     host: str
     port: int
@@ -53,8 +53,8 @@ class Decrypted:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         arrived_ns = time.time_ns()
-        session = self.sessions.get(request.protocol)
-        if session is None:         # not reachable: every connection is registered before it starts
+        session = self.sessions.get(request.transport) if request.transport is not None else None
+        if session is None:         # the connection is gone (or was never registered)
             raise web.HTTPMisdirectedRequest()
         name, tail = self.hosts.route(session.host, session.port, request.path, self.supports)
         provider = self.bridge.providers[name]
