@@ -38,7 +38,7 @@ async def run_anthropic(model: str, prompt: str) -> dict[str, Any]:
     async with client.messages.stream(model=model, max_tokens=64,
                                       messages=[{"role": "user", "content": prompt + " streaming"}]) as events:
         final = await events.get_final_message()
-    return {"blocking": done.content[0].type, "streamed": final.stop_reason}
+    return {"blocking": done.stop_reason, "streamed": final.stop_reason}
 
 
 def main() -> None:
