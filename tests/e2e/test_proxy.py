@@ -196,8 +196,8 @@ async def run_sdk(proxied: Proxied, sdk: str, model: str, prompt: str, **env: st
     clean.update({"HTTPS_PROXY": proxied.proxy_url, "SSL_CERT_FILE": str(proxied.ca_path),
                   "OPENAI_API_KEY": "sk-developers-own-openai-key", "ANTHROPIC_API_KEY": "sk-ant-developers-own",
                   **env})
-    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "tests.e2e.proxy_sdk", sdk, model, prompt], env=clean, cwd=ROOT,
-                          capture_output=True, text=True, timeout=90, check=False)
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "tests.e2e.proxy_sdk", sdk, model, prompt],
+                                   env=clean, cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
     assert done.returncode == 0, done.stderr[-3000:] + "\n--- server ---\n" + proxied.server.output()[-3000:]
     result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
     return result
