@@ -474,3 +474,79 @@ def test_generated_ca_not_used_when_one_is_configured(secured: Secured) -> None:
     done = secured.server.cli("proxy", "ca-cert")
     assert done.returncode == 0 and done.stdout.encode() == secured.ca_path.read_bytes()
 
+
+
+# ---------------------------------------------------------------- through a corporate proxy
+
+class CorporateProxy:
+    """A stand-in for the company's HTTP proxy: notes each CONNECT, then tunnels to ``routes[target]``."""
+
+    def __init__(self, routes: dict[str, tuple[str, int]]) -> None:
+        self.routes = routes
+        self.heads: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> CorporateProxy:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.heads.append(head)
+        target = head.split(b" ")[1].decode()
+        if b"Proxy-Authorization: Basic " + base64.b64encode(b"corp:s3cret") not in head or target not in self.routes:
+            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            writer.close()
+            return
+        far_reader, far_writer = await asyncio.open_connection(*self.routes[target])
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+        await asyncio.gather(copy(reader, far_writer), copy(far_reader, writer))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_tunnel_through_upstream_proxy(module_database: Database, tmp_path: Path) -> None:
+    fake = FakeUpstream()
+    await fake.start()
+    target = await LoopbackTLS(tmp_path).start()
+    corporate = await CorporateProxy({"intranet.example:443": (target.address, 443)}).start()
+    port = free_port()
+    env = proxy_env(fake, port, CODER_AIBRIDGE_PROXY_UPSTREAM=f"http://corp:s3cret@127.0.0.1:{corporate.port}",
+                    CODER_AIBRIDGE_DATA_DIR=str(tmp_path / "data"))
+    server = await ServerProcess(module_database, env=env).start()
+    try:
+        await wait_listening(port)
+        token = server.create_user("tunneller")
+        status, _, reader, writer = await connect(("127.0.0.1", port), "intranet.example:443", basic(token))
+        assert status == 200
+        cert = await tls_inside(reader, writer, trusting(target.cert_path), target.address)
+        assert cert == target.cert
+        writer.write(b"via corp\n")
+        assert await asyncio.wait_for(reader.read(), 10) == b"echo:via corp\n"
+        writer.close()
+        assert corporate.heads[0].startswith(b"CONNECT intranet.example:443 HTTP/1.1\r\n")
+        assert token.encode() not in corporate.heads[0]
+        # The corporate proxy refusing is a 502 for the client; literal private addresses and other
+        # ports are refused before it is asked.
+        for where, expected in (("unknown.example:443", 502), (f"{target.address}:443", 403),
+                                ("intranet.example:22", 403)):
+            status, answer, _, writer = await connect(("127.0.0.1", port), where, basic(token))
+            writer.close()
+            assert status == expected, answer
+        assert len(corporate.heads) == 2
+    finally:
+        server.stop()
+        await corporate.stop()
+        await target.stop()
+        await fake.stop()
