@@ -550,3 +550,28 @@ async def test_tunnel_through_upstream_proxy(module_database: Database, tmp_path
         await corporate.stop()
         await target.stop()
         await fake.stop()
+
+
+# ---------------------------------------------------------------- what `aibridge env --proxy` prints works
+
+async def test_env_proxy_snippet_drives_an_sdk(proxied: Proxied, tmp_path: Path) -> None:
+    printed = proxied.server.cli("env", "anthropic", "--proxy", "--url", proxied.server.url, "--token", proxied.token,
+                                 "--proxy-url", f"http://127.0.0.1:{proxied.proxy_port}")
+    assert printed.returncode == 0, printed.stderr
+    # Evaluated as printed (it fetches the CA with curl and builds the bundle), then the resulting environment.
+    shell = await asyncio.to_thread(
+        subprocess.run, ["bash", "-c", 'set -e; eval "$SNIPPET"; env -0'],
+        env={"SNIPPET": printed.stdout, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True, text=True, timeout=30, check=False)
+    assert shell.returncode == 0, shell.stderr
+    env = dict(item.split("=", 1) for item in shell.stdout.split("\0") if "=" in item)
+    assert env["HTTPS_PROXY"] == f"http://coder:{proxied.token}@127.0.0.1:{proxied.proxy_port}"
+    assert (tmp_path / ".config/aibridge/proxy-ca.pem").read_bytes() == proxied.ca_path.read_bytes()
+    chosen = {k: env[k] for k in ("HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+                                  "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE")}
+    owner = proxied.owner()
+    before = await ids(owner)
+    assert await run_sdk(proxied, "anthropic", "claude-haiku-4-5-scenario-simple", "from env", **chosen) == {
+        "blocking": "end_turn", "streamed": "end_turn"}
+    record = await latest(owner, "model:claude-haiku-4-5-scenario-simple", after=before)
+    assert record["initiator"]["username"] == "pat"

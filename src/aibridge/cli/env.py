@@ -16,6 +16,7 @@ import json
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 import click
@@ -27,6 +28,7 @@ from aibridge.config import ConfigError, load_settings
 PLACEHOLDER = "<your AI Bridge token>"
 CODEX_ENV_KEY = "AIBRIDGE_TOKEN"
 OPENCODE_ENV_KEY = "AIBRIDGE_TOKEN"
+CA_ROUTE = "/api/v2/aibridge/proxy/ca-cert.pem"
 
 
 @dataclass(frozen=True)
@@ -171,9 +173,60 @@ CLIENTS: dict[str, Callable[[Target], list[str]]] = {
 }
 
 
-def render(client: str, url: str, token: str = "") -> str:
-    """The snippet for ``client`` (a key of CLIENTS) as printed."""
-    lines = CLIENTS[client](Target(url.rstrip("/"), token or PLACEHOLDER))
+# Through the AI Bridge Proxy (--proxy): which CA variable each client reads.
+PROXY_NOTES = {
+    "claude-code": "Claude Code (Node.js) reads HTTPS_PROXY and NODE_EXTRA_CA_CERTS; leave ANTHROPIC_BASE_URL unset.",
+    "codex": "Codex reads HTTPS_PROXY and SSL_CERT_FILE (or the system trust store); keep its default provider.",
+    "openai": "Python SDKs read SSL_CERT_FILE (httpx) / REQUESTS_CA_BUNDLE, Node SDKs NODE_EXTRA_CA_CERTS.",
+    "anthropic": "Python SDKs read SSL_CERT_FILE (httpx) / REQUESTS_CA_BUNDLE, Node SDKs NODE_EXTRA_CA_CERTS.",
+    "zed": "Zed reads HTTPS_PROXY (or \"proxy\" in settings.json) and the system trust store.",
+    "cline": "VS Code: set http.proxy to the HTTPS_PROXY value and trust the CA in the system trust store.",
+    "roo": "VS Code: set http.proxy to the HTTPS_PROXY value and trust the CA in the system trust store.",
+    "opencode": "OpenCode reads HTTPS_PROXY and NODE_EXTRA_CA_CERTS.",
+}
+CA_DIR = "$HOME/.config/aibridge"
+SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def build_proxy_url(url: str, given: str | None) -> str:
+    """HTTPS_PROXY with the token (from $AIBRIDGE_TOKEN) as the password: --proxy-url, else the
+    server's host on port 8888. Tokens are URL-safe, so the variable goes in as it is."""
+    parts = urlsplit(given or f"http://{urlsplit(url).hostname or '127.0.0.1'}:8888")
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://coder:${{AIBRIDGE_TOKEN}}@{host}"
+
+
+def proxy_setup(client: str, t: Target, proxy: str) -> list[str]:
+    """HTTPS_PROXY plus the proxy CA: for tools that keep calling api.openai.com / api.anthropic.com.
+
+    Runnable top to bottom (``eval "$(aibridge env CLIENT --proxy ...)"``).
+    """
+    ca, bundle = f"{CA_DIR}/proxy-ca.pem", f"{CA_DIR}/ca-bundle.pem"
+    return [
+        f"# {client} through the AI Bridge Proxy: no base URL to change.",
+        f"# {PROXY_NOTES[client]}",
+        "# 1. The proxy, with your token as its password; NO_PROXY keeps local traffic and the server off it:",
+        *_exports([("AIBRIDGE_TOKEN", t.token)]),
+        f'export HTTPS_PROXY="{proxy}"',
+        *_exports([("NO_PROXY", ",".join(dict.fromkeys(
+            ["localhost", "127.0.0.1", "::1", urlsplit(t.url).hostname or "localhost"])))]),
+        "# 2. Save the proxy CA, and a bundle of it plus the system CAs (SSL_CERT_FILE, REQUESTS_CA_BUNDLE",
+        "#    and CURL_CA_BUNDLE replace the default CAs, and tunnelled hosts must still be trusted):",
+        f'mkdir -p "{CA_DIR}"',
+        f'curl -fsS -H "Coder-Session-Token: $AIBRIDGE_TOKEN" {shlex.quote(t.url + CA_ROUTE)} -o "{ca}"',
+        f'cat {SYSTEM_BUNDLE} "{ca}" > "{bundle}"',
+        "#    (or `aibridge proxy ca-cert` on the server; or trust it system-wide: copy it to",
+        "#    /usr/local/share/ca-certificates/aibridge-proxy.crt and run update-ca-certificates)",
+        "# 3. Trust it:",
+        f'export NODE_EXTRA_CA_CERTS="{ca}"',
+        *(f'export {name}="{bundle}"' for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")),
+    ]
+
+
+def render(client: str, url: str, token: str = "", proxy: str | None = None) -> str:
+    """The snippet for ``client`` (a key of CLIENTS) as printed; through the proxy when ``proxy`` is set."""
+    target = Target(url.rstrip("/"), token or PLACEHOLDER)
+    lines = proxy_setup(client, target, proxy) if proxy else CLIENTS[client](target)
     while lines and not lines[-1]:
         lines.pop()
     return "\n".join(lines)
@@ -223,7 +276,12 @@ def _message(body: bytes) -> str:
 @click.option("--token", envvar="CODER_SESSION_TOKEN",
               help="Your API token [env: CODER_SESSION_TOKEN]: put in the output, or used to mint one.")
 @click.option("--lifetime", default=None, help="Lifetime of a token made with --create-token (e.g. 720h, 90d).")
-def env(client: str, create_token: bool, url: str | None, token: str | None, lifetime: str | None) -> None:
+@click.option("--proxy", "through_proxy", is_flag=True,
+              help="Use the AI Bridge Proxy (HTTPS_PROXY and its CA) instead of a base URL.")
+@click.option("--proxy-url", default=None,
+              help="The proxy's address [default: http://<server host>:8888]; the token is added as its password.")
+def env(client: str, create_token: bool, url: str | None, token: str | None, lifetime: str | None,
+        through_proxy: bool, proxy_url: str | None) -> None:
     """Print what a developer sets so CLIENT talks to AI Bridge.
 
     CLIENT is one of: claude-code, codex, openai, anthropic, zed, cline, roo, opencode.
@@ -242,4 +300,5 @@ def env(client: str, create_token: bool, url: str | None, token: str | None, lif
         click.echo(f"created token {made.get('id', '')} (expires {made.get('expires_at', '?')})", err=True)
     if not url:
         click.echo(f"using server URL {base} (set --url or CODER_URL to change it)", err=True)
-    click.echo(render(client, base, token or ""))
+    proxy = build_proxy_url(base, proxy_url) if through_proxy or proxy_url else None
+    click.echo(render(client, base, token or "", proxy))
