@@ -32,6 +32,7 @@ from cryptography.x509.oid import NameOID
 from aibridge.config import load_settings
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine
+from tests.e2e.clients import INSTALL_TIMEOUT, client_env, npm_clients
 from tests.e2e.conftest import bridge_env
 from tests.e2e.records import ids, latest
 from tests.fakes.upstream import FakeUpstream
@@ -575,3 +576,33 @@ async def test_env_proxy_snippet_drives_an_sdk(proxied: Proxied, tmp_path: Path)
         "blocking": "end_turn", "streamed": "end_turn"}
     record = await latest(owner, "model:claude-haiku-4-5-scenario-simple", after=before)
     assert record["initiator"]["username"] == "pat"
+
+
+# ---------------------------------------------------------------- the real Claude Code CLI
+
+@pytest.mark.timeout(INSTALL_TIMEOUT + 300)
+async def test_claude_code_through_proxy(proxied: Proxied, tmp_path: Path) -> None:
+    """Claude Code given only HTTPS_PROXY and NODE_EXTRA_CA_CERTS (no ANTHROPIC_BASE_URL) and its own key."""
+    clients = npm_clients()
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = client_env(home, clients.node, {
+        "HTTPS_PROXY": proxied.proxy_url, "NODE_EXTRA_CA_CERTS": str(proxied.ca_path),
+        "ANTHROPIC_API_KEY": "sk-ant-developers-own", "DISABLE_TELEMETRY": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"})
+    owner = proxied.owner()
+    before = await ids(owner)
+    first = len(proxied.fake.requests)
+    proc = await asyncio.create_subprocess_exec(
+        str(clients.claude), "-p", "How long should I steep green tea?", env=env, cwd=work,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    sent = proxied.fake.requests[first:]
+    assert proc.returncode == 0, (out, err[-3000:], proxied.server.output()[-3000:])
+    assert out.decode().strip()
+    assert sent and all(r.path == "/v1/messages" and r.headers["x-api-key"] == "sk-ant-central" for r in sent)
+    assert all("developers-own" not in v and proxied.token not in v for r in sent for v in r.headers.values())
+    record = await latest(owner, "initiator:pat", after=before)
+    assert record["client"] == "Claude Code" and record["metadata"]["door"] == "proxy"
+    assert [p["prompt"] for p in record["user_prompts"]] == ["How long should I steep green tea?"]
