@@ -12,6 +12,7 @@ import base64
 import contextlib
 import datetime as dt
 import random
+import signal
 import ssl
 import stat
 import subprocess
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from cryptography import x509
@@ -35,7 +37,7 @@ from aibridge.store.db import create_engine
 from tests.e2e.clients import INSTALL_TIMEOUT, client_env, npm_clients
 from tests.e2e.conftest import bridge_env
 from tests.e2e.records import ids, latest
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, get_scenario
 from tests.harness import Client, Database, ServerProcess, base_env, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -606,3 +608,31 @@ async def test_claude_code_through_proxy(proxied: Proxied, tmp_path: Path) -> No
     record = await latest(owner, "initiator:pat", after=before)
     assert record["client"] == "Claude Code" and record["metadata"]["door"] == "proxy"
     assert [p["prompt"] for p in record["user_prompts"]] == ["How long should I steep green tea?"]
+
+
+# ---------------------------------------------------------------- shutdown
+
+async def test_sigterm_drains_a_decrypted_stream(database: Database) -> None:
+    async with FakeUpstream() as fake:
+        port = free_port()
+        server = await ServerProcess(database, env=proxy_env(fake, port, CODER_AIBRIDGE_SHUTDOWN_GRACE="30s")).start()
+        await wait_listening(port)
+        token = server.create_user("drain")
+        expected = b"".join(chunk for chunk, _ in get_scenario("messages", "slow").replies["streaming"].chunks)
+        context = trusting(database.data_dir / "proxy" / "ca.pem")
+        async with aiohttp.ClientSession() as session:
+            resp = await session.post("https://api.anthropic.com/v1/messages", ssl=context,
+                                      proxy=f"http://coder:{token}@127.0.0.1:{port}",
+                                      headers={"x-api-key": "sk-ant-own", "anthropic-version": "2023-06-01"},
+                                      json={"model": "claude-scenario-slow", "max_tokens": 100, "stream": True,
+                                            "messages": [{"role": "user", "content": "drain me"}]})
+            assert resp.status == 200
+            first = await resp.content.readuntil(b"content_block_delta")
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)             # mid-stream
+            await asyncio.sleep(0.5)
+            with pytest.raises(OSError):                         # no new CONNECTs once stopping
+                await connect(("127.0.0.1", port), "api.anthropic.com:443", basic(token))
+            rest = await asyncio.wait_for(resp.read(), 30)
+        assert first + rest == expected                          # the stream ran to its end
+        assert await asyncio.to_thread(server.proc.wait, 30) == 0
