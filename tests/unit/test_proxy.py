@@ -222,3 +222,16 @@ async def test_minted_certificate_verifies_strictly(tmp_path: Path, host: str) -
     finally:
         server.close()
     assert peer.issuer == ca.cert.subject
+
+
+def test_domain_allowlist_is_accepted_and_changes_nothing() -> None:
+    s = load_settings({}, env={**ENABLED, "CODER_AIBRIDGE_PROXY_DOMAIN_ALLOWLIST": "api.openai.com,example.com"})
+    assert s.aibridge_proxy_domain_allowlist == "api.openai.com,example.com"
+    assert DecryptedHosts(s.providers).hosts == ["api.openai.com:443"]
+
+
+def test_ca_cert_command_before_any_ca_exists(tmp_path: Path) -> None:
+    from tests.harness import run_cli
+    done = run_cli(["proxy", "ca-cert"], {"CODER_AIBRIDGE_DATA_DIR": str(tmp_path)})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: no proxy CA in ") and "--aibridge-proxy-enabled" in done.stderr

@@ -111,7 +111,7 @@ class ProxyServer:
         self.allowed = allowed
         self._runner = web.AppRunner(decrypted.app, access_log=None, handle_signals=False, shutdown_timeout=grace)
         self._server: asyncio.Server | None = None
-        self._tunnels: set[asyncio.Task[None]] = set()
+        self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self._runner.setup()
@@ -128,18 +128,19 @@ class ProxyServer:
                  self.listen, ", ".join(self.hosts.hosts), self.ca.cert_path)
 
     async def stop(self) -> None:
-        """Stop accepting, let decrypted requests finish (within the grace), then end the tunnels."""
+        """Stop accepting, let decrypted requests finish (within the grace), then end the tunnels
+        (and CONNECTs still being read)."""
         if self._server is not None:
             self._server.close()
         await self._runner.cleanup()
-        for task in list(self._tunnels):
+        for task in list(self._connections):
             task.cancel()
-        await asyncio.gather(*self._tunnels, return_exceptions=True)
+        await asyncio.gather(*self._connections, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tunnels.add(task)
+        self._connections.add(task)
         try:
             await self._serve(reader, writer)
         except Refused as exc:
@@ -153,7 +154,7 @@ class ProxyServer:
             log.exception("proxy: unexpected error on a CONNECT")
             writer.close()
         finally:
-            self._tunnels.discard(task)
+            self._connections.discard(task)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)

@@ -57,20 +57,12 @@ class Decrypted:
         if session is None:         # the connection is gone (or was never registered)
             raise web.HTTPMisdirectedRequest()
         name, tail = self.hosts.route(session.host, session.port, request.path, self.supports)
-        provider = self.bridge.providers[name]
-        default_api = next(iter(provider.apis.values()))
-        try:
-            actor = await self.bridge.authenticator.authenticate({"Authorization": f"Bearer {session.token}"})
-        except AuthError as exc:
-            return provider_error(default_api, exc.status, exc.message)
-        if tail is None:
-            return provider_error(default_api, 404, f"route not supported: {request.method} {request.path}")
         if self.metrics is not None:
             self.metrics.mitm_requests.labels(name).inc()
             self.metrics.inflight.labels(name).inc()
-        status = 0
+        status, user = 500, ""
         try:
-            response = await self.bridge.dispatch(request, provider, tail, actor, DOOR, arrived_ns)
+            response, user = await self._answer(request, session, name, tail, arrived_ns)
             status = response.status
             return response
         except asyncio.CancelledError:
@@ -79,7 +71,20 @@ class Decrypted:
         finally:
             if self.metrics is not None:
                 self.metrics.inflight.labels(name).dec()
-                self.metrics.mitm_responses.labels(str(status or 500), name).inc()
+                self.metrics.mitm_responses.labels(str(status), name).inc()
             log.info("proxy request", extra={"provider": name, "method": request.method, "host": session.host,
-                                             "path": request.path, "status": status or 500,
-                                             "user": actor.username})
+                                             "path": request.path, "status": status, "user": user})
+
+    async def _answer(self, request: web.Request, session: Session, name: str, tail: str | None,
+                      arrived_ns: int) -> tuple[web.StreamResponse, str]:
+        """The bridge's answer, as the CONNECT's user (checked again: it may have been revoked since)."""
+        provider = self.bridge.providers[name]
+        default_api = next(iter(provider.apis.values()))
+        try:
+            actor = await self.bridge.authenticator.authenticate({"Authorization": f"Bearer {session.token}"})
+        except AuthError as exc:
+            return provider_error(default_api, exc.status, exc.message), ""
+        if tail is None:
+            return provider_error(default_api, 404, f"route not supported: {request.method} {request.path}"), \
+                actor.username
+        return await self.bridge.dispatch(request, provider, tail, actor, DOOR, arrived_ns), actor.username
