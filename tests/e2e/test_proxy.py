@@ -467,7 +467,8 @@ async def test_configured_ca_signs_and_decrypts_through_tls_listener(secured: Se
     reply = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
-    owner = Client(secured.server.url, secured.server.admin_token)
+    # (On PostgreSQL this server shares its database with the first fixture's: no first-owner token.)
+    owner = Client(secured.server.url, secured.server.create_user("secowner", role="owner"))
     record = await latest(owner, "initiator:sec")
     assert record["user_prompts"][0]["prompt"] == "tls in tls"
 
