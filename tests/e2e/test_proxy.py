@@ -637,3 +637,31 @@ async def test_sigterm_drains_a_decrypted_stream(database: Database) -> None:
             rest = await asyncio.wait_for(resp.read(), 30)
         assert first + rest == expected                          # the stream ran to its end
         assert await asyncio.to_thread(server.proc.wait, 30) == 0
+
+
+# ---------------------------------------------------------------- the real Codex CLI
+
+@pytest.mark.timeout(INSTALL_TIMEOUT + 300)
+async def test_codex_through_proxy(proxied: Proxied, tmp_path: Path) -> None:
+    """Codex with its default OpenAI provider, given only HTTPS_PROXY and SSL_CERT_FILE and its own key."""
+    clients = npm_clients()
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / ".codex").mkdir(parents=True)
+    work.mkdir()
+    env = client_env(home, clients.node, {
+        "HTTPS_PROXY": proxied.proxy_url, "SSL_CERT_FILE": str(proxied.ca_path),
+        "CODEX_HOME": str(home / ".codex"), "OPENAI_API_KEY": "sk-developers-own-openai-key"})
+    owner = proxied.owner()
+    before = await ids(owner)
+    first = len(proxied.fake.requests)
+    proc = await asyncio.create_subprocess_exec(
+        clients.node, str(clients.codex), "exec", "--skip-git-repo-check", "How long should I steep green tea?",
+        env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    sent = proxied.fake.requests[first:]
+    assert proc.returncode == 0, (out, err[-3000:], proxied.server.output()[-3000:])
+    assert out.decode().strip()
+    assert sent and all(r.path == "/v1/responses" and r.headers["Authorization"] == "Bearer sk-openai-central"
+                        for r in sent)
+    record = await latest(owner, "initiator:pat", after=before)
+    assert record["client"] == "Codex" and record["metadata"]["door"] == "proxy"
