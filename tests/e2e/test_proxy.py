@@ -37,6 +37,8 @@ from aibridge.store.db import create_engine
 from tests.e2e.clients import INSTALL_TIMEOUT, client_env, npm_clients
 from tests.e2e.conftest import bridge_env
 from tests.e2e.records import ids, latest
+from tests.e2e.test_observability import OTLPReceiver
+from tests.e2e.test_observability import attributes as span_attributes
 from tests.fakes.upstream import FakeUpstream, get_scenario
 from tests.harness import Client, Database, ServerProcess, base_env, free_port, wait_for
 
@@ -665,3 +667,42 @@ async def test_codex_through_proxy(proxied: Proxied, tmp_path: Path) -> None:
                         for r in sent)
     record = await latest(owner, "initiator:pat", after=before)
     assert record["client"] == "Codex" and record["metadata"]["door"] == "proxy"
+
+
+# ---------------------------------------------------------------- spans and structured logs
+
+async def test_spans_and_logs_of_decrypted_requests(database: Database) -> None:
+    receiver = OTLPReceiver()
+    await receiver.start()
+    fake = FakeUpstream()
+    await fake.start()
+    port = free_port()
+    env = proxy_env(fake, port, CODER_TRACE_ENABLE="true", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+                    OTEL_BSP_SCHEDULE_DELAY="50", CODER_AIBRIDGE_STRUCTURED_LOGGING="true", CODER_LOGGING_JSON="true")
+    server = await ServerProcess(database, env=env).start()
+    try:
+        await wait_listening(port)
+        token = server.create_user("traced")
+        proxied = Proxied(server, fake, port, token, database.data_dir / "proxy" / "ca.pem")
+        await run_sdk(proxied, "anthropic", "claude-sonnet-4-5-scenario-simple", "traced")
+
+        async def exported() -> list[Any]:
+            return receiver.named("Intercept")
+        roots = await wait_for(exported, 15)
+        assert roots, [s.name for s in receiver.spans]
+        attrs = span_attributes(roots[0])
+        assert attrs["door"] == "proxy" and attrs["provider"] == "anthropic"
+        assert attrs["request_path"] == "/api/v2/aibridge/anthropic/v1/messages"
+    finally:
+        server.stop()
+        await fake.stop()
+        await receiver.stop()
+    lines = [orjson.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line["msg"] == "proxy request"]
+    assert {(r["provider"], r["path"], r["status"], r["user"]) for r in requests} == {
+        ("anthropic", "/v1/messages", 200, "traced")}
+    connects = [line for line in lines if line["msg"] == "proxy connect"]
+    assert connects and all(c["type"] == "mitm" and c["host"] == "api.anthropic.com" for c in connects)
+    assert any(line["msg"] == "interception log" and line.get("record_type") == "interception_start"
+               for line in lines)
+    assert token not in server.output() and token.split("-", 1)[1] not in server.output()

@@ -74,6 +74,7 @@ def flow_attributes(flow: Flow) -> dict[str, AttributeValue]:
         "model": flow.model,
         "streaming": flow.streaming,
         "request_path": ROUTE_PREFIX + flow.provider.name + flow.route,
+        **({"door": flow.door} if flow.door != "bridge" else {}),     # e.g. "proxy"
     }
 
 
