@@ -83,10 +83,14 @@ async def connect_direct(address: str, port: int) -> Stream:
 
 
 async def pipe(client: Stream, server: Stream) -> int:
-    """Copy both ways until both sides are done; returns the bytes carried."""
-    results = await asyncio.gather(_copy(client[0], server[1]), _copy(server[0], client[1]))
+    """Copy both ways until both sides are done; returns the bytes carried. Both ends are closed
+    however it ends (also when the server stops and cancels the tunnel)."""
+    try:
+        results = await asyncio.gather(_copy(client[0], server[1]), _copy(server[0], client[1]))
+    finally:
+        for _, writer in (client, server):
+            writer.close()
     for _, writer in (client, server):
-        writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
     return sum(results)
