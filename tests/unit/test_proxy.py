@@ -74,7 +74,7 @@ def test_unreadable_proxy_files_stop_startup_with_one_line(tmp_path: Path, extra
 def test_decrypted_hosts_from_providers() -> None:
     hosts = DecryptedHosts([
         ProviderConfig("openai", "openai", "k", "https://api.openai.com/v1/"),
-        ProviderConfig("anthropic", "anthropic", "k", "http://127.0.0.1:9000/"),
+        ProviderConfig("anthropic", "anthropic", "k", "https://127.0.0.1:9000/"),
         ProviderConfig("openai", "litellm", "k", "https://gw.corp.example/openai/v1"),
     ])
     assert hosts.hosts == ["127.0.0.1:9000", "api.anthropic.com:443", "api.openai.com:443", "gw.corp.example:443"]
@@ -94,6 +94,15 @@ def test_only_enabled_provider_types_are_decrypted() -> None:
     assert hosts.route("api.anthropic.com", 443, "/v1/messages") == ("claude", "v1/messages")
 
 
+def test_plain_http_base_urls_and_bedrock() -> None:
+    from aibridge.config import BedrockConfig
+    bedrock = BedrockConfig("us-east-1", "", "", "", "m", "s")
+    hosts = DecryptedHosts([ProviderConfig("openai", "openai", "k", "http://127.0.0.1:9/v1/"),
+                            ProviderConfig("anthropic", "anthropic", "", "https://api.anthropic.com/", bedrock)])
+    assert hosts.hosts == ["api.anthropic.com:443", "api.openai.com:443"]
+    assert hosts.route("api.anthropic.com", 443, "/v1/messages") == ("anthropic", "v1/messages")
+
+
 def test_type_host_maps_to_the_provider_named_after_the_type() -> None:
     hosts = DecryptedHosts([ProviderConfig("openai", "azure", "k", "https://azure.example/v1/"),
                             ProviderConfig("openai", "openai", "k", "http://127.0.0.1:1/v1/")])
@@ -101,8 +110,8 @@ def test_type_host_maps_to_the_provider_named_after_the_type() -> None:
 
 
 def test_shared_host_picks_the_provider_that_supports_the_route() -> None:
-    hosts = DecryptedHosts([ProviderConfig("openai", "openai", "k", "http://127.0.0.1:9/v1/"),
-                            ProviderConfig("anthropic", "anthropic", "k", "http://127.0.0.1:9/")])
+    hosts = DecryptedHosts([ProviderConfig("openai", "openai", "k", "https://127.0.0.1:9/v1/"),
+                            ProviderConfig("anthropic", "anthropic", "k", "https://127.0.0.1:9/")])
     supports = {("openai", "v1/chat/completions"), ("anthropic", "v1/messages")}
     assert hosts.route("127.0.0.1", 9, "/v1/messages", lambda p, t: (p, t) in supports) == (
         "anthropic", "v1/messages")

@@ -284,7 +284,8 @@ def env(client: str, create_token: bool, url: str | None, token: str | None, lif
         through_proxy: bool, proxy_url: str | None) -> None:
     """Print what a developer sets so CLIENT talks to AI Bridge.
 
-    CLIENT is one of: claude-code, codex, openai, anthropic, zed, cline, roo, opencode.
+    CLIENT is one of: claude-code, codex, openai, anthropic, zed, cline, roo, opencode. With --proxy,
+    the settings for the AI Bridge Proxy instead (HTTPS_PROXY and its CA; the tool keeps its base URL).
     """
     if client not in CLIENTS:
         fail(f"unknown client {client!r}; valid clients: {', '.join(CLIENTS)}")

@@ -45,6 +45,8 @@ class DecryptedHosts:
         self._mounts: dict[tuple[str, int], list[Mount]] = {}
         providers = list(providers)
         for config in providers:
+            if not config.base_url.startswith("https://"):
+                continue        # a plain-HTTP base URL is not reached through CONNECT + TLS
             host, port, path = _host_port(config.base_url)
             self._add(host, port, Mount(config.name, path, _BASE_STRIP[config.type]))
         for ptype in _BASE_STRIP:
