@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from aibridge.bridge.providers import PROVIDER_KINDS
+from aibridge.bridge.providers.http import HTTPProviderConfig
 from aibridge.config import ConfigError, ProviderConfig, load_settings
 from aibridge.proxy.addresses import Refused, networks, resolve
 from aibridge.proxy.ca import CertificateAuthority
@@ -21,17 +23,23 @@ from aibridge.proxy.hosts import DecryptedHosts
 from aibridge.proxy.listener import parse_head, proxy_token
 from aibridge.proxy.tunnel import UpstreamProxy
 
+
+def http(ptype: str, name: str, base_url: str) -> HTTPProviderConfig:
+    return HTTPProviderConfig(ptype, ptype, name, base_url, "k")
+
+
 ENABLED = {"CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_OPENAI_KEY": "k", "CODER_AIBRIDGE_PROXY_ENABLED": "true"}
 
 
 # ---------------------------------------------------------------- options
 
 def test_proxy_defaults() -> None:
-    s = load_settings({}, env=ENABLED)
+    s = load_settings({}, env=ENABLED, provider_kinds=PROVIDER_KINDS)
     assert s.aibridge_proxy_enabled and s.aibridge_proxy_listen_addr == "0.0.0.0:8888"
     assert s.aibridge_proxy_allowed_private_cidrs == ()
     flagged = load_settings({"aibridge_proxy_listen_addr": "127.0.0.1:9999",
-                             "aibridge_proxy_allowed_private_cidrs": "10.0.0.0/8, 192.168.1.7"}, env=ENABLED)
+                             "aibridge_proxy_allowed_private_cidrs": "10.0.0.0/8, 192.168.1.7"}, env=ENABLED,
+                            provider_kinds=PROVIDER_KINDS)
     assert flagged.aibridge_proxy_listen_addr == "127.0.0.1:9999"
     assert flagged.aibridge_proxy_allowed_private_cidrs == ("10.0.0.0/8", "192.168.1.7/32")
 
@@ -47,7 +55,7 @@ def test_proxy_defaults() -> None:
 ])
 def test_bad_proxy_options_name_the_option(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError) as err:
-        load_settings({}, env={**ENABLED, **env})
+        load_settings({}, env={**ENABLED, **env}, provider_kinds=PROVIDER_KINDS)
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
@@ -73,9 +81,9 @@ def test_unreadable_proxy_files_stop_startup_with_one_line(tmp_path: Path, extra
 
 def test_decrypted_hosts_from_providers() -> None:
     hosts = DecryptedHosts([
-        ProviderConfig("openai", "openai", "k", "https://api.openai.com/v1/"),
-        ProviderConfig("anthropic", "anthropic", "k", "https://127.0.0.1:9000/"),
-        ProviderConfig("openai", "litellm", "k", "https://gw.corp.example/openai/v1"),
+        http("openai", "openai", "https://api.openai.com/v1/"),
+        http("anthropic", "anthropic", "https://127.0.0.1:9000/"),
+        http("openai", "litellm", "https://gw.corp.example/openai/v1"),
     ])
     assert hosts.hosts == ["127.0.0.1:9000", "api.anthropic.com:443", "api.openai.com:443", "gw.corp.example:443"]
     assert hosts.route("api.openai.com", 443, "/v1/chat/completions") == ("openai", "v1/chat/completions")
@@ -89,29 +97,27 @@ def test_decrypted_hosts_from_providers() -> None:
 
 
 def test_only_enabled_provider_types_are_decrypted() -> None:
-    hosts = DecryptedHosts([ProviderConfig("anthropic", "claude", "k", "https://api.anthropic.com/")])
+    hosts = DecryptedHosts([http("anthropic", "claude", "https://api.anthropic.com/")])
     assert hosts.hosts == ["api.anthropic.com:443"]
     assert hosts.route("api.anthropic.com", 443, "/v1/messages") == ("claude", "v1/messages")
 
 
 def test_plain_http_base_urls_and_bedrock() -> None:
-    from aibridge.config import BedrockConfig
-    bedrock = BedrockConfig("us-east-1", "", "", "", "m", "s")
-    hosts = DecryptedHosts([ProviderConfig("openai", "openai", "k", "http://127.0.0.1:9/v1/"),
-                            ProviderConfig("anthropic", "anthropic", "", "https://api.anthropic.com/", bedrock)])
+    bedrock = ProviderConfig("bedrock", "anthropic", "anthropic", "https://bedrock-runtime.us-east-1.amazonaws.com")
+    hosts = DecryptedHosts([http("openai", "openai", "http://127.0.0.1:9/v1/"), bedrock])
     assert hosts.hosts == ["api.anthropic.com:443", "api.openai.com:443"]
     assert hosts.route("api.anthropic.com", 443, "/v1/messages") == ("anthropic", "v1/messages")
 
 
 def test_type_host_maps_to_the_provider_named_after_the_type() -> None:
-    hosts = DecryptedHosts([ProviderConfig("openai", "azure", "k", "https://azure.example/v1/"),
-                            ProviderConfig("openai", "openai", "k", "http://127.0.0.1:1/v1/")])
+    hosts = DecryptedHosts([http("openai", "azure", "https://azure.example/v1/"),
+                            http("openai", "openai", "http://127.0.0.1:1/v1/")])
     assert hosts.route("api.openai.com", 443, "/v1/responses") == ("openai", "v1/responses")
 
 
 def test_shared_host_picks_the_provider_that_supports_the_route() -> None:
-    hosts = DecryptedHosts([ProviderConfig("openai", "openai", "k", "https://127.0.0.1:9/v1/"),
-                            ProviderConfig("anthropic", "anthropic", "k", "https://127.0.0.1:9/")])
+    hosts = DecryptedHosts([http("openai", "openai", "https://127.0.0.1:9/v1/"),
+                            http("anthropic", "anthropic", "https://127.0.0.1:9/")])
     supports = {("openai", "v1/chat/completions"), ("anthropic", "v1/messages")}
     assert hosts.route("127.0.0.1", 9, "/v1/messages", lambda p, t: (p, t) in supports) == (
         "anthropic", "v1/messages")
@@ -234,7 +240,8 @@ async def test_minted_certificate_verifies_strictly(tmp_path: Path, host: str) -
 
 
 def test_domain_allowlist_is_accepted_and_changes_nothing() -> None:
-    s = load_settings({}, env={**ENABLED, "CODER_AIBRIDGE_PROXY_DOMAIN_ALLOWLIST": "api.openai.com,example.com"})
+    s = load_settings({}, env={**ENABLED, "CODER_AIBRIDGE_PROXY_DOMAIN_ALLOWLIST": "api.openai.com,example.com"},
+                      provider_kinds=PROVIDER_KINDS)
     assert s.aibridge_proxy_domain_allowlist == "api.openai.com,example.com"
     assert DecryptedHosts(s.providers).hosts == ["api.openai.com:443"]
 

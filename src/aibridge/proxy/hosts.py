@@ -13,12 +13,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from aibridge.bridge.providers.anthropic import AnthropicProvider
-from aibridge.bridge.providers.openai import OpenAIProvider
+from aibridge.bridge.providers import PROVIDER_KINDS
+from aibridge.bridge.providers.http import HTTPType
 from aibridge.config import OPTIONS_BY_KEY, ProviderConfig
 
-# What a provider type strips from a tail before joining it to its base URL.
-_BASE_STRIP = {"openai": OpenAIProvider.base_strip, "anthropic": AnthropicProvider.base_strip}
+# The public API host of each type, for the tools that always call it.
+PUBLIC_BASE_URLS = {ptype: OPTIONS_BY_KEY[f"aibridge_{ptype}_base_url"].default for ptype in ("openai", "anthropic")}
+
+
+def relaying_kinds() -> dict[str, str]:
+    """Provider kinds whose upstream speaks the client's own API (plain HTTP kinds, not Bedrock),
+    each with what it strips from a tail before joining it to its base URL (OpenAI's ``v1/``)."""
+    return {k.kind: str(getattr(k.provider, "base_strip", "")) for k in PROVIDER_KINDS if isinstance(k, HTTPType)}
 
 
 @dataclass(frozen=True)
@@ -44,18 +50,17 @@ class DecryptedHosts:
     def __init__(self, providers: Iterable[ProviderConfig]) -> None:
         self._mounts: dict[tuple[str, int], list[Mount]] = {}
         providers = list(providers)
+        strips = relaying_kinds()
         for config in providers:
-            if not config.base_url.startswith("https://"):
-                continue        # a plain-HTTP base URL is not reached through CONNECT + TLS
-            host, port, path = _host_port(config.base_url)
-            self._add(host, port, Mount(config.name, path, _BASE_STRIP[config.type]))
-        for ptype in _BASE_STRIP:
+            # A plain-HTTP base URL is not reached through CONNECT + TLS; Bedrock's endpoint speaks AWS's API.
+            if config.base_url.startswith("https://") and config.kind in strips:
+                host, port, path = _host_port(config.base_url)
+                self._add(host, port, Mount(config.name, path, strips[config.kind]))
+        for ptype, base_url in PUBLIC_BASE_URLS.items():
             primary = _primary(providers, ptype)
-            if primary is None:
-                continue
-            host, port, path = _host_port(OPTIONS_BY_KEY[f"aibridge_{ptype}_base_url"].default)
-            if (host, port) not in self._mounts:     # a provider configured on that host wins
-                self._add(host, port, Mount(primary.name, path, _BASE_STRIP[ptype]))
+            host, port, path = _host_port(base_url)
+            if primary is not None and (host, port) not in self._mounts:     # a provider on that host wins
+                self._add(host, port, Mount(primary.name, path, strips.get(ptype, "")))
         for mounts in self._mounts.values():
             mounts.sort(key=lambda m: len(m.prefix), reverse=True)   # longest prefix first
 
