@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, get_type_hints
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -235,6 +236,13 @@ OPTIONS: tuple[Option, ...] = (
     _cb("interval", "10s", "duration", "Window in which failures are counted."),
     _cb("timeout", "30s", "duration", "How long an open circuit rejects before trying again."),
     _cb("max_requests", "3", "int", "Trial requests allowed while half-open."),
+    Option("aibridge_mcp_max_iterations", "CODER_AIBRIDGE_MCP_MAX_ITERATIONS", "10", "int",
+           "Most rounds of injected MCP tool calls the bridge runs for one request (then it ends the answer "
+           "with an error)."),
+    Option("aibridge_mcp_timeout", "CODER_AIBRIDGE_MCP_TIMEOUT", "30s", "duration",
+           "Time limit of one MCP tool call or tool listing."),
+    Option("aibridge_mcp_refresh_interval", "CODER_AIBRIDGE_MCP_REFRESH_INTERVAL", "5m", "duration",
+           "How often the tool lists of the MCP servers are refreshed (a failed listing is retried sooner)."),
     Option("prometheus_enable", "CODER_PROMETHEUS_ENABLE", "false", "bool",
            "Serve Prometheus metrics on /metrics and on the Prometheus address."),
     Option("prometheus_address", "CODER_PROMETHEUS_ADDRESS", "127.0.0.1:2112", "address",
@@ -297,6 +305,9 @@ class Settings:
     aibridge_circuit_breaker_interval: float
     aibridge_circuit_breaker_timeout: float
     aibridge_circuit_breaker_max_requests: int
+    aibridge_mcp_max_iterations: int
+    aibridge_mcp_timeout: float
+    aibridge_mcp_refresh_interval: float
     prometheus_enable: bool
     prometheus_address: str
     trace: bool
@@ -313,6 +324,7 @@ class Settings:
     aibridge_proxy_allowed_private_cidrs: tuple[str, ...]
     aibridge_proxy_domain_allowlist: str
     providers: tuple[ProviderConfig, ...] = field(default=())
+    mcp_servers: tuple[McpServerConfig, ...] = field(default=())
 
     @property
     def database_url(self) -> str:
@@ -429,7 +441,8 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
     if not settings.aibridge_enabled:
         return settings
     providers = resolve_providers(settings, env, doc, provider_kinds)
-    return Settings(**{**values, "providers": providers})
+    mcp_servers = resolve_mcp_servers(env, doc, flags.get("mcp_servers"))
+    return Settings(**{**values, "providers": providers, "mcp_servers": mcp_servers})
 
 
 def check_proxy(s: Settings) -> None:
@@ -533,9 +546,12 @@ def _legacy_providers(s: Settings, kinds: Sequence[ProviderKind]) -> list[tuple[
     return providers
 
 
-def _indexed_entries(env: Mapping[str, str], doc: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
-    """CODER_AIBRIDGE_PROVIDER_<N>_* variables (or YAML aibridge.providers) as (label, fields)."""
-    pattern = re.compile(r"^CODER_AIBRIDGE_PROVIDER_(\d+)_([A-Z_]+)$")
+def indexed_entries(env: Mapping[str, str], doc: Mapping[str, Any], prefix: str, yaml_key: str,
+                    first_field: str, noun: str) -> list[tuple[str, dict[str, str]]]:
+    """``<prefix>_<N>_<FIELD>`` variables (or the YAML list ``aibridge.<yaml_key>``) as (label, fields).
+
+    Used by the indexed providers and MCP servers: indices contiguous from 0, variables win over YAML."""
+    pattern = re.compile(rf"^{prefix}_(\d+)_([A-Z_]+)$")
     by_index: dict[int, dict[str, str]] = {}
     for name, value in env.items():
         match = pattern.match(name)
@@ -544,14 +560,18 @@ def _indexed_entries(env: Mapping[str, str], doc: Mapping[str, Any]) -> list[tup
     if by_index:
         missing = [i for i in range(max(by_index) + 1) if i not in by_index]
         if missing:
-            raise ConfigError(f"CODER_AIBRIDGE_PROVIDER_{missing[0]}_TYPE: provider indices must be "
+            raise ConfigError(f"{prefix}_{missing[0]}_{first_field}: {noun} indices must be "
                               f"contiguous from 0; index {missing[0]} is missing")
-        return [(f"CODER_AIBRIDGE_PROVIDER_{i}", by_index[i]) for i in sorted(by_index)]
-    listed = _yaml_value(doc, ("aibridge", "providers")) or []
+        return [(f"{prefix}_{i}", by_index[i]) for i in sorted(by_index)]
+    listed = _yaml_value(doc, ("aibridge", yaml_key)) or []
     if not isinstance(listed, list):
-        raise ConfigError("config aibridge.providers: must be a list")
-    return [(f"config aibridge.providers[{i}]", {str(k).upper(): str(v) for k, v in item.items()})
+        raise ConfigError(f"config aibridge.{yaml_key}: must be a list")
+    return [(f"config aibridge.{yaml_key}[{i}]", {str(k).upper(): str(v) for k, v in item.items()})
             for i, item in enumerate(listed) if isinstance(item, Mapping)]
+
+
+def _indexed_entries(env: Mapping[str, str], doc: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    return indexed_entries(env, doc, "CODER_AIBRIDGE_PROVIDER", "providers", "TYPE", "provider")
 
 
 class _FieldNames(dict[str, str]):
@@ -603,3 +623,97 @@ def resolve_providers(s: Settings, env: Mapping[str, str], doc: Mapping[str, Any
                           "(set --aibridge-openai-key, --aibridge-anthropic-key, --aibridge-bedrock-region "
                           "or CODER_AIBRIDGE_PROVIDER_0_TYPE)")
     return providers
+
+
+# ---------------------------------------------------------------- MCP servers whose tools are injected
+
+MCP_ENV_PREFIX = "CODER_AIBRIDGE_MCP_SERVER"
+MCP_SERVER_FLAG = "--aibridge-mcp-server"
+MCP_FIELDS = ("ID", "URL", "AUTHORIZATION", "TOOL_ALLOW_REGEX", "TOOL_DENY_REGEX")
+_MCP_ID = re.compile(r"^[a-z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class McpServerConfig:
+    id: str
+    url: str
+    authorization: str = ""
+    allow: re.Pattern[str] | None = None
+    deny: re.Pattern[str] | None = None
+
+    def offers(self, tool: str) -> bool:
+        """Deny beats allow; with neither, every tool."""
+        if self.deny is not None and self.deny.search(tool):
+            return False
+        return self.allow is None or self.allow.search(tool) is not None
+
+
+def _mcp_regex(text: str, setting: str) -> re.Pattern[str] | None:
+    if not text:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"{setting}: invalid regular expression {text!r}: {exc}") from None
+
+
+def _mcp_url(text: str, setting: str) -> str:
+    value = text.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{setting}: invalid URL {value!r} (use http://HOST/PATH or https://HOST/PATH)")
+    try:
+        parts.port                            # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{setting}: invalid port in URL {value!r}") from None
+    return value
+
+
+def _mcp_server(label: str, values: dict[str, str]) -> McpServerConfig:
+    unknown = sorted(set(values) - set(MCP_FIELDS))
+    if unknown:
+        raise ConfigError(f"{_FieldNames(label)[unknown[0]]}: unknown MCP server setting "
+                          f"(known: {', '.join(MCP_FIELDS)})")
+    server_id = values.get("ID", "").strip()
+    if not _MCP_ID.match(server_id):
+        raise ConfigError(f"{_FieldNames(label)['ID']}: {server_id!r} is not a valid MCP server ID "
+                          "(lowercase letters, digits, '-' and '_')")
+    return McpServerConfig(
+        id=server_id,
+        url=_mcp_url(values.get("URL", ""), _FieldNames(label)["URL"]),
+        authorization=values.get("AUTHORIZATION", ""),
+        allow=_mcp_regex(values.get("TOOL_ALLOW_REGEX", ""), _FieldNames(label)["TOOL_ALLOW_REGEX"]),
+        deny=_mcp_regex(values.get("TOOL_DENY_REGEX", ""), _FieldNames(label)["TOOL_DENY_REGEX"]),
+    )
+
+
+def _mcp_flag_entries(specs: list[str]) -> list[tuple[str, dict[str, str]]]:
+    """``--aibridge-mcp-server '{id: coder, url: https://…}'`` (repeatable) as (label, fields)."""
+    entries = []
+    for i, spec in enumerate(specs):
+        label = f"{MCP_SERVER_FLAG}[{i}]"
+        try:
+            value = yaml.safe_load(spec)
+        except yaml.YAMLError:
+            value = None
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{label}: must be a mapping such as '{{id: coder, url: https://host/mcp}}', "
+                              f"got {spec!r}")
+        entries.append((label, {str(k).upper(): str(v) for k, v in value.items()}))
+    return entries
+
+
+def resolve_mcp_servers(env: Mapping[str, str], doc: Mapping[str, Any],
+                        flag_specs: list[str] | None = None) -> tuple[McpServerConfig, ...]:
+    servers: list[McpServerConfig] = []
+    seen: dict[str, str] = {}
+    entries = (_mcp_flag_entries(flag_specs) if flag_specs
+               else indexed_entries(env, doc, MCP_ENV_PREFIX, "mcp_servers", "ID", "MCP server"))
+    for label, values in entries:
+        server = _mcp_server(label, values)
+        if server.id in seen:
+            raise ConfigError(f"{_FieldNames(label)['ID']}: MCP server ID {server.id!r} is already used "
+                              f"by {seen[server.id]}")
+        seen[server.id] = _FieldNames(label)["ID"]
+        servers.append(server)
+    return tuple(servers)

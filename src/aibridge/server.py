@@ -19,6 +19,9 @@ from aibridge.bridge.providers import build_provider
 from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
 from aibridge.identity.auth import Authenticator, AuthError
+from aibridge.mcp.addon import McpAddon
+from aibridge.mcp.servers import McpServer
+from aibridge.mcp.tools import Toolbox
 from aibridge.observability.metrics import CircuitCollector, Metrics, MetricsAddon, PurgeCollector
 from aibridge.observability.structured import StructuredLogAddon
 from aibridge.observability.tracing import TracingAddon
@@ -81,6 +84,14 @@ async def buildinfo(_request: web.Request) -> web.Response:
     return json_response({"version": __version__})
 
 
+def mcp_injection(settings: Settings, metrics: Metrics | None) -> McpAddon:
+    """MCP tools injection: the configured servers' tools, run by the bridge in an inner loop."""
+    on_error = (lambda server, operation: metrics.mcp_errors.labels(server, operation).inc()) if metrics else None
+    servers = [McpServer(cfg, settings.aibridge_mcp_timeout, settings.aibridge_mcp_refresh_interval, on_error)
+               for cfg in settings.mcp_servers]
+    return McpAddon(Toolbox(servers), settings.aibridge_mcp_max_iterations, settings.aibridge_send_actor_headers)
+
+
 def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | None) -> list[Addon]:
     """Every feature of the bridge, in the order its hooks run. Reading this list tells them all.
 
@@ -97,6 +108,8 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
         addons.append(LimitsAddon(settings.aibridge_max_concurrency, settings.aibridge_rate_limit, counter))
     if settings.aibridge_send_actor_headers:
         addons.append(ActorHeadersAddon())
+    if settings.mcp_servers:
+        addons.append(mcp_injection(settings, metrics))
     addons.append(RecordingAddon(Recorder(engine, settings.data_dir / "journal" / "records.jsonl")))
     addons.append(RetentionTask(engine, settings.aibridge_retention))
     if metrics is not None:

@@ -65,6 +65,7 @@ _SAMPLES: Final[Mapping[str, Any]] = {
 }
 _TOOL_INPUT_STR = b'"__TOOL_INPUT_STR__"'
 _TOOL_INPUT_OBJ = b'"__TOOL_INPUT_OBJ__"'
+_TOOL_RESULT = b"__TOOL_RESULT__"          # inside a JSON string: the text of the request's last tool result
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -169,7 +170,7 @@ def _group(blocks: Sequence[str], per_write: int) -> tuple[tuple[bytes, int], ..
 
 def _parse_reply(api: str, text: str, per_write: int, where: str) -> Reply:
     stripped = text.strip("\n")
-    templated = _TOOL_NAME.decode() in stripped
+    templated = _TOOL_NAME.decode() in stripped or _TOOL_RESULT.decode() in stripped
     if stripped.startswith("HTTP/"):
         head, _, body_text = stripped.partition("\n\n")
         lines = head.split("\n")
@@ -386,27 +387,53 @@ def _sample_input(schema: Any) -> dict[str, Any]:
     return {name: _sample_value(props.get(name)) for name in required if isinstance(name, str)}
 
 
+def _last_tool_result(api: str, data: Mapping[str, Any]) -> str:
+    """The text of the request's latest tool result ("" when there is none)."""
+    if api == "responses":
+        items = data.get("input")
+        last = items[-1] if isinstance(items, list) and items else None
+        return str(last.get("output", "")) if isinstance(last, dict) else ""
+    messages = data.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    if not isinstance(last, dict):
+        return ""
+    if api == "chat":
+        return str(last.get("content") or "")
+    content = last.get("content")
+    for block in content if isinstance(content, list) else []:
+        if isinstance(block, dict) and block.get("type") == "tool_result":
+            inner = block.get("content")
+            if isinstance(inner, list):
+                return "".join(str(p.get("text", "")) for p in inner if isinstance(p, dict))
+            return str(inner or "")
+    return ""
+
+
 @dataclass(frozen=True, slots=True)
 class _ToolFill:
     name: bytes
     input_str: bytes
     input_obj: bytes
+    result: bytes = b""         # JSON-escaped, for use inside a JSON string
 
     @classmethod
-    def for_request(cls, api: str, data: Mapping[str, Any]) -> _ToolFill:
+    def for_request(cls, api: str, data: Mapping[str, Any], wanted: str = "") -> _ToolFill:
+        """``wanted`` (header ``x-fake-tool``): call the tool whose name ends with it instead."""
         candidates = list(_tool_candidates(api, data))
-        name, schema = next(
+        first = next(
             (c for c in candidates if c[0].startswith("bmcp_")),
             candidates[0] if candidates else ("bmcp_missing_tool", None),
         )
+        name, schema = next((c for c in candidates if wanted and c[0].endswith(wanted)), first)
         obj = orjson.dumps(_sample_input(schema))
-        return cls(name.encode(), orjson.dumps(obj.decode()), obj)
+        return cls(name.encode(), orjson.dumps(obj.decode()), obj, orjson.dumps(_last_tool_result(api, data))[1:-1])
 
     def apply(self, data: bytes) -> bytes:
         return (
             data.replace(_TOOL_NAME, self.name)
             .replace(_TOOL_INPUT_STR, self.input_str)
             .replace(_TOOL_INPUT_OBJ, self.input_obj)
+            .replace(_TOOL_RESULT, self.result)
         )
 
 
@@ -704,7 +731,8 @@ class FakeUpstream:
         rec.followup = sc.has_followup and is_followup(api, data)
         key = ("streaming" if rec.stream else "blocking") + ("/tool-call" if rec.followup else "")
         reply = sc.replies.get(key)
-        fill = _ToolFill.for_request(api, data) if reply is not None and reply.templated else None
+        fill = (_ToolFill.for_request(api, data, request.headers.get("x-fake-tool", ""))
+                if reply is not None and reply.templated else None)
         if not rec.stream or reply is None or reply.kind != "sse":
             return await self._send_body(request, rec, sc, provider, reply, fill)
         return await self._send_stream(request, rec, sc, provider, reply, fill)

@@ -54,7 +54,8 @@ def stream_bytes(sections: dict[str, str]) -> bytes:
 
 
 # Set only for injected MCP calls, which the bridge runs itself; an API reader never sets them.
-INVOCATION_FIELDS = {"injected": False, "server_url": None, "invocation_error": None}
+INVOCATION_FIELDS = {"injected": False, "server_url": None, "invocation_error": None, "started_ns": None,
+                     "ended_ns": None}
 
 
 def as_dicts(findings: list[Finding]) -> list[dict[str, Any]]:

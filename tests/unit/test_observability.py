@@ -314,3 +314,23 @@ def test_record_fields_never_clobber_log_record_attributes() -> None:
     fields = record_fields(rec.ThoughtRecord(uuid.uuid4(), "x", {}))
     logging.makeLogRecord({}).__dict__.update(fields)       # would raise in Logger.makeRecord if clashing
     assert set(fields) == {"interception_id", "content", "metadata", "id", "created_at"}
+
+
+def test_injected_mcp_call_gets_a_span(spans: tuple[TracingAddon, InMemorySpanExporter]) -> None:
+    addon, exporter = spans
+    flow = make_flow()
+    addon.request_parsed(flow)
+    addon.finding(flow, ToolCall("msg_1", "toolu_1", "lookup", '{"key":"k"}', injected=True,
+                                 server_url="http://mcp/mcp", started_ns=1_000, ended_ns=5_000))
+    addon.finding(flow, ToolCall("msg_1", "toolu_2", "fail", "{}", injected=True, server_url="http://mcp/mcp",
+                                 invocation_error="boom", started_ns=6_000, ended_ns=7_000))
+    addon.finding(flow, ToolCall("msg_1", "toolu_3", "Bash", "{}"))          # the client's: no MCP span
+    addon.interception_ended(flow)
+    found = by_name(exporter.get_finished_spans())
+    ok, failed = found["Intercept.ProcessRequest.MCPToolCall"]
+    process = found["Intercept.ProcessRequest"][0]
+    assert parent_id(ok) == process.context.span_id
+    assert (ok.start_time, ok.end_time) == (1_000, 5_000)
+    assert ok.attributes is not None and ok.attributes["mcp.tool"] == "lookup"
+    assert ok.attributes["mcp.server_url"] == "http://mcp/mcp" and ok.status.is_ok
+    assert failed.status.description == "boom"

@@ -16,6 +16,10 @@ in ``intercept.py`` calls its hooks at these moments, in list order:
 - ``finding(flow, finding)``          a token usage, tool call or thought, from any upstream call
 - ``interception_ended(flow)``        once, at the very end: finished, failed or abandoned
 - ``passthrough(pt)``                 a passed-through (not intercepted) request was answered
+- ``prepare(flow, body)`` (async)     once, before the first upstream call: may change the request
+                                      body and then returns True (MCP adds its tools here)
+- ``after_turn(flow, turn)`` (async)  after each upstream answer: may return the body of another
+                                      upstream call, or raise ``TurnError`` to end the answer
 
 Re-entry. One interception may make several upstream calls (MCP's inner loop calls the model
 again after running its tools): ``upstream_request``, ``upstream_response`` and ``finding`` then
@@ -23,6 +27,18 @@ run once per call, ``flow.upstream_calls`` counts them, and ``request_parsed`` a
 ``interception_ended`` still run once. A request may also arrive through another door than the
 ``/api/v2/aibridge/<provider>/`` routes (the AI Bridge Proxy hands its decrypted requests to the
 same flow): ``flow.door`` says which, and nothing else changes for the addons.
+
+Turns. An addon that runs tools inside the interception (MCP injection) sets
+``flow.inner_tools`` (which tool names the bridge runs itself) in ``prepare``. The flow then
+makes one upstream call per turn and joins the turns into one answer with the API's joiner
+(``bridge/loop/``): calls to those tools are hidden from the client, the text and thinking of
+every turn stream live, there is one message start and one stop, indices stay consecutive, and
+the final event carries the usage of all turns (blocking: the last turn's answer with the summed
+usage). After each turn the flow asks ``after_turn`` for another call, and reports the findings
+the addon put on the ``Turn`` (the tool calls it ran, ``injected=True``). The model's own calls to
+inner tools are not reported as client tool calls; each turn's usage and thoughts are. A client
+that goes away stops the loop at once, even while a tool runs. Time spent in ``after_turn``
+counts as waiting (``upstream_seconds``), like the upstream calls.
 
 State. Addons keep per-flow state on the flow, under a ``FlowKey`` of their own
 (``flow.put(KEY, value)`` / ``flow.get(KEY)``), never in dicts keyed by flow ids; they learn
@@ -33,7 +49,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
@@ -54,6 +70,24 @@ class FlowKey(Generic[T]):
 
     def __repr__(self) -> str:
         return f"FlowKey({self.name!r})"
+
+
+class TurnError(Exception):
+    """An addon ends a multi-turn answer with this error (e.g. the iteration limit)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(slots=True)
+class Turn:
+    """One upstream call of an interception: what was sent and its answer (in the blocking shape)."""
+
+    body: dict[str, Any]
+    answer: dict[str, Any]
+    number: int
+    findings: list[Finding] = field(default_factory=list)   # an addon's own findings (the tools it ran)
 
 
 class Reject(Exception):
@@ -93,6 +127,7 @@ class Flow:
     refusal: str | None = None      # why a guard refused it (outcome "rejected")
     findings: list[Finding] = field(default_factory=list)
     metadata: dict[FlowKey[Any], Any] = field(default_factory=dict)   # addons' per-flow state
+    inner_tools: Callable[[str], bool] | None = None   # tools the bridge runs itself (hidden from the client)
 
     @property
     def streaming(self) -> bool:
@@ -159,9 +194,15 @@ class Addon:
     def passthrough(self, passthrough: Passthrough) -> None:
         pass
 
+    async def prepare(self, flow: Flow, body: dict[str, Any]) -> bool:
+        return False
+
+    async def after_turn(self, flow: Flow, turn: Turn) -> dict[str, Any] | None:
+        return None
+
 
 HOOKS = ("start", "close", "admit", "refused", "request_parsed", "upstream_request", "upstream_response",
-         "finding", "interception_ended", "passthrough")
+         "finding", "interception_ended", "passthrough", "prepare", "after_turn")
 
 
 class Addons:
@@ -220,3 +261,17 @@ class Addons:
     def passthrough(self, passthrough: Passthrough) -> None:
         for hook in self._by_hook["passthrough"]:
             hook(passthrough)
+
+    async def prepare(self, flow: Flow, body: dict[str, Any]) -> bool:
+        changed = False
+        for hook in self._by_hook["prepare"]:
+            changed = await hook(flow, body) or changed
+        return changed
+
+    async def after_turn(self, flow: Flow, turn: Turn) -> dict[str, Any] | None:
+        """The first addon that asks for another upstream call gets it."""
+        for hook in self._by_hook["after_turn"]:
+            following: dict[str, Any] | None = await hook(flow, turn)
+            if following is not None:
+                return following
+        return None

@@ -3,22 +3,30 @@
 Streams are relayed chunk by chunk as they arrive; the SSE decoder and the API's observer
 read the same bytes beside the relay to find usage, tool calls and thoughts. Whatever
 happens (upstream error, client gone, shutdown), the interception is ended exactly once.
+
+When an addon runs tools inside the interception (``flow.inner_tools``, set in ``prepare``),
+the flow makes one upstream call per turn and joins the turns into one answer: streamed
+events go through the API's joiner (``bridge/loop/``) instead of being relayed byte for byte;
+after each turn ``after_turn`` may ask for another call. See ``flow.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from aibridge.bridge.apis.base import Api
+from aibridge.bridge.apis.base import Api, Finding, ToolCall
 from aibridge.bridge.clients import detect_client
-from aibridge.bridge.flow import Addons, Flow, Reject
+from aibridge.bridge.flow import Addons, Flow, Reject, Turn, TurnError
+from aibridge.bridge.loop import TURN_APIS, StreamJoiner, TurnApi
 from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest, UpstreamResponse
 from aibridge.bridge.providers.http import forwardable_headers, relayable_headers
 from aibridge.bridge.sse import SSEDecoder
@@ -72,7 +80,14 @@ async def intercept(request: web.Request, actor: Actor, provider: Provider, api:
 async def _call_and_relay(request: web.Request, flow: Flow, body: dict[str, Any], tail: str,
                           addons: Addons) -> web.StreamResponse:
     api = flow.api
-    raw = orjson.dumps(body) if api.prepare_upstream(body) else await request.read()
+    changed = api.prepare_upstream(body)
+    changed = await addons.prepare(flow, body) or changed
+    turns = TURN_APIS.get(api.name)
+    if flow.inner_tools is not None and turns is not None:
+        if flow.streaming:
+            return await _stream_turns(request, flow, body, tail, addons, turns)
+        return await _blocking_turns(request, flow, body, tail, addons, turns)
+    raw = orjson.dumps(body) if changed else await request.read()
     upstream_request = UpstreamRequest(request.method, tail, request.query_string,
                                        forwardable_headers(request.headers), raw, body, flow.streaming)
     addons.upstream_request(flow, upstream_request)
@@ -95,7 +110,8 @@ async def _call_and_relay(request: web.Request, flow: Flow, body: dict[str, Any]
         upstream.close()
 
 
-async def _relay_blocking(flow: Flow, upstream: UpstreamResponse, addons: Addons) -> web.Response:
+async def _relay_blocking(flow: Flow, upstream: UpstreamResponse, addons: Addons,
+                          report: Callable[[list[Finding]], None] | None = None) -> web.Response:
     waited = time.perf_counter()
     try:
         payload = await upstream.read()
@@ -112,8 +128,12 @@ async def _relay_blocking(flow: Flow, upstream: UpstreamResponse, addons: Addons
         except orjson.JSONDecodeError:
             answer = None
         if isinstance(answer, dict):
-            for finding in flow.api.blocking_findings(answer):
-                addons.finding(flow, finding)
+            findings = flow.api.blocking_findings(answer)
+            if report is not None:
+                report(findings)
+            else:
+                for finding in findings:
+                    addons.finding(flow, finding)
     return web.Response(status=upstream.status, body=payload, headers=relayable_headers(upstream.headers))
 
 
@@ -159,3 +179,213 @@ async def _relay_stream(request: web.Request, flow: Flow, upstream: UpstreamResp
         except CLIENT_GONE:
             flow.fail("canceled", "client disconnected")
     return response
+
+
+# ---------------------------------------------------------------- several turns in one answer
+
+class _ClientGone(Exception):
+    pass
+
+
+def _report(flow: Flow, addons: Addons, findings: list[Finding]) -> None:
+    """Findings of a turn; the model's calls to inner tools are the addon's to report."""
+    hidden = flow.inner_tools
+    for finding in findings:
+        if not (isinstance(finding, ToolCall) and not finding.injected and hidden and hidden(finding.name)):
+            addons.finding(flow, finding)
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _while_connected(request: web.Request, work: Any) -> Any:
+    """Await ``work``, cancelling it as soon as the client goes away (checked every 50 ms)."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.05)
+        if not task.done() and _client_gone(request):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise _ClientGone
+    return task.result()
+
+
+async def _send(request: web.Request, flow: Flow, body: dict[str, Any], tail: str,
+                addons: Addons) -> UpstreamResponse:
+    upstream_request = UpstreamRequest(request.method, tail, request.query_string,
+                                       forwardable_headers(request.headers), orjson.dumps(body), body, flow.streaming)
+    addons.upstream_request(flow, upstream_request)
+    waited = time.perf_counter()
+    try:
+        upstream = await flow.provider.send(upstream_request)
+    except UpstreamError as exc:
+        flow.fail("error", exc.message)
+        addons.upstream_response(flow)
+        raise
+    finally:
+        flow.upstream_seconds += time.perf_counter() - waited
+    flow.upstream_status = upstream.status
+    addons.upstream_response(flow)
+    return upstream
+
+
+async def _next_turn(request: web.Request, flow: Flow, addons: Addons, turn: Turn) -> dict[str, Any] | None:
+    """Ask the addons for another upstream call; their tool runs count as time spent waiting."""
+    waited = time.perf_counter()
+    try:
+        following: dict[str, Any] | None = await _while_connected(request, addons.after_turn(flow, turn))
+        return following
+    finally:
+        flow.upstream_seconds += time.perf_counter() - waited
+        _report(flow, addons, turn.findings)
+
+
+def _loop_error(flow: Flow, message: str) -> web.Response:
+    flow.fail("error", message)
+    # not worth retrying: the same conversation would end the same way
+    return provider_error(flow.api, 500, message, {"x-should-retry": "false"})
+
+
+async def _blocking_turns(request: web.Request, flow: Flow, body: dict[str, Any], tail: str, addons: Addons,
+                          turns: TurnApi) -> web.StreamResponse:
+    usages: list[dict[str, Any]] = []
+    for number in itertools.count():
+        try:
+            upstream = await _send(request, flow, body, tail, addons)
+        except UpstreamError as exc:
+            return provider_error(flow.api, exc.status, exc.message)
+        try:
+            answer, response = await _read_answer(flow, upstream, addons)
+        finally:
+            upstream.close()
+        if answer is None:
+            return response
+        usages.append(turns.usage(answer))
+        turn = Turn(body, answer, number)
+        try:
+            following = await _next_turn(request, flow, addons, turn)
+        except TurnError as exc:
+            return _loop_error(flow, exc.message)
+        except _ClientGone:
+            flow.fail("canceled", "client disconnected")
+            return response
+        if following is None:
+            assert flow.inner_tools is not None
+            final = turns.final_answer(answer, flow.inner_tools, usages)
+            return web.Response(status=upstream.status, body=orjson.dumps(final),
+                                headers=relayable_headers(upstream.headers))
+        body = following
+    raise AssertionError("unreachable")
+
+
+async def _read_answer(flow: Flow, upstream: UpstreamResponse,
+                       addons: Addons) -> tuple[dict[str, Any] | None, web.Response]:
+    """A blocking turn's answer, or None and the response that ends the interception."""
+    response = await _relay_blocking(flow, upstream, addons, report=lambda fs: _report(flow, addons, fs))
+    if upstream.status >= 400 or flow.outcome != "success":
+        return None, response
+    answer = orjson.loads(response.body) if isinstance(response.body, bytes) else None
+    return (answer, response) if isinstance(answer, dict) else (None, response)
+
+
+async def _stream_turns(request: web.Request, flow: Flow, body: dict[str, Any], tail: str, addons: Addons,
+                        turns: TurnApi) -> web.StreamResponse:
+    assert flow.inner_tools is not None
+    joiner = turns.joiner(flow.inner_tools)
+    response: web.StreamResponse | None = None
+    for number in itertools.count():
+        try:
+            upstream = await _send(request, flow, body, tail, addons)
+        except UpstreamError as exc:
+            if response is None:
+                return provider_error(flow.api, exc.status, exc.message)
+            await _write_quietly(response, joiner.error(exc.message))
+            break
+        try:
+            is_stream = upstream.status < 400 and upstream.headers.get("Content-Type", "").startswith(
+                "text/event-stream")
+            if response is None and not is_stream:
+                return await _relay_blocking(flow, upstream, addons)
+            if response is None:
+                response = web.StreamResponse(status=upstream.status, headers=relayable_headers(upstream.headers))
+                await response.prepare(request)
+            if not is_stream:
+                flow.fail("error", f"upstream answered {upstream.status}")
+                await _write_quietly(response, joiner.error(flow.error or "upstream error"))
+                break
+            answer = await _relay_turn(response, flow, upstream, addons, joiner)
+        finally:
+            upstream.close()
+        if answer is None:
+            break
+        try:
+            following = await _next_turn(request, flow, addons, Turn(body, answer, number))
+        except TurnError as exc:
+            flow.fail("error", exc.message)
+            await _write_quietly(response, joiner.error(exc.message))
+            break
+        except _ClientGone:
+            flow.fail("canceled", "client disconnected")
+            break
+        if following is None:
+            await _write_quietly(response, joiner.finish())
+            break
+        joiner.next_turn()
+        body = following
+    assert response is not None
+    if flow.outcome != "canceled":
+        try:
+            await response.write_eof()
+        except CLIENT_GONE:
+            flow.fail("canceled", "client disconnected")
+    return response
+
+
+async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
+    with contextlib.suppress(*CLIENT_GONE):
+        await response.write(data)
+
+
+async def _relay_turn(response: web.StreamResponse, flow: Flow, upstream: UpstreamResponse, addons: Addons,
+                      joiner: StreamJoiner) -> dict[str, Any] | None:
+    """One turn's stream through the joiner; its answer, or None when it failed or the client left."""
+    decoder = SSEDecoder()
+    observer = flow.api.new_stream_observer()
+    chunks = upstream.iter_chunks()
+    try:
+        while True:
+            waited = time.perf_counter()
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            finally:
+                flow.upstream_seconds += time.perf_counter() - waited
+            events = decoder.feed(chunk)
+            out = b"".join([joiner.feed(event) for event in events])
+            if out:
+                await response.write(out)
+            for event in events:
+                _report(flow, addons, observer.feed(event))
+        for event in decoder.flush():
+            if out := joiner.feed(event):
+                await response.write(out)
+            _report(flow, addons, observer.feed(event))
+        if observer.error:
+            flow.fail("error", observer.error)
+            await _write_quietly(response, joiner.fail())
+            return None
+        return joiner.answer()
+    except UpstreamError as exc:
+        flow.fail("error", exc.message)
+        await _write_quietly(response, joiner.error(exc.message))
+        return None
+    except CLIENT_GONE:
+        flow.fail("canceled", "client disconnected")
+        return None
+    finally:
+        await chunks.aclose()
+        _report(flow, addons, observer.finish())

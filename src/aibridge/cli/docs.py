@@ -39,6 +39,17 @@ def render_configuration_docs() -> str:
         "provider `anthropic` when `--aibridge-anthropic-key` or a Bedrock region/base URL is set (Bedrock then",
         "serves the Anthropic routes).",
         "",
+        "## MCP servers whose tools are injected",
+        "",
+        "`CODER_AIBRIDGE_MCP_SERVER_<N>_{ID,URL,AUTHORIZATION,TOOL_ALLOW_REGEX,TOOL_DENY_REGEX}` (or the YAML",
+        "list `aibridge.mcp_servers` with the same keys in lower case). `ID` (`[a-z0-9_-]+`, unique) names the",
+        "tools: `bmcp_<ID>_<tool>`. `URL` is the server's streamable HTTP endpoint; `AUTHORIZATION` is sent as",
+        "its `Authorization` header. A tool is offered when it matches the allow regex (default: every tool)",
+        "and not the deny regex (deny wins). Indices are contiguous from 0. A bad regex, an invalid or",
+        "duplicate ID or a malformed URL stops start-up. As flags: `--aibridge-mcp-server '{id: coder, url: …,",
+        "authorization: …}'` (a YAML/JSON mapping with the same keys, repeatable; given, it replaces the",
+        "variables and the YAML list). See [mcp.md](mcp.md).",
+        "",
     ]
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ import click
 
 from aibridge.config import (
     CONFIG_PATH_ENV,
+    MCP_SERVER_FLAG,
     OPTIONS,
     STORAGE_OPTIONS,
     ConfigError,
@@ -40,7 +41,17 @@ def config_options(options: Iterable[Option]) -> Callable[[F], F]:
     return apply
 
 
-server_options = config_options(OPTIONS)
+MCP_SERVER_HELP = ("An MCP server whose tools are injected, as a YAML/JSON mapping: '{id: ID, url: URL, "
+                   "authorization: ..., tool_allow_regex: ..., tool_deny_regex: ...}'. Repeatable; given, it "
+                   "replaces CODER_AIBRIDGE_MCP_SERVER_<N>_* and aibridge.mcp_servers.")
+
+
+def server_options(func: F) -> F:
+    func = click.option(MCP_SERVER_FLAG, "aibridge_mcp_server", multiple=True, metavar="SPEC",
+                        help=MCP_SERVER_HELP)(func)
+    return config_options(OPTIONS)(func)
+
+
 storage_options = config_options(STORAGE_OPTIONS)
 
 

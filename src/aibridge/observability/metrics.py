@@ -140,6 +140,10 @@ class Metrics:
             "non_injected_tool_selections_total",
             "The number of times an AI model selected a tool to be invoked by the client.",
             ("provider", "model", "name"))
+        self.mcp_errors = self._counter(
+            "mcp_server_errors_total",
+            "MCP server operations that failed (list: its tools are skipped until a retry succeeds; call).",
+            ("server", "operation"))
 
     def _define_resilience_metrics(self) -> None:
         labels = ("provider", "endpoint", "model")

@@ -10,6 +10,7 @@ One intercepted request gives this tree (all spans carry ``interception_id``, ``
         Intercept.RecordPromptUsage
         Intercept.ProcessRequest.Upstream     upstream call sent → upstream answered (per call)
         Intercept.RecordTokenUsage / RecordToolUsage / RecordModelThought   (per finding)
+        Intercept.ProcessRequest.MCPToolCall  an injected MCP tool call run by the bridge
       Intercept.RecordInterceptionEnded
 
 A passed-through request gives one ``Passthrough`` span. The ``Record*`` spans mark the moment
@@ -147,9 +148,21 @@ class TracingAddon(Addon):
             name = "Intercept.RecordTokenUsage"
         elif isinstance(finding, ToolCall):
             name = "Intercept.RecordToolUsage"
+            if finding.injected and finding.started_ns is not None:
+                self._mcp_call(state.process_ctx, state.attributes, finding)
         else:
             name = "Intercept.RecordModelThought"
         self._instant(name, state.process_ctx, state.attributes)
+
+    def _mcp_call(self, parent: Context, attributes: dict[str, AttributeValue], call: ToolCall) -> None:
+        """A span per injected MCP tool call, over the time the bridge waited for it."""
+        span = self.tracer.start_span("Intercept.ProcessRequest.MCPToolCall", context=parent,
+                                      start_time=call.started_ns, attributes={**attributes, "mcp.tool": call.name,
+                                                  "mcp.server_url": call.server_url or "",
+                                                  "mcp.tool_call_id": call.call_id})
+        if call.invocation_error:
+            span.set_status(Status(StatusCode.ERROR, call.invocation_error))
+        span.end(end_time=call.ended_ns)
 
     def interception_ended(self, flow: Flow) -> None:
         state = flow.pop(SPANS)

@@ -47,6 +47,8 @@ class ToolCall:
     injected: bool = False      # an injected MCP tool the bridge ran itself (name: the original tool's)
     server_url: str | None = None           # the MCP server that ran it
     invocation_error: str | None = None     # why running it failed, if it did
+    started_ns: int | None = None   # wall clock of an injected call's run (for its span)
+    ended_ns: int | None = None
 
 
 @dataclass(slots=True)

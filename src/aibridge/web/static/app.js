@@ -525,6 +525,8 @@ function toolSection(rec) {
       el("span", { class: `badge ${t.injected ? "injected" : ""}`, title: t.server_url || undefined },
         t.injected ? "injected (MCP)" : "client tool"),
       t.server_url ? el("span", { class: "muted small mono" }, t.server_url) : null,
+      t.injected && t.metadata && Number.isInteger(t.metadata.result_size)
+        ? el("span", { class: "muted small" }, `result ${t.metadata.result_size} bytes`) : null,
       el("span", { class: "muted small mono right" }, t.provider_tool_call_id || "")),
     textBlock(prettyJson(t.input), "code"),
     t.invocation_error ? el("div", { class: "tool-error", role: "note" }, el("strong", {}, "Error: "), t.invocation_error) : null,
