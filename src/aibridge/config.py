@@ -278,6 +278,21 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class McpServerConfig:
+    id: str
+    url: str
+    authorization: str = ""
+    allow: re.Pattern[str] | None = None
+    deny: re.Pattern[str] | None = None
+
+    def offers(self, tool: str) -> bool:
+        """Deny beats allow; with neither, every tool."""
+        if self.deny is not None and self.deny.search(tool):
+            return False
+        return self.allow is None or self.allow.search(tool) is not None
+
+
+@dataclass(frozen=True)
 class Settings:
     http_address: str
     access_url: str
@@ -631,21 +646,6 @@ MCP_ENV_PREFIX = "CODER_AIBRIDGE_MCP_SERVER"
 MCP_SERVER_FLAG = "--aibridge-mcp-server"
 MCP_FIELDS = ("ID", "URL", "AUTHORIZATION", "TOOL_ALLOW_REGEX", "TOOL_DENY_REGEX")
 _MCP_ID = re.compile(r"^[a-z0-9_-]+$")
-
-
-@dataclass(frozen=True)
-class McpServerConfig:
-    id: str
-    url: str
-    authorization: str = ""
-    allow: re.Pattern[str] | None = None
-    deny: re.Pattern[str] | None = None
-
-    def offers(self, tool: str) -> bool:
-        """Deny beats allow; with neither, every tool."""
-        if self.deny is not None and self.deny.search(tool):
-            return False
-        return self.allow is None or self.allow.search(tool) is not None
 
 
 def _mcp_regex(text: str, setting: str) -> re.Pattern[str] | None:
