@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from aibridge.config import ConfigError, McpServerConfig, load_settings
+from aibridge.bridge.providers import PROVIDER_KINDS
+from aibridge.config import ConfigError, McpServerConfig, Settings
+from aibridge.config import load_settings as load_config
 from aibridge.mcp.servers import McpTool
 from aibridge.mcp.tools import MAX_NAME, name_tools, tool_name
 from tests.harness import run_cli
+
+
+def load_settings(flags: dict[str, Any] | None = None, *, env: dict[str, str],
+                  config_path: str | None = None) -> Settings:
+    return load_config(flags, env, config_path, provider_kinds=PROVIDER_KINDS)
+
 
 BASE = {"CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_OPENAI_KEY": "sk-x"}
 

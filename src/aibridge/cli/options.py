@@ -63,7 +63,9 @@ def fail(message: str) -> NoReturn:
 def settings_from(kwargs: dict[str, Any], *, storage_only: bool = False) -> Settings:
     """Pop the configuration options from a command's kwargs and resolve them (exit 2 on error)."""
     config_path = kwargs.pop("config_path", None)
-    flags = {opt.key: kwargs.pop(opt.key) for opt in OPTIONS if opt.key in kwargs}
+    flags: dict[str, Any] = {opt.key: kwargs.pop(opt.key) for opt in OPTIONS if opt.key in kwargs}
+    if specs := kwargs.pop("aibridge_mcp_server", None):
+        flags["mcp_servers"] = list(specs)
     kinds: Sequence[ProviderKind] = ()
     if not storage_only:
         # Imported here: commands that only touch the database need no provider code (botocore, …).
