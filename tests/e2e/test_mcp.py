@@ -268,15 +268,16 @@ async def test_client_disconnect_stops_the_loop_at_once(mcp_bridge: McpBridge) -
         seen = b""
         while b"content_block_stop" not in seen:             # turn 1's text has arrived, live
             seen += await asyncio.wait_for(resp.content.readany(), 10)
-        for _ in range(100):                                  # the tool is running now
+        for _ in range(400):                                  # bounded wait: the tool is running now
             if mcp_bridge.mcp.stats()["slow_started"] > slow_before:
                 break
             await asyncio.sleep(0.05)
+        assert mcp_bridge.mcp.stats()["slow_started"] == slow_before + 1
         resp.close()                                          # the client goes away
     record = await latest(owner, after=before)
     started = datetime.fromisoformat(record["started_at"])
     ended = datetime.fromisoformat(record["ended_at"])
-    assert (ended - started).total_seconds() < 10             # not the tool's minute
+    assert (ended - started).total_seconds() < 30             # not the tool's minute
     assert record["metadata"]["outcome"] == "canceled"
     assert len(upstream_calls(mcp_bridge, sent_before)) == 1  # no second upstream call
     assert mcp_bridge.mcp.stats()["slow_finished"] == 0
