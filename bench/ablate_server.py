@@ -72,10 +72,10 @@ def apply(names: set[str]) -> None:
         from aibridge import server
         real_serve = server.serve
 
-        async def serve(settings: Any) -> None:
+        async def serve(settings: Any, worker: Any = None, sock: Any = None) -> None:
             import asyncio
             asyncio.get_running_loop().call_later(3.0, gc.freeze)   # after migrations and start-up
-            await real_serve(settings)
+            await real_serve(settings, worker, sock)
         server.serve = serve
     if "gcstats" in names:
         _gc_stats()

@@ -223,7 +223,7 @@ class Bridge:
         up = self.upstream_url
         env = {"CODER_AIBRIDGE_DATA_DIR": str(self.data_dir),
                "CODER_HTTP_ADDRESS": self.url.removeprefix("http://"),
-               "CODER_AIBRIDGE_ENABLED": "true",
+               "CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_WORKERS": "1",
                "CODER_AIBRIDGE_OPENAI_KEY": OPENAI_KEY, "CODER_AIBRIDGE_OPENAI_BASE_URL": f"{up}/v1/",
                "CODER_AIBRIDGE_ANTHROPIC_KEY": ANTHROPIC_KEY, "CODER_AIBRIDGE_ANTHROPIC_BASE_URL": f"{up}/"}
         if self.ablate:

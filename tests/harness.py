@@ -105,7 +105,9 @@ class ServerProcess:
     def __init__(self, db: Database, env: Mapping[str, str] | None = None, args: list[str] | None = None) -> None:
         self.port = free_port()
         self.db = db
-        self.env = {**db.env(), "CODER_HTTP_ADDRESS": f"127.0.0.1:{self.port}", **(env or {})}
+        # One process unless a test asks for more (the server's default is one worker per CPU).
+        self.env = {**db.env(), "CODER_HTTP_ADDRESS": f"127.0.0.1:{self.port}", "CODER_AIBRIDGE_WORKERS": "1",
+                    **(env or {})}
         self.args = args or []
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = db.data_dir / f"server-{self.port}.log"

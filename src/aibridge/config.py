@@ -90,6 +90,25 @@ def parse_float(text: str) -> float:
     return number
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:          # not Linux
+        return os.cpu_count() or 1
+
+
+def parse_workers(text: str) -> int:
+    """``auto`` (or 0): one worker per usable CPU; else a positive count."""
+    value = text.strip().lower()
+    if value in ("auto", "0"):
+        return usable_cpus()
+    try:
+        return max(1, parse_int(value))
+    except ValueError:
+        raise ValueError(f"invalid worker count {text!r} (use a number, or auto for one per CPU)") from None
+
+
 def parse_address(text: str) -> str:
     host, sep, port = text.strip().rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -125,6 +144,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "str": str, "bool": parse_bool, "int": parse_int, "float": parse_float,
     "duration": parse_duration, "address": parse_address, "url": parse_url, "path": parse_path,
     "cidrs": parse_cidrs,
+    "workers": parse_workers,
 }
 
 
@@ -254,6 +274,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_grace", "CODER_AIBRIDGE_SHUTDOWN_GRACE", "30s", "duration",
            "How long shutdown waits for in-flight requests to finish."),
     *PROXY_OPTIONS,
+    Option("workers", "CODER_AIBRIDGE_WORKERS", "auto", "workers",
+           "Worker processes sharing the HTTP port, one event loop each (auto: one per usable CPU; "
+           "1: a single process).", yaml="aibridge.workers"),
+    Option("uvloop", "CODER_AIBRIDGE_UVLOOP", "true", "bool",
+           "Run the event loop on uvloop when it is installed (false: asyncio's own loop).",
+           yaml="aibridge.uvloop"),
 )
 
 OPTIONS_BY_KEY = {opt.key: opt for opt in OPTIONS}
@@ -338,6 +364,8 @@ class Settings:
     aibridge_proxy_upstream_ca: str
     aibridge_proxy_allowed_private_cidrs: tuple[str, ...]
     aibridge_proxy_domain_allowlist: str
+    workers: int
+    uvloop: bool
     providers: tuple[ProviderConfig, ...] = field(default=())
     mcp_servers: tuple[McpServerConfig, ...] = field(default=())
 

@@ -7,6 +7,7 @@ import datetime as dt
 import gc
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -38,6 +39,7 @@ from aibridge.server_keys import AUTHENTICATOR, ENGINE, SETTINGS
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
 from aibridge.web import ui as web_ui
+from aibridge.workers import Supervisor, Worker, event_loop_factory, listen_sockets, metrics_directory
 
 log = logging.getLogger("aibridge.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -92,28 +94,35 @@ def mcp_injection(settings: Settings, metrics: Metrics | None) -> McpAddon:
     return McpAddon(Toolbox(servers), settings.aibridge_mcp_max_iterations, settings.aibridge_send_actor_headers)
 
 
-def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | None) -> list[Addon]:
+def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | None,
+                 worker: Worker | None = None) -> list[Addon]:
     """Every feature of the bridge, in the order its hooks run. Reading this list tells them all.
 
     Guards come first (a refused request is neither recorded nor sent), then what changes the
-    upstream request, then what records and observes.
+    upstream request, then what records and observes. ``worker``: this process is one of several
+    (``workers.py``): limits are shared with the others, and once-per-server tasks run in the leader.
     """
+    leader = worker is None or worker.leader
     addons: list[Addon] = []
     if settings.aibridge_circuit_breaker_enabled:
         addons.append(CircuitBreakerAddon(
             settings.aibridge_circuit_breaker_failure_threshold, settings.aibridge_circuit_breaker_interval,
             settings.aibridge_circuit_breaker_timeout, settings.aibridge_circuit_breaker_max_requests))
     if settings.aibridge_rate_limit > 0 or settings.aibridge_max_concurrency > 0:
-        counter = RedisCounter(settings.aibridge_redis_url) if settings.aibridge_redis_url else None
-        addons.append(LimitsAddon(settings.aibridge_max_concurrency, settings.aibridge_rate_limit, counter))
+        counter = RedisCounter(settings.aibridge_redis_url) if settings.aibridge_redis_url else (
+            worker.rate if worker else None)
+        addons.append(LimitsAddon(settings.aibridge_max_concurrency, settings.aibridge_rate_limit, counter,
+                                  worker.slots if worker else None))
     if settings.aibridge_send_actor_headers:
         addons.append(ActorHeadersAddon())
     if settings.mcp_servers:
         addons.append(mcp_injection(settings, metrics))
-    addons.append(RecordingAddon(Recorder(engine, settings.data_dir / "journal" / "records.jsonl")))
-    addons.append(RetentionTask(engine, settings.aibridge_retention))
+    journal = worker.journal_path(settings.data_dir) if worker else settings.data_dir / "journal" / "records.jsonl"
+    addons.append(RecordingAddon(Recorder(engine, journal)))
+    if leader:
+        addons.append(RetentionTask(engine, settings.aibridge_retention))
     if metrics is not None:
-        addons.append(MetricsAddon(metrics, settings.prometheus_address))
+        addons.append(MetricsAddon(metrics, settings.prometheus_address if leader else None))
     if settings.trace:
         addons.append(TracingAddon.from_env())
     if settings.aibridge_structured_logging:
@@ -130,11 +139,11 @@ def watch_addons(metrics: Metrics, addons: list[Addon]) -> None:
             metrics.watch(PurgeCollector(addon))
 
 
-def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
+def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = None) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=64 * 1024 * 1024)
     authenticator = Authenticator(engine)
     metrics = Metrics() if settings.prometheus_enable else None
-    addon_list = build_addons(settings, engine, metrics)
+    addon_list = build_addons(settings, engine, metrics, worker)
     if metrics is not None:
         watch_addons(metrics, addon_list)
     addons = Addons(addon_list)
@@ -204,17 +213,20 @@ Codex (~/.codex/config.toml):
 NOT_ENABLED_NOTE = "\nNote: AI Bridge is not enabled; start with --aibridge-enabled and a provider key.\n"
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, worker: Worker | None = None, sock: socket.socket | None = None) -> None:
+    """One process serving requests: the whole server, or one worker of several (on ``sock``)."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
     engine = create_engine(settings.database_url)
-    await migrate(engine)
-    app = build_app(settings, engine)       # first: it may still refuse the configuration
-    token = await ensure_first_owner(engine, settings)
+    if worker is None:
+        await migrate(engine)
+    app = build_app(settings, engine, worker=worker)       # first: it may still refuse the configuration
+    token = await ensure_first_owner(engine, settings) if worker is None else None
     runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace, access_log=None,
                            handle_signals=False)
     await runner.setup()
     host, port = settings.http_address.rsplit(":", 1)
-    site = web.TCPSite(runner, host, int(port), backlog=1024, reuse_address=True)
+    site = web.SockSite(runner, sock) if sock else web.TCPSite(runner, host, int(port), backlog=1024,
+                                                                   reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
@@ -226,26 +238,77 @@ async def serve(settings: Settings) -> None:
     # What start-up built lives as long as the process: keep the collector from re-scanning it.
     gc.collect()
     gc.freeze()
-    log.info("listening on http://%s (database: %s, AI Bridge %s, providers: %s)", settings.http_address,
-             redact_url(settings.postgres_url) if settings.postgres_url else "sqlite",
-             "enabled" if settings.aibridge_enabled else "disabled",
-             ", ".join(p.name for p in settings.providers) or "none")
+    if worker is None:
+        log_listening(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down: finishing in-flight requests (grace %ss)", settings.shutdown_grace)
+    if worker is None:
+        log.info("shutting down: finishing in-flight requests (grace %ss)", settings.shutdown_grace)
     await runner.cleanup()
     await engine.dispose()
-    log.info("stopped")
+    if worker is None:
+        log.info("stopped")
+
+
+def log_listening(settings: Settings) -> None:
+    log.info("listening on http://%s (database: %s, AI Bridge %s, providers: %s, %s)", settings.http_address,
+             redact_url(settings.postgres_url) if settings.postgres_url else "sqlite",
+             "enabled" if settings.aibridge_enabled else "disabled",
+             ", ".join(p.name for p in settings.providers) or "none",
+             f"{settings.workers} workers" if settings.workers > 1 else "1 process")
+
+
+async def prepare(settings: Settings) -> None:
+    """Once per server, before the workers start: migrations, the configuration check, the first
+    owner (its token printed once), and the journals stopped workers left behind."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate(engine)
+        for cfg in settings.providers:
+            build_provider(cfg)         # may refuse the configuration (e.g. no AWS credentials)
+        for journal in sorted((settings.data_dir / "journal").glob("records*.jsonl")):
+            recorder = Recorder(engine, journal)
+            await recorder.start()
+            await recorder.close()
+        token = await ensure_first_owner(engine, settings)
+    finally:
+        await engine.dispose()
+    if token:
+        print(first_start_banner(settings, token), flush=True)
 
 
 def run(settings: Settings) -> None:
+    factory = event_loop_factory(settings)
     try:
-        asyncio.run(serve(settings))
+        if settings.workers > 1:
+            sys.exit(run_workers(settings, factory))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(settings))
     except ConfigError as exc:      # found while building providers (e.g. no AWS credentials)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def run_workers(settings: Settings, factory: Callable[[], asyncio.AbstractEventLoop] | None) -> int:
+    """``--workers N``: the supervisor prepares once, then forks the workers (``workers.py``)."""
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(prepare(settings))
+    sockets = listen_sockets(settings.http_address, settings.workers)
+    log_listening(settings)
+    gc.collect()
+    gc.freeze()           # shared with the workers copy-on-write
+
+    def work(worker: Worker, sock: socket.socket) -> None:
+        try:
+            with asyncio.Runner(loop_factory=factory) as runner:
+                runner.run(serve(settings, worker, sock))
+        except ConfigError as exc:
+            raise SystemExit(f"error: {exc}") from None
+
+    return Supervisor(settings, work, sockets, metrics_directory(settings)).run()

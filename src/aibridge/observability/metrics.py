@@ -12,17 +12,24 @@ and ``purged_interceptions_total`` (rows removed by the retention purge).
   most N distinct values per process, the rest reported as ``other``, and truncated, so a
   client cannot blow up the number of series.
 
-Several worker processes: the server is one process today. If it ever forks workers behind one
-port, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory (wiped at each start) before the
-workers start: prometheus_client then keeps every value in per-process files there, the
-in-flight gauge is summed over live processes (``multiprocess_mode="livesum"``, already set
-below) and ``render`` collects all processes' files through ``MultiProcessCollector`` instead
-of reading this process's registry. Each worker must call
-``prometheus_client.multiprocess.mark_process_dead(pid)`` for workers that exit.
+Several worker processes (``--workers N``): the supervisor calls ``enable_multiprocess`` with an
+empty directory before it forks the workers. prometheus_client then keeps every counter,
+histogram and gauge in per-process files there, the in-flight gauge is summed over live
+processes (``multiprocess_mode="livesum"``), and ``render`` (in whichever worker answers the
+scrape) reads every process's files through ``MultiProcessCollector``. The supervisor calls
+``worker_exited(pid)`` for a worker that exits, so its live gauges go and its counts stay.
+Values read when scraped (``Metrics.watch``: circuit states, purge counts) live in one worker's
+memory, so each worker also writes them to ``watched_<pid>.json`` in that directory every second
+(and at once when it answers a scrape); ``render`` merges them: counters summed over every
+worker that ever ran, gauges taken at their highest over the live workers (a circuit open in
+any worker shows as open).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import glob
 import logging
 import os
 import time
@@ -30,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -39,8 +47,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client import values as prometheus_values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from aibridge.bridge.apis.base import Finding, ToolCall, Usage
@@ -53,6 +62,8 @@ DURATION_BUCKETS = (0.5, 2, 5, 15, 30, 60, 120)
 # The bridge's own time is sub-millisecond when healthy; these resolve 0.5 ms up to 0.5 s.
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
 OTHER = "other"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+PUBLISH_INTERVAL = 1.0
 
 # Path segments kept as they are in a passthrough route label; anything else (model ids,
 # response ids, conversation ids) becomes "*" so the label stays bounded.
@@ -92,6 +103,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, max_models: int = 100,
                  max_tools: int = 200, max_clients: int = 50, max_routes: int = 50) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.watched: list[Collector] = []
         self.model_label = BoundedLabel(max_models)
         self.tool_label = BoundedLabel(max_tools)
         self.client_label = BoundedLabel(max_clients, 64)
@@ -158,17 +170,87 @@ class Metrics:
     def watch(self, collector: Collector) -> None:
         """Values that live elsewhere (circuit states, purge counts), read when scraped."""
         self.registry.register(collector)
+        self.watched.append(collector)
 
     def render(self) -> bytes:
         """The text exposition; across processes when prometheus_client's multiprocess mode is on."""
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        directory = os.environ.get(MULTIPROC_ENV)
+        if directory:
+            publish_watched(self.watched, directory)
             registry = CollectorRegistry()
             MultiProcessCollector(registry)     # type: ignore[no-untyped-call]
+            registry.register(WatchedFiles(directory))
             return generate_latest(registry)
         return generate_latest(self.registry)
 
     async def handle(self, _request: web.Request) -> web.Response:
         return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def enable_multiprocess(directory: str) -> None:
+    """Before forking workers: every metric built after this keeps its values in ``directory``."""
+    os.environ[MULTIPROC_ENV] = directory
+    prometheus_values.ValueClass = prometheus_values.MultiProcessValue()     # type: ignore[no-untyped-call]
+
+
+def worker_exited(pid: int) -> None:
+    """A worker is gone: drop its live gauges (its counters stay in the totals)."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        mark_process_dead(pid, directory)     # type: ignore[no-untyped-call]
+
+
+def publish_watched(collectors: Iterable[Collector], directory: str) -> None:
+    """This process's watched values, as JSON, for the worker that answers the next scrape."""
+    families = [{"name": m.name, "type": m.type, "help": m.documentation,
+                 "samples": [[s.name, s.labels, s.value] for s in m.samples]}
+                for collector in collectors for m in collector.collect()]
+    path = os.path.join(directory, f"watched_{os.getpid()}.json")
+    with open(path + ".tmp", "wb") as fh:
+        fh.write(orjson.dumps(families))
+    os.replace(path + ".tmp", path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class WatchedFiles:
+    """Merges every worker's ``watched_<pid>.json``: counters summed, live workers' gauges at their highest."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        values: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+        for path in sorted(glob.glob(os.path.join(self.directory, "watched_*.json"))):
+            pid = int(os.path.basename(path)[8:-5])
+            try:
+                with open(path, "rb") as fh:
+                    families = orjson.loads(fh.read())
+            except (OSError, orjson.JSONDecodeError):
+                continue
+            for family in families:
+                if family["type"] == "gauge" and not _alive(pid):
+                    continue
+                merged.setdefault(family["name"], Metric(family["name"], family["help"], family["type"]))
+                for name, labels, value in family["samples"]:
+                    key = (family["name"], name, tuple(sorted(labels.items())))
+                    old = values.get(key)
+                    if old is None:
+                        values[key] = value
+                    else:
+                        values[key] = max(old, value) if family["type"] == "gauge" else old + value
+        for (family_name, name, labels), value in values.items():
+            merged[family_name].add_sample(name, dict(labels), value)
+        yield from merged.values()
 
 
 class CircuitCollector:
@@ -232,14 +314,31 @@ class MetricsAddon(Addon):
     def __init__(self, metrics: Metrics, listen_address: str | None = None) -> None:
         self.metrics = metrics
         self.listener = MetricsListener(metrics, listen_address) if listen_address else None
+        self._publisher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.listener is not None:
             await self.listener.start()
+        directory = os.environ.get(MULTIPROC_ENV)
+        if directory and self.metrics.watched:
+            self._publisher = asyncio.create_task(self._publish(directory), name="metrics-publisher")
 
     async def close(self) -> None:
         if self.listener is not None:
             await self.listener.stop()
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+            publish_watched(self.metrics.watched, os.environ[MULTIPROC_ENV])     # the last counts stay
+
+    async def _publish(self, directory: str) -> None:
+        while True:
+            try:
+                publish_watched(self.metrics.watched, directory)
+            except OSError as exc:
+                log.warning("cannot write metrics for other workers to %s: %s", directory, exc)
+            await asyncio.sleep(PUBLISH_INTERVAL)
 
     def _labels(self, flow: Flow) -> _Labels:
         labels = flow.get(LABELS)

@@ -4,9 +4,11 @@ Both checks run when a request is parsed, before anything is recorded or sent up
 refused request gets the provider's own error shape (429 with Retry-After, or 503).
 
 Rate limits count requests per token in one-second windows. With a Redis URL the count is
-shared by every replica (INCR on a per-second key that expires); without one it is counted in
-this process. If Redis is unreachable the limiter lets requests through and logs it: an outage
-of the limiter must not become an outage of the gateway.
+shared by every replica (INCR on a per-second key that expires); without one it is counted by
+this server (in shared memory when it runs several workers, see ``shared.py``). If Redis is
+unreachable the limiter lets requests through and logs it: an outage of the limiter must not
+become an outage of the gateway. The concurrency limit is per server (per replica): with
+several workers their in-flight counts are shared the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +25,28 @@ from aibridge.bridge.flow import Addon, Flow, FlowKey, Reject
 log = logging.getLogger("aibridge.limits")
 REDIS_TIMEOUT = 0.25
 SLOT: FlowKey[bool] = FlowKey("limits.slot")     # the flow holds one of the concurrency slots
+
+
+class Slots(Protocol):
+    """In-flight intercepted requests of this server (one process, or every worker's: ``shared.py``)."""
+
+    def take(self, limit: int) -> bool: ...
+
+    def give_back(self) -> None: ...
+
+
+class LocalSlots:
+    def __init__(self) -> None:
+        self.inflight = 0
+
+    def take(self, limit: int) -> bool:
+        if self.inflight >= limit:
+            return False
+        self.inflight += 1
+        return True
+
+    def give_back(self) -> None:
+        self.inflight -= 1
 
 
 class WindowCounter(Protocol):
@@ -75,11 +99,11 @@ class LimitsAddon(Addon):
     """Must come before every other addon: a refused request is neither recorded nor sent upstream."""
 
     def __init__(self, max_concurrency: int = 0, rate_limit: float = 0,
-                 counter: WindowCounter | None = None) -> None:
+                 counter: WindowCounter | None = None, slots: Slots | None = None) -> None:
         self.max_concurrency = max_concurrency
         self.rate_limit = rate_limit
         self.counter = counter or LocalCounter()
-        self.inflight = 0
+        self.slots = slots or LocalSlots()
 
     async def close(self) -> None:
         await self.counter.close()
@@ -92,10 +116,9 @@ class LimitsAddon(Addon):
                 raise Reject(429, f"rate limit exceeded: at most {self.rate_limit:g} requests per second per token",
                              {"Retry-After": "1"}, reason="rate_limit")
         if self.max_concurrency > 0:
-            if self.inflight >= self.max_concurrency:
+            if not self.slots.take(self.max_concurrency):
                 raise Reject(503, f"AI Bridge is at its concurrency limit ({self.max_concurrency}); retry shortly",
                              {"Retry-After": "1"}, reason="concurrency")
-            self.inflight += 1
             flow.put(SLOT, True)
 
     def refused(self, flow: Flow) -> None:
@@ -106,4 +129,4 @@ class LimitsAddon(Addon):
 
     def _release(self, flow: Flow) -> None:
         if flow.pop(SLOT) is not None:
-            self.inflight -= 1
+            self.slots.give_back()
