@@ -121,6 +121,8 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
     addons.append(RecordingAddon(Recorder(engine, journal)))
     if leader:
         addons.append(RetentionTask(engine, settings.aibridge_retention))
+        if worker is not None:
+            log.info("worker %d runs the retention purge", worker.slot)
     if metrics is not None:
         addons.append(MetricsAddon(metrics, settings.prometheus_address if leader else None))
     if settings.trace:
@@ -219,6 +221,7 @@ async def serve(settings: Settings, worker: Worker | None = None, sock: socket.s
     engine = create_engine(settings.database_url)
     if worker is None:
         await migrate(engine)
+        log.info("database schema is up to date")
     app = build_app(settings, engine, worker=worker)       # first: it may still refuse the configuration
     token = await ensure_first_owner(engine, settings) if worker is None else None
     runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace, access_log=None,
@@ -268,6 +271,7 @@ async def prepare(settings: Settings) -> None:
     engine = create_engine(settings.database_url)
     try:
         await migrate(engine)
+        log.info("database schema is up to date")
         for cfg in settings.providers:
             build_provider(cfg)         # may refuse the configuration (e.g. no AWS credentials)
         for journal in sorted((settings.data_dir / "journal").glob("records*.jsonl")):

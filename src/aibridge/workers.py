@@ -136,6 +136,7 @@ class Supervisor:
                       for i in range(count)]
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
+        os.set_blocking(wake_r, False)
         old_wakeup = signal.set_wakeup_fd(wake_w)
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         status = 0
