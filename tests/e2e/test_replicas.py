@@ -124,7 +124,7 @@ async def test_replicas_purge_one_at_a_time(postgres: Database) -> None:
         replicas = await start_replicas(postgres, {}, 3)
         try:
             async def purged() -> bool:
-                return await holder.fetchval("SELECT count(*) FROM aibridge_interceptions") == 0
+                return bool(await holder.fetchval("SELECT count(*) FROM aibridge_interceptions") == 0)
             assert await wait_for(purged, 10)
             assert not any("retention purge failed" in r.output() for r in replicas)
         finally:
