@@ -204,8 +204,9 @@ def central_headers() -> dict[str, dict[str, str]]:
 class Bridge:
     """One ``aibridge server`` with its own data dir (SQLite), user and token."""
 
-    def __init__(self, name: str, ablate: str, work_dir: Path, upstream_url: str) -> None:
+    def __init__(self, name: str, ablate: str, work_dir: Path, upstream_url: str, workers: str = "1") -> None:
         self.name = name
+        self.workers = workers        # CODER_AIBRIDGE_WORKERS (bench.scaling varies it)
         self.ablate = ablate          # bench.ablate_server's AIBRIDGE_BENCH_ABLATE; "" = the real thing
         self.data_dir = work_dir / f"data-{name}"
         self.log_dir = work_dir
@@ -223,7 +224,7 @@ class Bridge:
         up = self.upstream_url
         env = {"CODER_AIBRIDGE_DATA_DIR": str(self.data_dir),
                "CODER_HTTP_ADDRESS": self.url.removeprefix("http://"),
-               "CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_WORKERS": "1",
+               "CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_WORKERS": self.workers,
                "CODER_AIBRIDGE_OPENAI_KEY": OPENAI_KEY, "CODER_AIBRIDGE_OPENAI_BASE_URL": f"{up}/v1/",
                "CODER_AIBRIDGE_ANTHROPIC_KEY": ANTHROPIC_KEY, "CODER_AIBRIDGE_ANTHROPIC_BASE_URL": f"{up}/"}
         if self.ablate:

@@ -91,11 +91,29 @@ def parse_float(text: str) -> float:
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), at least 1."""
+    """CPUs this process may use: its affinity mask (a cpuset), capped by a cgroup CPU quota (a
+    container's CPU limit, which the mask does not show), at least 1."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:          # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cpus, quota) if quota else cpus)
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """cgroup v2 ``cpu.max`` ("200000 100000" → 2) or v1 ``cpu.cfs_quota_us``; None when unlimited."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
+            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return None
+    return -(-int(quota) // int(period))        # rounded up: 1.5 CPUs → 2 workers
 
 
 def parse_workers(text: str) -> int:
