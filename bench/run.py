@@ -189,6 +189,7 @@ class Target:
     headers: dict[str, dict[str, str]]  # per provider
     proc: Proc | None         # whose CPU is measured (None: not measured)
     is_bridge: bool = False
+    exact: bool = True        # answers are the upstream's bytes (LiteLLM re-encodes: only the status is checked)
 
     def url(self, w: Workload) -> str:
         if self.is_bridge:
@@ -266,6 +267,52 @@ class Bridge:
         return Target(self.name, self.url, own, self.proc, is_bridge=True)
 
 
+class LiteLLM:
+    """The LiteLLM proxy (``litellm[proxy]`` in its own venv, not a project dependency): one worker, no
+    database, the bench models routed to the fake upstream. Serves the chat workloads only."""
+
+    MASTER_KEY = "sk-litellm-bench"
+
+    def __init__(self, venv: str, work_dir: Path, upstream_url: str) -> None:
+        self.exe = str(Path(venv) / "bin" / "litellm")
+        self.work_dir = work_dir
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.upstream_url = upstream_url
+        self.proc: Proc | None = None
+
+    def start(self) -> Proc:
+        config = self.work_dir / "litellm.yaml"
+        config.write_text(orjson.dumps({
+            "model_list": [{"model_name": "gpt-4.1-scenario-bench",
+                            "litellm_params": {"model": "openai/gpt-4.1-scenario-bench",
+                                               "api_base": f"{self.upstream_url}/v1", "api_key": OPENAI_KEY}}],
+            "general_settings": {"master_key": self.MASTER_KEY},
+            "litellm_settings": {"drop_params": True, "telemetry": False}}).decode())   # JSON is YAML
+        port = self.url.rsplit(":", 1)[1]
+        env = child_env({"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_SCHEMA_UPDATE": "true"})
+        env.pop("DATABASE_URL", None)
+        self.proc = Proc("litellm", [self.exe, "--config", str(config), "--host", "127.0.0.1", "--port", port,
+                                     "--num_workers", "1"], env, self.work_dir)
+        return self.proc
+
+    async def wait_healthy(self, session: aiohttp.ClientSession, timeout: float = 180.0) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.proc.poll() is not None:
+                raise RuntimeError(f"litellm exited with {self.proc.proc.returncode}:\n{self.proc.output()[-3000:]}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(self.url + "/health/liveliness") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"litellm did not become healthy:\n{self.proc.output()[-3000:]}")
+
+    def target(self) -> Target:
+        headers = {"openai": {"Authorization": f"Bearer {self.MASTER_KEY}"}}
+        return Target("litellm", self.url, headers, self.proc, exact=False)
+
+
 class Stack:
     """The fake upstream, the bridge(s) and the bare pass-through; stop() ends them all."""
 
@@ -276,8 +323,9 @@ class Stack:
         self.bridges: dict[str, Bridge] = {}
         self.upstream_url = self.bare_url = ""
         self.bare: Proc | None = None
+        self.litellm: LiteLLM | None = None
 
-    async def start(self, variants: Mapping[str, str]) -> None:
+    async def start(self, variants: Mapping[str, str], litellm_venv: str = "") -> None:
         py = sys.executable
         upstream = Proc("upstream", [py, "-m", "tests.fakes.upstream", "--port", "0"], child_env(),
                         self.dir, ready_line=True)
@@ -290,9 +338,14 @@ class Stack:
         for name, ablate in {"bridge": "", **variants}.items():
             bridge = self.bridges[name] = Bridge(name, ablate, self.dir, self.upstream_url)
             self.procs.append(bridge.start())
+        if litellm_venv:
+            self.litellm = LiteLLM(litellm_venv, self.dir, self.upstream_url)
+            self.procs.append(self.litellm.start())
         async with aiohttp.ClientSession() as session:
             for bridge in self.bridges.values():
                 await bridge.wait_healthy(session)
+            if self.litellm is not None:
+                await self.litellm.wait_healthy(session)
         for bridge in self.bridges.values():
             bridge.create_user()
 
@@ -304,6 +357,8 @@ class Stack:
         targets = {name: bridge.target() for name, bridge in self.bridges.items()}
         targets["bare"] = Target("bare", self.bare_url, central_headers(), self.bare)
         targets["direct"] = Target("direct", self.upstream_url, central_headers(), None)
+        if self.litellm is not None:
+            targets["litellm"] = self.litellm.target()
         return targets
 
     def stop(self) -> None:
@@ -384,7 +439,7 @@ class LoadGen:
                     errors += 1
                     self.first_error = self.first_error or f"{target.name} {w.name}: {exc!r}"
                     continue
-                expected = self.expected.get(w.name)
+                expected = self.expected.get(w.name) if target.exact else None
                 if status != 200 or (expected is not None and size != expected):
                     errors += 1
                     self.first_error = self.first_error or (
@@ -611,9 +666,9 @@ async def run(args: argparse.Namespace) -> int:
     try:
         print(f"starting the fake upstream, the bridge{'s' if variants else ''} and the bare pass-through "
               f"(work dir {stack.dir}) …")
-        await stack.start(variants)
+        await stack.start(variants, args.litellm)
         targets = stack.targets()
-        order_names = [*stack.bridges, "bare", "direct"]
+        order_names = [*stack.bridges, "bare", "direct", *(["litellm"] if args.litellm else [])]
         print(f"  upstream {stack.upstream_url}, bare {stack.bare_url} (pid {stack.bare.pid}), "  # type: ignore[union-attr]
               + ", ".join(f"{b.name} {b.url} (pid {b.proc.pid}{', ablated: ' + b.ablate if b.ablate else ''})"  # type: ignore[union-attr]
                           for b in stack.bridges.values()))
@@ -626,7 +681,8 @@ async def run(args: argparse.Namespace) -> int:
             print(f"warming up ({args.warmup} requests per target and workload) …")
             for name in (*MAIN_WORKLOADS, *EXTRA_WORKLOADS):
                 for t in order_names:
-                    await gen.batch(targets[t], WORKLOADS[name], args.warmup, 16)
+                    if t != "litellm" or name in MAIN_WORKLOADS:
+                        await gen.batch(targets[t], WORKLOADS[name], args.warmup, 16)
             if gen.first_error:
                 raise RuntimeError(f"warm-up failed: {gen.first_error}")
 
@@ -721,6 +777,9 @@ def main() -> None:
                         help="skip the measurements: warm up, then only record the py-spy profiles")
     parser.add_argument("--py-spy-dir", default=".", help="where the py-spy profiles go (default: here)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, SQLite databases)")
+    parser.add_argument("--litellm", default="", metavar="VENV",
+                        help="also run the LiteLLM proxy from this virtualenv (pip install 'litellm[proxy]' there; "
+                             "e.g. bench/.litellm-venv), on the chat workloads")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.rounds, args.warmup = min(args.requests, 400), min(args.rounds, 2), min(args.warmup, 50)
