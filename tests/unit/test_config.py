@@ -147,13 +147,13 @@ def test_configuration_docs_are_in_sync() -> None:
 def test_workers_option_auto_count_and_sources(tmp_path: Path) -> None:
     from aibridge.config import usable_cpus
 
-    assert load_settings({}, env={}, storage_only=True).workers == usable_cpus() >= 1    # default: auto
-    assert load_settings({}, env={"CODER_AIBRIDGE_WORKERS": "3"}, storage_only=True).workers == 3
-    assert load_settings({"workers": "1"}, env={"CODER_AIBRIDGE_WORKERS": "3"}, storage_only=True).workers == 1
+    assert load_settings({}, env={}).workers == usable_cpus() >= 1    # default: auto
+    assert load_settings({}, env={"CODER_AIBRIDGE_WORKERS": "3"}).workers == 3
+    assert load_settings({"workers": "1"}, env={"CODER_AIBRIDGE_WORKERS": "3"}).workers == 1
     config = tmp_path / "c.yaml"
     config.write_text("aibridge:\n  workers: 4\n  uvloop: false\n")
-    from_yaml = load_settings({}, env={}, config_path=str(config), storage_only=True)
+    from_yaml = load_settings({}, env={}, config_path=str(config))
     assert (from_yaml.workers, from_yaml.uvloop) == (4, False)
     for bad in ("-2", "many"):
         with pytest.raises(ConfigError, match="CODER_AIBRIDGE_WORKERS: invalid worker count"):
-            load_settings({}, env={"CODER_AIBRIDGE_WORKERS": bad}, storage_only=True)
+            load_settings({}, env={"CODER_AIBRIDGE_WORKERS": bad})

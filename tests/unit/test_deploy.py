@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from aibridge.bridge.providers import PROVIDER_KINDS
 from aibridge.config import OPTIONS, load_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -50,7 +51,7 @@ def test_deployment_env_names_are_options_and_values_parse() -> None:
     plain = {e["name"]: e["value"] for e in env if "value" in e}
     secret = {e["name"]: "postgresql://u@db/aibridge" if e["name"] == "CODER_PG_CONNECTION_URL" else "from-secret"
               for e in env if "valueFrom" in e}
-    settings = load_settings({}, env={**plain, **secret})       # every literal value is valid
+    settings = load_settings({}, env={**plain, **secret}, provider_kinds=PROVIDER_KINDS)   # every value is valid
     assert settings.aibridge_enabled and settings.workers == 2
     secret_keys = set(docs["Secret"]["stringData"])
     for e in env:
