@@ -289,7 +289,8 @@ class LiteLLM:
             "general_settings": {"master_key": self.MASTER_KEY},
             "litellm_settings": {"drop_params": True, "telemetry": False}}).decode())   # JSON is YAML
         port = self.url.rsplit(":", 1)[1]
-        env = child_env({"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_SCHEMA_UPDATE": "true"})
+        env = child_env({"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_SCHEMA_UPDATE": "true",
+                         "LITELLM_LOCAL_MODEL_COST_MAP": "True"})   # offline: no cost-map download
         env.pop("DATABASE_URL", None)
         self.proc = Proc("litellm", [self.exe, "--config", str(config), "--host", "127.0.0.1", "--port", port,
                                      "--num_workers", "1"], env, self.work_dir)
