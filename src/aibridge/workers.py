@@ -162,7 +162,8 @@ class Supervisor:
 
     def _start(self, slot: _Slot) -> None:
         slot.worker.slots.forget(slot.worker.slot)
-        process = _CTX.Process(target=_worker_entry, args=(self.target, slot.worker, slot.sock),
+        others = [sock for sock in self.sockets if sock is not slot.sock]
+        process = _CTX.Process(target=_worker_entry, args=(self.target, slot.worker, slot.sock, others),
                                name=f"aibridge-worker-{slot.worker.slot}")
         process.start()
         slot.process, slot.started, slot.restart_at = process, time.monotonic(), None
@@ -241,8 +242,12 @@ def _describe_exit(code: int | None) -> str:
     return f"exit status {code}"
 
 
-def _worker_entry(target: Callable[[Worker, socket.socket], None], worker: Worker, sock: socket.socket) -> None:
-    """First thing in a forked worker: the supervisor's signal handling is not ours."""
+def _worker_entry(target: Callable[[Worker, socket.socket], None], worker: Worker, sock: socket.socket,
+                  others: list[socket.socket]) -> None:
+    """First thing in a forked worker: the supervisor's signal handling is not ours, nor are the
+    other workers' sockets (a copy kept open here would keep a stopped worker's queue listening)."""
+    for other in others:
+        other.close()
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
