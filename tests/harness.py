@@ -29,7 +29,7 @@ import orjson
 
 POSTGRES_URL = os.environ.get("AIBRIDGE_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
-START_TIMEOUT = 30.0
+START_TIMEOUT = 90.0     # several servers starting at once on a busy 2-core CI machine import slowly
 STOP_TIMEOUT = 20.0
 
 
