@@ -274,6 +274,8 @@ async def prepare(settings: Settings) -> None:
         log.info("database schema is up to date")
         for cfg in settings.providers:
             build_provider(cfg)         # may refuse the configuration (e.g. no AWS credentials)
+        if settings.aibridge_proxy_enabled:
+            proxy_service.load_ca(settings)      # generated here once, so every worker loads the same CA
         for journal in sorted((settings.data_dir / "journal").glob("records*.jsonl")):
             recorder = Recorder(engine, journal)
             await recorder.start()

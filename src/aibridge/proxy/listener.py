@@ -15,6 +15,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -119,7 +120,8 @@ class ProxyServer:
         try:
             self._server = await asyncio.start_server(
                 self._accept, host.strip("[]") or None, int(port), ssl=self.tls, limit=MAX_HEAD,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self.tls else None, reuse_address=True)
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self.tls else None, reuse_address=True,
+                reuse_port=hasattr(socket, "SO_REUSEPORT"))     # every worker of --workers N listens
         except OSError as exc:
             await self._runner.cleanup()
             raise SystemExit(f"error: --aibridge-proxy-listen-addr: cannot listen on {self.listen}: "
