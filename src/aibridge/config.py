@@ -120,10 +120,21 @@ def parse_cidrs(text: str) -> tuple[str, ...]:
     return tuple(networks)
 
 
+REDACT_MODES = ("store", "upstream", "off")
+
+
+def parse_redact(text: str) -> str:
+    value = text.strip().lower()
+    if value not in REDACT_MODES:
+        raise ValueError(f"invalid redaction mode {text!r} (use {', '.join(REDACT_MODES)})")
+    return value
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "str": str, "bool": parse_bool, "int": parse_int, "float": parse_float,
     "duration": parse_duration, "address": parse_address, "url": parse_url, "path": parse_path,
     "cidrs": parse_cidrs,
+    "redact": parse_redact,
 }
 
 
@@ -229,6 +240,9 @@ OPTIONS: tuple[Option, ...] = (
            "Log one structured line per recorded item."),
     Option("aibridge_send_actor_headers", "CODER_AIBRIDGE_SEND_ACTOR_HEADERS", "false", "bool",
            "Send the acting user's id and name upstream in X-Ai-Bridge-Actor-* headers."),
+    Option("aibridge_redact", "CODER_AIBRIDGE_REDACT", "store", "redact",
+           "Secret redaction: store (secrets become [REDACTED:<kind>] before the database, logs and traces), "
+           "upstream (also in the request sent upstream) or off."),
     Option("aibridge_circuit_breaker_enabled", "CODER_AIBRIDGE_CIRCUIT_BREAKER_ENABLED", "false", "bool",
            "Stop calling an upstream that keeps failing."),
     _cb("failure_threshold", "5", "int", "Failures within the interval that open the circuit."),
@@ -292,6 +306,7 @@ class Settings:
     aibridge_redis_url: str
     aibridge_structured_logging: bool
     aibridge_send_actor_headers: bool
+    aibridge_redact: str
     aibridge_circuit_breaker_enabled: bool
     aibridge_circuit_breaker_failure_threshold: int
     aibridge_circuit_breaker_interval: float

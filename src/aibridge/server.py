@@ -19,13 +19,20 @@ from aibridge.bridge.providers import build_provider
 from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
 from aibridge.identity.auth import Authenticator, AuthError
-from aibridge.observability.metrics import CircuitCollector, Metrics, MetricsAddon, PurgeCollector
+from aibridge.observability.metrics import (
+    CircuitCollector,
+    Metrics,
+    MetricsAddon,
+    PurgeCollector,
+    RedactionCollector,
+)
 from aibridge.observability.structured import StructuredLogAddon
 from aibridge.observability.tracing import TracingAddon
 from aibridge.proxy import service as proxy_service
 from aibridge.recording.addon import RecordingAddon
 from aibridge.recording.recorder import Recorder
 from aibridge.recording.retention import RetentionTask
+from aibridge.redaction.addon import RedactionAddon
 from aibridge.resilience.breaker import CircuitBreakerAddon
 from aibridge.resilience.limits import LimitsAddon, RedisCounter
 from aibridge.rest import interceptions as interceptions_api
@@ -85,7 +92,8 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
     """Every feature of the bridge, in the order its hooks run. Reading this list tells them all.
 
     Guards come first (a refused request is neither recorded nor sent), then what changes the
-    upstream request, then what records and observes.
+    upstream request, then redaction (what follows it sees only redacted text), then what
+    records and observes.
     """
     addons: list[Addon] = []
     if settings.aibridge_circuit_breaker_enabled:
@@ -97,6 +105,8 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
         addons.append(LimitsAddon(settings.aibridge_max_concurrency, settings.aibridge_rate_limit, counter))
     if settings.aibridge_send_actor_headers:
         addons.append(ActorHeadersAddon())
+    if settings.aibridge_redact != "off":
+        addons.append(RedactionAddon(settings.aibridge_redact))
     addons.append(RecordingAddon(Recorder(engine, settings.data_dir / "journal" / "records.jsonl")))
     addons.append(RetentionTask(engine, settings.aibridge_retention))
     if metrics is not None:
@@ -115,6 +125,8 @@ def watch_addons(metrics: Metrics, addons: list[Addon]) -> None:
             metrics.watch(CircuitCollector(metrics, addon.snapshot))
         elif isinstance(addon, RetentionTask):
             metrics.watch(PurgeCollector(addon))
+        elif isinstance(addon, RedactionAddon):
+            metrics.watch(RedactionCollector(addon.counts))
 
 
 def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:

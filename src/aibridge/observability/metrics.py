@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,6 +204,21 @@ class PurgeCollector:
         family = CounterMetricFamily(METRIC_PREFIX + "purged_interceptions",
                                      "Interceptions (with their records) deleted by the retention purge.")
         family.add_metric([], self.retention.purged_total)
+        yield family
+
+
+class RedactionCollector:
+    """``redactions_total{kind}``: secrets replaced in recorded items, read from the redaction addon's counts."""
+
+    def __init__(self, counts: Mapping[str, int]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(METRIC_PREFIX + "redactions",
+                                     "Secrets replaced by [REDACTED:<kind>] in recorded prompts, tool arguments "
+                                     "and thoughts.", labels=["kind"])
+        for kind, count in sorted(self.counts.items()):
+            family.add_metric([kind], count)
         yield family
 
 

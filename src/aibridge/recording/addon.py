@@ -57,7 +57,7 @@ def start_records(flow: Flow) -> list[Record]:
         provider_name=flow.provider.name, api=flow.api.name, model=flow.model, client=flow.client,
         client_session_id=flow.session_id, user_agent=flow.user_agent, metadata=_request_metadata(flow))]
     if flow.info.prompt:
-        records.append(PromptRecord(flow.id, "", flow.info.prompt, {}))
+        records.append(PromptRecord(flow.id, "", flow.info.prompt, dict(flow.info.prompt_metadata)))
     return records
 
 
