@@ -17,6 +17,7 @@ indexed-provider syntax (env and YAML), provider names, duplicates, and "none co
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,14 @@ from pathlib import Path
 from typing import Any, Protocol, get_type_hints
 
 import yaml
+
+log = logging.getLogger("aibridge.config")
+
+# Coder renamed the product AI Gateway: every ``aibridge`` flag and variable is also accepted
+# under the new name. The ``aibridge`` names stay primary: given under both, the ``aibridge``
+# value wins, with a warning.
+ENV_PREFIX, ENV_ALIAS_PREFIX = "CODER_AIBRIDGE_", "CODER_AI_GATEWAY_"
+FLAG_PREFIX, FLAG_ALIAS_PREFIX = "--aibridge-", "--ai-gateway-"
 
 
 class ConfigError(Exception):
@@ -154,6 +163,22 @@ class Option:
     @property
     def flag(self) -> str:
         return "--" + self.key.replace("_", "-")
+
+    @property
+    def alias_env(self) -> str:
+        """``CODER_AI_GATEWAY_…`` for a ``CODER_AIBRIDGE_…`` variable, else empty."""
+        return ENV_ALIAS_PREFIX + self.env.removeprefix(ENV_PREFIX) if self.env.startswith(ENV_PREFIX) else ""
+
+    @property
+    def alias_flag(self) -> str:
+        """``--ai-gateway-…`` for an ``--aibridge-…`` flag, else empty."""
+        flag = self.flag
+        return FLAG_ALIAS_PREFIX + flag.removeprefix(FLAG_PREFIX) if flag.startswith(FLAG_PREFIX) else ""
+
+    @property
+    def alias_key(self) -> str:
+        """Where the CLI puts the alias flag's value (beside ``key``), else empty."""
+        return "ai_gateway_" + self.key.removeprefix("aibridge_") if self.alias_flag else ""
 
     @property
     def yaml_path(self) -> tuple[str, ...]:
@@ -408,11 +433,19 @@ def _yaml_value(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 def _raw_value(opt: Option, flags: Mapping[str, Any], env: Mapping[str, str],
                doc: Mapping[str, Any]) -> tuple[str, str]:
     """The winning raw text for one option and where it came from (for error messages)."""
-    flag_value = flags.get(opt.key)
+    flag_value, alias_flag_value = flags.get(opt.key), flags.get(opt.alias_key) if opt.alias_key else None
     if flag_value is not None:
+        if alias_flag_value is not None:
+            log.warning("both %s and %s are given; using %s", opt.flag, opt.alias_flag, opt.flag)
         return str(flag_value), opt.flag
+    if alias_flag_value is not None:
+        return str(alias_flag_value), opt.alias_flag
     if opt.env in env:
+        if opt.alias_env in env:
+            log.warning("both %s and %s are set; using %s", opt.env, opt.alias_env, opt.env)
         return env[opt.env], opt.env
+    if opt.alias_env and opt.alias_env in env:
+        return env[opt.alias_env], opt.alias_env
     yaml_value = _yaml_value(doc, opt.yaml_path)
     if yaml_value is not None:
         text = str(yaml_value).lower() if isinstance(yaml_value, bool) else str(yaml_value)
@@ -550,12 +583,22 @@ def _legacy_providers(s: Settings, kinds: Sequence[ProviderKind]) -> list[tuple[
 
 def _indexed_entries(env: Mapping[str, str], doc: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
     """CODER_AIBRIDGE_PROVIDER_<N>_* variables (or YAML aibridge.providers) as (label, fields)."""
-    pattern = re.compile(r"^CODER_AIBRIDGE_PROVIDER_(\d+)_([A-Z_]+)$")
+    pattern = re.compile(r"^CODER_(AIBRIDGE|AI_GATEWAY)_PROVIDER_(\d+)_([A-Z_]+)$")
     by_index: dict[int, dict[str, str]] = {}
+    aliased: dict[tuple[int, str], str] = {}
     for name, value in env.items():
         match = pattern.match(name)
-        if match:
-            by_index.setdefault(int(match.group(1)), {})[match.group(2)] = value
+        if match and match.group(1) == "AIBRIDGE":
+            by_index.setdefault(int(match.group(2)), {})[match.group(3)] = value
+        elif match:
+            aliased[int(match.group(2)), match.group(3)] = value
+    for (index, field_name), value in aliased.items():
+        fields = by_index.setdefault(index, {})
+        if field_name in fields:
+            log.warning("both CODER_AIBRIDGE_PROVIDER_%d_%s and CODER_AI_GATEWAY_PROVIDER_%d_%s are set; using "
+                        "CODER_AIBRIDGE_PROVIDER_%d_%s", index, field_name, index, field_name, index, field_name)
+        else:
+            fields[field_name] = value
     if by_index:
         missing = [i for i in range(max(by_index) + 1) if i not in by_index]
         if missing:

@@ -46,6 +46,7 @@ from aibridge.web import ui as web_ui
 log = logging.getLogger("aibridge.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BRIDGE: web.AppKey[Bridge] = web.AppKey("bridge")
+API_PREFIX, API_ALIAS_PREFIX = "/api/v2/aibridge/", "/api/v2/ai-gateway/"
 FIRST_OWNER = "admin"
 
 
@@ -147,7 +148,9 @@ def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
     interceptions_api.add_routes(app)
     web_ui.add_routes(app)
     proxy_service.add_routes(app)
-    app.router.add_route("*", ROUTE_PREFIX + "{provider}/{tail:.*}", bridge.handle)
+    add_gateway_aliases(app)
+    for prefix in (ROUTE_PREFIX, API_ALIAS_PREFIX):
+        app.router.add_route("*", prefix + "{provider}/{tail:.*}", bridge.handle)
     if metrics is not None:
         app.router.add_get("/metrics", metrics.handle)
 
@@ -162,6 +165,21 @@ def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
     app.on_cleanup.append(on_cleanup)
     proxy_service.attach(app, settings, bridge, metrics.registry if metrics else None)
     return app
+
+
+def add_gateway_aliases(app: web.Application) -> None:
+    """Every ``/api/v2/aibridge/…`` route also answers at ``/api/v2/ai-gateway/…`` (Coder's new name).
+
+    Routes with their own patterns (the provider catch-all) are registered under both prefixes
+    where they are added.
+    """
+    for resource in list(app.router.resources()):
+        path = resource.canonical
+        if not path.startswith(API_PREFIX):
+            continue
+        alias = API_ALIAS_PREFIX + path.removeprefix(API_PREFIX)
+        for route in resource:
+            app.router.add_route(route.method, alias, route.handler)
 
 
 async def ensure_first_owner(engine: AsyncEngine, settings: Settings) -> str | None:

@@ -17,6 +17,12 @@ def render_configuration_docs() -> str:
         "retention of `0` keeps records forever. A value that cannot work stops start-up with exit code 2",
         "and one line naming the option.",
         "",
+        "Coder renamed the product AI Gateway: every `CODER_AIBRIDGE_*` variable is also read as",
+        "`CODER_AI_GATEWAY_*` (e.g. `CODER_AI_GATEWAY_OPENAI_KEY`, `CODER_AI_GATEWAY_PROVIDER_0_TYPE`), every",
+        "`--aibridge-*` flag is also accepted as `--ai-gateway-*`, and every `/api/v2/aibridge/…` route also",
+        "answers at `/api/v2/ai-gateway/…`. The `aibridge` names stay primary: a value given under both names",
+        "is taken from the `aibridge` one, and a warning is logged.",
+        "",
         "| flag | environment | YAML | default | description |",
         "|---|---|---|---|---|",
     ]
