@@ -50,6 +50,8 @@ async def test_ai_gateway_routes_are_aliases(bridge: Bridge) -> None:
     assert status == 200 and body["object"] == "chat.completion"
     found = await latest(Client(url, bridge.token), "initiator:me", after=before)
     assert found["provider"] == "openai" and found["user_prompts"][0]["prompt"] == "hi"
+    # aiohttp is no known AI tool: recorded as Unknown, with its user agent
+    assert found["client"] == "Unknown" and found["metadata"]["user_agent"].startswith("Python/")
     # the REST routes too, with the same answers and the same authentication
     for path in ("/interceptions?limit=5", "/sessions", "/clients", "/models"):
         primary = await Client(url, bridge.token).get("/api/v2/aibridge" + path)
