@@ -16,11 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from aibridge.bridge.actor_headers import ActorHeadersAddon
 from aibridge.bridge.flow import Addon, Addons
 from aibridge.bridge.providers import build_provider
+from aibridge.bridge.providers.keypool import KeyPool
 from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
 from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.observability.metrics import (
     CircuitCollector,
+    KeyCooldownCollector,
     Metrics,
     MetricsAddon,
     PurgeCollector,
@@ -139,6 +141,9 @@ def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
         watch_addons(metrics, addon_list)
     addons = Addons(addon_list)
     providers = {cfg.name: build_provider(cfg) for cfg in settings.providers}
+    if metrics is not None:
+        pools = [pool for p in providers.values() if isinstance(pool := getattr(p, "keys", None), KeyPool)]
+        metrics.watch(KeyCooldownCollector(pools))
     bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled)
     app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[BRIDGE] = settings, engine, authenticator, bridge
 

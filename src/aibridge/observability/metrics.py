@@ -222,6 +222,23 @@ class RedactionCollector:
         yield family
 
 
+class KeyCooldownCollector:
+    """``provider_key_cooldowns_total{provider,key_hint}``, read from the providers' key pools
+    (each with ``provider``, and ``cooldowns``: key hint → count) when scraped."""
+
+    def __init__(self, pools: Iterable[Any]) -> None:
+        self.pools = list(pools)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(METRIC_PREFIX + "provider_key_cooldowns",
+                                     "Times a provider key was put on cooldown after a 429 or 401 from the upstream.",
+                                     labels=["provider", "key_hint"])
+        for pool in self.pools:
+            for hint, count in sorted(pool.cooldowns.items()):
+                family.add_metric([pool.provider, hint], count)
+        yield family
+
+
 @dataclass(slots=True, frozen=True)
 class _Labels:
     """Label values of one flow, computed once when it starts."""
