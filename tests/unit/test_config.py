@@ -148,7 +148,8 @@ def test_configuration_docs_are_in_sync() -> None:
 # ---------------------------------------------------------------- AI Gateway aliases
 
 SAMPLES = {"str": "x-value", "bool": "true", "int": "7", "float": "2.5", "duration": "5d",
-           "address": "127.0.0.1:9", "url": "http://example.test", "redact": "upstream", "path": "/tmp/x"}
+           "address": "127.0.0.1:9", "url": "http://example.test", "redact": "upstream", "path": "/tmp/x",
+           "cidrs": "10.0.0.0/8"}
 ALIASED = [opt for opt in OPTIONS if opt.alias_env]
 
 
