@@ -34,6 +34,8 @@ from aibridge.bridge.sse import SSEDecoder
 from aibridge.identity.auth import Authenticator
 from aibridge.recording.addon import RecordingAddon
 from aibridge.recording.recorder import Recorder
+from aibridge.redaction.addon import RedactionAddon, redact_tree
+from aibridge.redaction.secrets import Redactor
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
 from aibridge.store.records import InterceptionEnd, InterceptionStart, PromptRecord, Record, TokenUsageRecord
@@ -161,6 +163,8 @@ async def main_async(seconds: float) -> None:
     decoder_only = per_call(lambda: [SSEDecoder().feed(c) for c in chunks], seconds)
     add("request", "  of which SSEDecoder.feed alone", decoder_only)
 
+    redaction_pieces(add, seconds, body, blocking_answer)
+
     print("\nrecording writer, per interception (CPU µs incl. the aiosqlite thread; wall µs):")
     sqlite_writer = SQLiteWriter(engine.url.database or "")
     for k in (1, 5, 64):
@@ -190,6 +194,31 @@ async def main_async(seconds: float) -> None:
         add("auth", f"one cache expiry with {inflight:>2} request(s) of the token in flight (whole herd)", cpu)
         print(f"{'':13}wall {wall:8.1f} µs")
     await engine.dispose()
+
+
+def redaction_pieces(add: Callable[[str, str, float], None], seconds: float, body: bytes,
+                     answer: dict[str, Any]) -> None:
+    """--aibridge-redact: the default (store) pays for the prompt and each finding's text;
+    upstream also walks every string of the request body (a long agent context here)."""
+    redactor = Redactor()
+    info = CHAT_COMPLETIONS.request_info(orjson.loads(body))
+    findings = CHAT_COMPLETIONS.blocking_findings(answer)
+    store = RedactionAddon("store", redactor)
+    flow: Any = type("F", (), {"info": info})()
+
+    def store_mode() -> None:
+        store.request_parsed(flow)
+        for finding in findings:
+            store.finding(flow, finding)
+    add("request", "redaction (store): the prompt and the answer's findings, no secret", per_call(store_mode, seconds))
+    with_secret = f"{info.prompt} my key is AKIAZ7QX4MNB2VKL3PDR"
+    add("request", "  a 2 KB prompt with one secret", per_call(lambda: redactor.redact(with_secret * 30), seconds))
+    context = {"messages": [{"role": "user" if i % 2 else "assistant",
+                             "content": f"turn {i}: def handler(request):\n    return json_response(data)\n" * 40}
+                            for i in range(40)]}
+    size = len(orjson.dumps(context))
+    add("request", f"redaction (upstream): every string of a {size // 1024} KB body",
+        per_call(lambda: redact_tree(orjson.loads(orjson.dumps(context)), redactor), seconds))
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ indexed-provider syntax (env and YAML), provider names, duplicates, and "none co
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,14 @@ from typing import Any, Protocol, get_type_hints
 from urllib.parse import urlsplit
 
 import yaml
+
+log = logging.getLogger("aibridge.config")
+
+# Coder renamed the product AI Gateway: every ``aibridge`` flag and variable is also accepted
+# under the new name. The ``aibridge`` names stay primary: given under both, the ``aibridge``
+# value wins, with a warning.
+ENV_PREFIX, ENV_ALIAS_PREFIX = "CODER_AIBRIDGE_", "CODER_AI_GATEWAY_"
+FLAG_PREFIX, FLAG_ALIAS_PREFIX = "--aibridge-", "--ai-gateway-"
 
 
 class ConfigError(Exception):
@@ -158,11 +167,22 @@ def parse_cidrs(text: str) -> tuple[str, ...]:
     return tuple(networks)
 
 
+REDACT_MODES = ("store", "upstream", "off")
+
+
+def parse_redact(text: str) -> str:
+    value = text.strip().lower()
+    if value not in REDACT_MODES:
+        raise ValueError(f"invalid redaction mode {text!r} (use {', '.join(REDACT_MODES)})")
+    return value
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "str": str, "bool": parse_bool, "int": parse_int, "float": parse_float,
     "duration": parse_duration, "address": parse_address, "url": parse_url, "path": parse_path,
     "cidrs": parse_cidrs,
     "workers": parse_workers,
+    "redact": parse_redact,
 }
 
 
@@ -182,6 +202,22 @@ class Option:
     @property
     def flag(self) -> str:
         return "--" + self.key.replace("_", "-")
+
+    @property
+    def alias_env(self) -> str:
+        """``CODER_AI_GATEWAY_…`` for a ``CODER_AIBRIDGE_…`` variable, else empty."""
+        return ENV_ALIAS_PREFIX + self.env.removeprefix(ENV_PREFIX) if self.env.startswith(ENV_PREFIX) else ""
+
+    @property
+    def alias_flag(self) -> str:
+        """``--ai-gateway-…`` for an ``--aibridge-…`` flag, else empty."""
+        flag = self.flag
+        return FLAG_ALIAS_PREFIX + flag.removeprefix(FLAG_PREFIX) if flag.startswith(FLAG_PREFIX) else ""
+
+    @property
+    def alias_key(self) -> str:
+        """Where the CLI puts the alias flag's value (beside ``key``), else empty."""
+        return "ai_gateway_" + self.key.removeprefix("aibridge_") if self.alias_flag else ""
 
     @property
     def yaml_path(self) -> tuple[str, ...]:
@@ -234,11 +270,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("aibridge_enabled", "CODER_AIBRIDGE_ENABLED", "false", "bool",
            "Serve the AI Bridge provider routes."),
     Option("aibridge_openai_key", "CODER_AIBRIDGE_OPENAI_KEY", "", "str",
-           "OpenAI API key used for all upstream OpenAI calls.", secret=True),
+           "OpenAI API key used for all upstream OpenAI calls (several: separated by commas, a key pool).",
+           secret=True),
     Option("aibridge_openai_base_url", "CODER_AIBRIDGE_OPENAI_BASE_URL", "https://api.openai.com/v1/", "url",
            "Base URL of the OpenAI API (or any OpenAI-compatible gateway)."),
     Option("aibridge_anthropic_key", "CODER_AIBRIDGE_ANTHROPIC_KEY", "", "str",
-           "Anthropic API key used for all upstream Anthropic calls.", secret=True),
+           "Anthropic API key used for all upstream Anthropic calls (several: separated by commas, a key pool).",
+           secret=True),
     Option("aibridge_anthropic_base_url", "CODER_AIBRIDGE_ANTHROPIC_BASE_URL", "https://api.anthropic.com/", "url",
            "Base URL of the Anthropic API (or any Anthropic-compatible gateway)."),
     Option("aibridge_bedrock_region", "CODER_AIBRIDGE_BEDROCK_REGION", "", "str",
@@ -268,6 +306,9 @@ OPTIONS: tuple[Option, ...] = (
            "Log one structured line per recorded item."),
     Option("aibridge_send_actor_headers", "CODER_AIBRIDGE_SEND_ACTOR_HEADERS", "false", "bool",
            "Send the acting user's id and name upstream in X-Ai-Bridge-Actor-* headers."),
+    Option("aibridge_redact", "CODER_AIBRIDGE_REDACT", "store", "redact",
+           "Secret redaction: store (secrets become [REDACTED:<kind>] before the database, logs and traces), "
+           "upstream (also in the request sent upstream) or off."),
     Option("aibridge_circuit_breaker_enabled", "CODER_AIBRIDGE_CIRCUIT_BREAKER_ENABLED", "false", "bool",
            "Stop calling an upstream that keeps failing."),
     _cb("failure_threshold", "5", "int", "Failures within the interval that open the circuit."),
@@ -359,6 +400,7 @@ class Settings:
     aibridge_redis_url: str
     aibridge_structured_logging: bool
     aibridge_send_actor_headers: bool
+    aibridge_redact: str
     aibridge_circuit_breaker_enabled: bool
     aibridge_circuit_breaker_failure_threshold: int
     aibridge_circuit_breaker_interval: float
@@ -466,11 +508,19 @@ def _yaml_value(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 def _raw_value(opt: Option, flags: Mapping[str, Any], env: Mapping[str, str],
                doc: Mapping[str, Any]) -> tuple[str, str]:
     """The winning raw text for one option and where it came from (for error messages)."""
-    flag_value = flags.get(opt.key)
+    flag_value, alias_flag_value = flags.get(opt.key), flags.get(opt.alias_key) if opt.alias_key else None
     if flag_value is not None:
+        if alias_flag_value is not None:
+            log.warning("both %s and %s are given; using %s", opt.flag, opt.alias_flag, opt.flag)
         return str(flag_value), opt.flag
+    if alias_flag_value is not None:
+        return str(alias_flag_value), opt.alias_flag
     if opt.env in env:
+        if opt.alias_env in env:
+            log.warning("both %s and %s are set; using %s", opt.env, opt.alias_env, opt.env)
         return env[opt.env], opt.env
+    if opt.alias_env and opt.alias_env in env:
+        return env[opt.alias_env], opt.alias_env
     yaml_value = _yaml_value(doc, opt.yaml_path)
     if yaml_value is not None:
         text = str(yaml_value).lower() if isinstance(yaml_value, bool) else str(yaml_value)
@@ -611,13 +661,25 @@ def indexed_entries(env: Mapping[str, str], doc: Mapping[str, Any], prefix: str,
                     first_field: str, noun: str) -> list[tuple[str, dict[str, str]]]:
     """``<prefix>_<N>_<FIELD>`` variables (or the YAML list ``aibridge.<yaml_key>``) as (label, fields).
 
-    Used by the indexed providers and MCP servers: indices contiguous from 0, variables win over YAML."""
-    pattern = re.compile(rf"^{prefix}_(\d+)_([A-Z_]+)$")
+    Used by the indexed providers and MCP servers: indices contiguous from 0, variables win over YAML.
+    ``CODER_AI_GATEWAY_…`` spellings of a ``CODER_AIBRIDGE_…`` prefix are accepted; the aibridge one wins."""
+    alias = ENV_ALIAS_PREFIX + prefix.removeprefix(ENV_PREFIX) if prefix.startswith(ENV_PREFIX) else prefix
+    pattern = re.compile(rf"^({re.escape(prefix)}|{re.escape(alias)})_(\d+)_([A-Z_]+)$")
     by_index: dict[int, dict[str, str]] = {}
+    aliased: dict[tuple[int, str], str] = {}
     for name, value in env.items():
         match = pattern.match(name)
-        if match:
-            by_index.setdefault(int(match.group(1)), {})[match.group(2)] = value
+        if match and match.group(1) == prefix:
+            by_index.setdefault(int(match.group(2)), {})[match.group(3)] = value
+        elif match:
+            aliased[int(match.group(2)), match.group(3)] = value
+    for (index, field_name), value in aliased.items():
+        fields = by_index.setdefault(index, {})
+        if field_name in fields:
+            log.warning("both %s_%d_%s and %s_%d_%s are set; using %s_%d_%s", prefix, index, field_name, alias,
+                        index, field_name, prefix, index, field_name)
+        else:
+            fields[field_name] = value
     if by_index:
         missing = [i for i in range(max(by_index) + 1) if i not in by_index]
         if missing:

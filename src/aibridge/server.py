@@ -17,19 +17,28 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from aibridge.bridge.actor_headers import ActorHeadersAddon
 from aibridge.bridge.flow import Addon, Addons
 from aibridge.bridge.providers import build_provider
+from aibridge.bridge.providers.keypool import KeyPool
 from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
 from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.mcp.addon import McpAddon
 from aibridge.mcp.servers import McpServer
 from aibridge.mcp.tools import Toolbox
-from aibridge.observability.metrics import CircuitCollector, Metrics, MetricsAddon, PurgeCollector
+from aibridge.observability.metrics import (
+    CircuitCollector,
+    KeyCooldownCollector,
+    Metrics,
+    MetricsAddon,
+    PurgeCollector,
+    RedactionCollector,
+)
 from aibridge.observability.structured import StructuredLogAddon
 from aibridge.observability.tracing import TracingAddon
 from aibridge.proxy import service as proxy_service
 from aibridge.recording.addon import RecordingAddon
 from aibridge.recording.recorder import Recorder
 from aibridge.recording.retention import RetentionTask
+from aibridge.redaction.addon import RedactionAddon
 from aibridge.resilience.breaker import CircuitBreakerAddon
 from aibridge.resilience.limits import LimitsAddon, RedisCounter
 from aibridge.rest import interceptions as interceptions_api
@@ -44,6 +53,7 @@ from aibridge.workers import Supervisor, Worker, event_loop_factory, listen_sock
 log = logging.getLogger("aibridge.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BRIDGE: web.AppKey[Bridge] = web.AppKey("bridge")
+API_PREFIX, API_ALIAS_PREFIX = "/api/v2/aibridge/", "/api/v2/ai-gateway/"
 FIRST_OWNER = "admin"
 
 
@@ -99,8 +109,9 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
     """Every feature of the bridge, in the order its hooks run. Reading this list tells them all.
 
     Guards come first (a refused request is neither recorded nor sent), then what changes the
-    upstream request, then what records and observes. ``worker``: this process is one of several
-    (``workers.py``): limits are shared with the others, and once-per-server tasks run in the leader.
+    upstream request, then redaction (what follows it sees only redacted text), then what
+    records and observes. ``worker``: this process is one of several (``workers.py``): limits are
+    shared with the others, and once-per-server tasks run in the leader.
     """
     leader = worker is None or worker.leader
     addons: list[Addon] = []
@@ -117,6 +128,8 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
         addons.append(ActorHeadersAddon())
     if settings.mcp_servers:
         addons.append(mcp_injection(settings, metrics))
+    if settings.aibridge_redact != "off":
+        addons.append(RedactionAddon(settings.aibridge_redact))
     journal = worker.journal_path(settings.data_dir) if worker else settings.data_dir / "journal" / "records.jsonl"
     addons.append(RecordingAddon(Recorder(engine, journal)))
     if leader:
@@ -139,6 +152,8 @@ def watch_addons(metrics: Metrics, addons: list[Addon]) -> None:
             metrics.watch(CircuitCollector(metrics, addon.snapshot))
         elif isinstance(addon, RetentionTask):
             metrics.watch(PurgeCollector(addon))
+        elif isinstance(addon, RedactionAddon):
+            metrics.watch(RedactionCollector(addon.counts))
 
 
 def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = None) -> web.Application:
@@ -150,6 +165,9 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
         watch_addons(metrics, addon_list)
     addons = Addons(addon_list)
     providers = {cfg.name: build_provider(cfg) for cfg in settings.providers}
+    if metrics is not None:
+        pools = [pool for p in providers.values() if isinstance(pool := getattr(p, "keys", None), KeyPool)]
+        metrics.watch(KeyCooldownCollector(pools))
     bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled)
     app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[BRIDGE] = settings, engine, authenticator, bridge
 
@@ -159,7 +177,9 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
     interceptions_api.add_routes(app)
     web_ui.add_routes(app)
     proxy_service.add_routes(app)
-    app.router.add_route("*", ROUTE_PREFIX + "{provider}/{tail:.*}", bridge.handle)
+    add_gateway_aliases(app)
+    for prefix in (ROUTE_PREFIX, API_ALIAS_PREFIX):
+        app.router.add_route("*", prefix + "{provider}/{tail:.*}", bridge.handle)
     if metrics is not None:
         app.router.add_get("/metrics", metrics.handle)
 
@@ -174,6 +194,21 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
     app.on_cleanup.append(on_cleanup)
     proxy_service.attach(app, settings, bridge, metrics.registry if metrics else None)
     return app
+
+
+def add_gateway_aliases(app: web.Application) -> None:
+    """Every ``/api/v2/aibridge/…`` route also answers at ``/api/v2/ai-gateway/…`` (Coder's new name).
+
+    Routes with their own patterns (the provider catch-all) are registered under both prefixes
+    where they are added.
+    """
+    for resource in list(app.router.resources()):
+        path = resource.canonical
+        if not path.startswith(API_PREFIX):
+            continue
+        alias = API_ALIAS_PREFIX + path.removeprefix(API_PREFIX)
+        for route in resource:
+            app.router.add_route(route.method, alias, route.handler)
 
 
 async def ensure_first_owner(engine: AsyncEngine, settings: Settings) -> str | None:
@@ -276,6 +311,7 @@ async def prepare(settings: Settings) -> None:
             build_provider(cfg)         # may refuse the configuration (e.g. no AWS credentials)
         if settings.aibridge_proxy_enabled:
             proxy_service.load_ca(settings)      # generated here once, so every worker loads the same CA
+            proxy_service.listener_tls(settings)   # its files are checked once, before any worker starts
         for journal in sorted((settings.data_dir / "journal").glob("records*.jsonl")):
             recorder = Recorder(engine, journal)
             await recorder.start()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -8,7 +9,7 @@ import pytest
 from aibridge.bridge.providers import PROVIDER_KINDS
 from aibridge.bridge.providers.bedrock.provider import BedrockProviderConfig
 from aibridge.bridge.providers.http import HTTPProviderConfig
-from aibridge.config import OPTIONS, ConfigError, Settings, format_duration, parse_duration
+from aibridge.config import OPTIONS, ConfigError, Option, Settings, format_duration, parse_duration
 from aibridge.config import load_settings as load_config
 
 
@@ -157,3 +158,78 @@ def test_workers_option_auto_count_and_sources(tmp_path: Path) -> None:
     for bad in ("-2", "many"):
         with pytest.raises(ConfigError, match="CODER_AIBRIDGE_WORKERS: invalid worker count"):
             load_settings({}, env={"CODER_AIBRIDGE_WORKERS": bad})
+
+
+# ---------------------------------------------------------------- AI Gateway aliases
+
+SAMPLES = {"str": "x-value", "bool": "true", "int": "7", "float": "2.5", "duration": "5d",
+           "address": "127.0.0.1:9", "url": "http://example.test", "redact": "upstream", "path": "/tmp/x",
+           "cidrs": "10.0.0.0/8", "workers": "2"}
+ALIASED = [opt for opt in OPTIONS if opt.alias_env]
+
+
+def test_every_aibridge_option_has_an_ai_gateway_alias() -> None:
+    for opt in OPTIONS:
+        if opt.env.startswith("CODER_AIBRIDGE_"):
+            assert opt.alias_env == "CODER_AI_GATEWAY_" + opt.env.removeprefix("CODER_AIBRIDGE_")
+        if opt.flag.startswith("--aibridge-"):
+            assert opt.alias_flag == "--ai-gateway-" + opt.flag.removeprefix("--aibridge-")
+    assert len(ALIASED) > 20 and all(opt.kind in SAMPLES for opt in OPTIONS)
+
+
+@pytest.mark.parametrize("opt", ALIASED, ids=lambda o: o.alias_env)
+def test_alias_variable_and_flag_are_read(opt: Option) -> None:
+    value = SAMPLES[opt.kind]
+    expected = getattr(load_config(env={opt.env: value}, storage_only=True), opt.key)
+    assert getattr(load_config(env={opt.alias_env: value}, storage_only=True), opt.key) == expected
+    if opt.alias_key:
+        assert getattr(load_config({opt.alias_key: value}, env={}, storage_only=True), opt.key) == expected
+
+
+@pytest.mark.parametrize("opt", ALIASED, ids=lambda o: o.alias_env)
+def test_aibridge_name_wins_over_alias_with_a_warning(opt: Option, caplog: pytest.LogCaptureFixture) -> None:
+    value = SAMPLES[opt.kind]
+    other = opt.default if opt.default and opt.default != value else {"bool": "false", "redact": "off"}.get(
+        opt.kind, "0" if opt.kind in ("int", "float", "duration") else "y-other")
+    if opt.kind == "address":
+        other = "127.0.0.1:10"
+    elif opt.kind == "url":
+        other = "http://other.test"
+    expected = getattr(load_config(env={opt.env: value}, storage_only=True), opt.key)
+    with caplog.at_level(logging.WARNING, "aibridge.config"):
+        both = load_config(env={opt.env: value, opt.alias_env: other}, storage_only=True)
+    assert getattr(both, opt.key) == expected
+    assert f"both {opt.env} and {opt.alias_env} are set; using {opt.env}" in caplog.text
+    if opt.alias_key:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "aibridge.config"):
+            flagged = load_config({opt.key: value, opt.alias_key: other}, env={}, storage_only=True)
+        assert getattr(flagged, opt.key) == expected
+        assert f"both {opt.flag} and {opt.alias_flag} are given" in caplog.text
+
+
+def test_alias_flags_reach_the_settings_through_the_cli() -> None:
+    from aibridge.cli.main import cli
+    from aibridge.cli.options import settings_from
+
+    command = cli.commands["server"]
+    ctx = command.make_context("server", ["--ai-gateway-retention", "5d", "--ai-gateway-redact", "off"])
+    settings = settings_from(dict(ctx.params), storage_only=True)
+    assert settings.aibridge_retention == 5 * 86400 and settings.aibridge_redact == "off"
+    assert "--ai-gateway-" not in command.get_help(ctx)      # kept out of --help, documented instead
+
+
+def test_indexed_provider_aliases(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"CODER_AIBRIDGE_ENABLED": "true",
+           "CODER_AI_GATEWAY_PROVIDER_0_TYPE": "openai", "CODER_AI_GATEWAY_PROVIDER_0_KEY": "sk-alias",
+           "CODER_AIBRIDGE_PROVIDER_0_KEY": "sk-primary", "CODER_AI_GATEWAY_PROVIDER_0_NAME": "gw"}
+    with caplog.at_level(logging.WARNING, "aibridge.config"):
+        [provider] = load_config(env=env, provider_kinds=PROVIDER_KINDS).providers
+    assert isinstance(provider, HTTPProviderConfig)
+    assert (provider.type, provider.name, provider.key) == ("openai", "gw", "sk-primary")
+    assert "using CODER_AIBRIDGE_PROVIDER_0_KEY" in caplog.text
+
+
+def test_alias_errors_name_the_alias() -> None:
+    with pytest.raises(ConfigError, match=r"^CODER_AI_GATEWAY_RETENTION: invalid duration"):
+        load_config(env={"CODER_AI_GATEWAY_RETENTION": "soon"}, storage_only=True)

@@ -25,8 +25,8 @@ from aibridge.config import OPTIONS, ConfigError, Option, Settings, check_settin
 class AzureOpenAIProvider(OpenAIProvider):
     """OpenAI's wire format; the key goes in an ``api-key`` header."""
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"api-key": self._key}
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"api-key": key}
 
 
 class AzureOpenAIType(HTTPType):

@@ -19,6 +19,9 @@ KILO_CODE = "Kilo Code"
 CLINE = "Cline"
 OPENCODE = "OpenCode"
 MUX = "Mux"
+CRUSH = "Charm Crush"
+JUNIE = "Junie"
+GOOSE = "Goose"
 UNKNOWN = "Unknown"
 
 _Headers = dict[str, str]        # lower-cased names
@@ -64,7 +67,7 @@ def _codex(h: _Headers) -> bool:
 def _kilo(h: _Headers) -> bool:
     # Kilo Code forked Roo Code (itself a Cline fork): test it before the other two.
     return (
-        _ua_starts(h, "kilo-code/", "kilocode/")
+        _ua_starts(h, "kilo-code/", "kilocode/", "kilo/")         # kilo/latest/7.8.3/cli (its CLI)
         or h.get("originator", "").lower() == "kilo-code"
         or _title(h) == "kilo code"
         or _has_prefixed(h, "x-kilocode-")
@@ -104,11 +107,14 @@ def _zed(h: _Headers) -> bool:
 
 
 def _copilot(h: _Headers) -> bool:
-    # GitHubCopilotChat/… (VS Code), copilot/… (CLI); the editor integrations add these headers
+    # GitHubCopilotChat/… (VS Code), copilot/… (CLI); the editor integrations add these headers,
+    # and Copilot's bring-your-own-key requests (sent with the plain OpenAI/Anthropic SDKs)
+    # carry X-Interaction-Type.
     return (
         _ua_starts(h, "githubcopilotchat/", "copilot/")
         or "copilot-integration-id" in h
         or h.get("editor-plugin-version", "").lower().startswith("copilot")
+        or bool(h.get("x-interaction-type", "").strip())
     )
 
 
@@ -118,6 +124,21 @@ def _cursor(h: _Headers) -> bool:
 
 def _mux(h: _Headers) -> bool:
     return _ua_starts(h, "mux/")
+
+
+def _crush(h: _Headers) -> bool:
+    # Charm-Crush/v0.97.1 (https://charm.land/crush)
+    return _ua_starts(h, "charm-crush/", "charm crush/")
+
+
+def _junie(h: _Headers) -> bool:
+    # JetBrains Junie: "junie:<ide>:<version>…"
+    return _ua_starts(h, "junie:", "junie/")
+
+
+def _goose(h: _Headers) -> bool:
+    # Block's Goose sends OpenRouter-style attribution to the OpenAI-compatible providers.
+    return _title(h) == "goose" or "block.github.io/goose" in _referer(h)
 
 
 # Order matters where tools share ancestry (Kilo → Roo → Cline).
@@ -132,6 +153,9 @@ _RULES: tuple[tuple[str, Callable[[_Headers], bool]], ...] = (
     (COPILOT, _copilot),
     (CURSOR, _cursor),
     (MUX, _mux),
+    (CRUSH, _crush),
+    (JUNIE, _junie),
+    (GOOSE, _goose),
 )
 
 # Where each tool puts the id of its conversation.

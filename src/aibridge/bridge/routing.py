@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
+from aibridge.bridge.apis.base import Api
 from aibridge.bridge.flow import Addons, Passthrough
 from aibridge.bridge.intercept import intercept, provider_error
 from aibridge.bridge.passthrough import passthrough
@@ -21,6 +22,17 @@ ROUTE_PREFIX = "/api/v2/aibridge/"
 def json_error(status: int, message: str, detail: str = "") -> web.Response:
     return web.Response(status=status, content_type="application/json",
                         body=orjson.dumps({"message": message, "detail": detail}))
+
+
+def refuse_websocket(api: Api) -> web.Response:
+    """Codex asks for Responses over a WebSocket first (``OpenAI-Beta: responses_websockets=…``).
+
+    426 Upgrade Required makes it fall back to HTTP POST at once; a 404 makes it retry the
+    upgrade with backoff (seven tries, about 7 s, before every first turn). Recorded nowhere:
+    it is not a request for the model.
+    """
+    return provider_error(api, 426, "WebSocket transport is not supported by AI Bridge; use HTTP",
+                          {"Upgrade": "HTTP/1.1", "Connection": "Upgrade"})
 
 
 class Bridge:
@@ -53,6 +65,8 @@ class Bridge:
         the proxy authenticates its CONNECT and passes the actor in.
         """
         default_api = next(iter(provider.apis.values()))
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return refuse_websocket(default_api)
         api = provider.apis.get(tail) if request.method == "POST" else None
         passes = api is None and provider.is_passthrough(request.method, tail)
         if api is None and not passes:

@@ -17,6 +17,12 @@ def render_configuration_docs() -> str:
         "retention of `0` keeps records forever. A value that cannot work stops start-up with exit code 2",
         "and one line naming the option.",
         "",
+        "Coder renamed the product AI Gateway: every `CODER_AIBRIDGE_*` variable is also read as",
+        "`CODER_AI_GATEWAY_*` (e.g. `CODER_AI_GATEWAY_OPENAI_KEY`, `CODER_AI_GATEWAY_PROVIDER_0_TYPE`), every",
+        "`--aibridge-*` flag is also accepted as `--ai-gateway-*`, and every `/api/v2/aibridge/…` route also",
+        "answers at `/api/v2/ai-gateway/…`. The `aibridge` names stay primary: a value given under both names",
+        "is taken from the `aibridge` one, and a warning is logged.",
+        "",
         "| flag | environment | YAML | default | description |",
         "|---|---|---|---|---|",
     ]
@@ -49,6 +55,23 @@ def render_configuration_docs() -> str:
         "duplicate ID or a malformed URL stops start-up. As flags: `--aibridge-mcp-server '{id: coder, url: …,",
         "authorization: …}'` (a YAML/JSON mapping with the same keys, repeatable; given, it replaces the",
         "variables and the YAML list). See [mcp.md](mcp.md).",
+        "",
+    ]
+    lines += [
+        "## Provider key pools",
+        "",
+        "`--aibridge-openai-key`, `--aibridge-anthropic-key` and `CODER_AIBRIDGE_PROVIDER_<N>_KEY` may hold several",
+        "keys separated by commas (`sk-a,sk-b`). Requests take the keys in turn. When the upstream answers 429 or",
+        "401 to a key, that key cools down (for the answer's `Retry-After`, else 30 s after a 429 and 5 min after",
+        "a 401) and the same request is sent with the next key, before anything reached the client. When every",
+        "key is cooling the bridge answers 429 with `Retry-After` itself; when every key was refused (401), 502;",
+        "both in the provider's error shape. `coder_aibridged_provider_key_cooldowns_total{provider,key_hint}`",
+        "counts the cooldowns; `key_hint` is the first 8 hex digits of the key's SHA-256, never the key. With one",
+        "key nothing changes: every request goes upstream and its answer is relayed as it is.",
+        "",
+        "## Secret redaction",
+        "",
+        "`--aibridge-redact` (`store`, `upstream` or `off`): see [redaction.md](redaction.md).",
         "",
     ]
     return "\n".join(lines)

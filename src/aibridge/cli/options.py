@@ -23,13 +23,22 @@ from aibridge.config import (
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _option(flag: str, dest: str, opt: Option, text: str, hidden: bool = False) -> Callable[[F], F]:
+    if opt.kind == "bool":
+        return click.option(flag, dest, default=None, is_flag=False, flag_value="true",
+                            metavar="[true|false]", help=text, hidden=hidden)
+    return click.option(flag, dest, default=None, metavar=opt.kind.upper(), help=text, hidden=hidden)
+
+
 def _decorator(opt: Option) -> Callable[[F], F]:
     default = opt.default or "(empty)"
     text = f"{opt.help} [env: {opt.env}; default: {default}]"
-    if opt.kind == "bool":
-        return click.option(opt.flag, opt.key, default=None, is_flag=False, flag_value="true",
-                            metavar="[true|false]", help=text)
-    return click.option(opt.flag, opt.key, default=None, metavar=opt.kind.upper(), help=text)
+    primary = _option(opt.flag, opt.key, opt, text)
+    if not opt.alias_flag:
+        return primary
+    # --ai-gateway-*: accepted, kept out of --help (documented in docs/configuration.md)
+    alias = _option(opt.alias_flag, opt.alias_key, opt, f"Alias of {opt.flag}.", hidden=True)
+    return lambda func: primary(alias(func))
 
 
 def config_options(options: Iterable[Option]) -> Callable[[F], F]:
@@ -63,7 +72,8 @@ def fail(message: str) -> NoReturn:
 def settings_from(kwargs: dict[str, Any], *, storage_only: bool = False) -> Settings:
     """Pop the configuration options from a command's kwargs and resolve them (exit 2 on error)."""
     config_path = kwargs.pop("config_path", None)
-    flags: dict[str, Any] = {opt.key: kwargs.pop(opt.key) for opt in OPTIONS if opt.key in kwargs}
+    flags: dict[str, Any] = {key: kwargs.pop(key) for opt in OPTIONS for key in (opt.key, opt.alias_key)
+                             if key and key in kwargs}
     if specs := kwargs.pop("aibridge_mcp_server", None):
         flags["mcp_servers"] = list(specs)
     kinds: Sequence[ProviderKind] = ()

@@ -33,7 +33,7 @@ import glob
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,6 +290,38 @@ class PurgeCollector:
         family = CounterMetricFamily(METRIC_PREFIX + "purged_interceptions",
                                      "Interceptions (with their records) deleted by the retention purge.")
         family.add_metric([], self.retention.purged_total)
+        yield family
+
+
+class RedactionCollector:
+    """``redactions_total{kind}``: secrets replaced in recorded items, read from the redaction addon's counts."""
+
+    def __init__(self, counts: Mapping[str, int]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(METRIC_PREFIX + "redactions",
+                                     "Secrets replaced by [REDACTED:<kind>] in recorded prompts, tool arguments "
+                                     "and thoughts.", labels=["kind"])
+        for kind, count in sorted(self.counts.items()):
+            family.add_metric([kind], count)
+        yield family
+
+
+class KeyCooldownCollector:
+    """``provider_key_cooldowns_total{provider,key_hint}``, read from the providers' key pools
+    (each with ``provider``, and ``cooldowns``: key hint → count) when scraped."""
+
+    def __init__(self, pools: Iterable[Any]) -> None:
+        self.pools = list(pools)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(METRIC_PREFIX + "provider_key_cooldowns",
+                                     "Times a provider key was put on cooldown after a 429 or 401 from the upstream.",
+                                     labels=["provider", "key_hint"])
+        for pool in self.pools:
+            for hint, count in sorted(pool.cooldowns.items()):
+                family.add_metric([pool.provider, hint], count)
         yield family
 
 

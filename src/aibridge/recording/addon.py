@@ -7,6 +7,7 @@ so a log line and a stored record always say the same thing.
 from __future__ import annotations
 
 from aibridge.bridge.apis.base import Finding, Thought, ToolCall, Usage
+from aibridge.bridge.clients import UNKNOWN
 from aibridge.bridge.flow import Addon, Flow
 from aibridge.recording.recorder import Recorder
 from aibridge.store.records import (
@@ -47,6 +48,8 @@ def _request_metadata(flow: Flow) -> dict[str, object]:
         metadata["requested_model"] = flow.info.model
     if flow.door != "bridge":
         metadata["door"] = flow.door
+    if flow.client == UNKNOWN and flow.user_agent:
+        metadata["user_agent"] = flow.user_agent[:256]     # who it was, when no known tool
     return metadata
 
 
@@ -57,7 +60,7 @@ def start_records(flow: Flow) -> list[Record]:
         provider_name=flow.provider.name, api=flow.api.name, model=flow.model, client=flow.client,
         client_session_id=flow.session_id, user_agent=flow.user_agent, metadata=_request_metadata(flow))]
     if flow.info.prompt:
-        records.append(PromptRecord(flow.id, "", flow.info.prompt, {}))
+        records.append(PromptRecord(flow.id, "", flow.info.prompt, dict(flow.info.prompt_metadata)))
     return records
 
 

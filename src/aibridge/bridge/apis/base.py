@@ -23,6 +23,7 @@ class RequestInfo:
     model: str
     stream: bool
     prompt: str | None          # text of the last message whose role is "user"
+    prompt_metadata: dict[str, Any] = field(default_factory=dict)   # recorded with the prompt
 
 
 @dataclass(slots=True)

@@ -17,8 +17,8 @@ class AnthropicProvider(HTTPProvider):
     type = "anthropic"
     apis: Mapping[str, Api] = {"v1/messages": MESSAGES}
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"x-api-key": self._key}
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-api-key": key}
 
     def is_passthrough(self, method: str, tail: str) -> bool:
         return bool(_PASSTHROUGH.match(tail))

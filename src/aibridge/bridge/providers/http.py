@@ -11,15 +11,19 @@ a pair of single-provider options (``--aibridge-openai-key``, ``--aibridge-opena
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import aiohttp
+import orjson
 from multidict import CIMultiDict
 from yarl import URL
 
+from aibridge.bridge.apis.base import Api
 from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest
+from aibridge.bridge.providers.keypool import COOLING_STATUSES, KeyPool, split_keys
 from aibridge.bridge.providers.registry import ProviderType
 from aibridge.config import OPTIONS_BY_KEY, ProviderConfig, ProviderFields, Settings, legacy_fields, legacy_label
 
@@ -153,19 +157,25 @@ class UpstreamClient:
 
 
 class HTTPProvider:
-    """Shared plumbing; subclasses say how to authenticate and which routes exist."""
+    """Shared plumbing; subclasses say how to authenticate and which routes exist.
+
+    ``key`` may hold several keys separated by commas: a key pool (``keypool.py``) that moves on
+    to the next key when the upstream answers 429 or 401, before anything reached the client.
+    """
 
     type = ""
     # Prefix of the route tail that the base URL already contains (OpenAI's base ends in /v1/).
     base_strip = ""
+    apis: Mapping[str, Api]
 
     def __init__(self, name: str, key: str, base_url: str) -> None:
         self.name = name
-        self._key = key
+        self.keys = KeyPool(name, split_keys(key) or [""])
         self._base_url = base_url
         self._client = UpstreamClient(name)
 
-    def auth_headers(self) -> dict[str, str]:
+    def auth_headers(self, key: str) -> dict[str, str]:
+        """The headers that carry ``key`` (one key of the pool) upstream."""
         raise NotImplementedError
 
     def upstream_model(self, model: str) -> str:
@@ -174,13 +184,32 @@ class HTTPProvider:
     def url(self, tail: str, query: str) -> str:
         return join_url(self._base_url, tail.removeprefix(self.base_strip), query)
 
-    async def send(self, request: UpstreamRequest) -> HTTPUpstreamResponse:
-        headers = CIMultiDict(request.headers)
-        headers.update(self.auth_headers())
-        headers["Accept-Encoding"] = "gzip, deflate"
-        resp = await self._client.request(request.method, self.url(request.tail, request.query),
-                                          data=request.body or None, headers=headers)
-        return HTTPUpstreamResponse(resp)
+    async def send(self, request: UpstreamRequest) -> HTTPUpstreamResponse | BufferedResponse:
+        pool = self.keys
+        for index in pool.order():
+            headers = CIMultiDict(request.headers)
+            headers.update(self.auth_headers(pool.keys[index]))
+            headers["Accept-Encoding"] = "gzip, deflate"
+            resp = await self._client.request(request.method, self.url(request.tail, request.query),
+                                              data=request.body or None, headers=headers)
+            if not pool.pooled or resp.status not in COOLING_STATUSES:
+                return HTTPUpstreamResponse(resp)
+            pool.cool(index, resp.status, resp.headers)
+            with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+                await resp.read()       # a small error body: keep the connection for the next key
+            resp.release()
+        return self._no_key_left()
+
+    def _no_key_left(self) -> BufferedResponse:
+        """Every key of the pool is cooling: 429 with Retry-After, or 502 when all were refused."""
+        api = next(iter(self.apis.values()))
+        if self.keys.all_refused():
+            raise UpstreamError(502, f"every API key of provider {self.name} was refused by the upstream "
+                                     "(401): check the configured keys")
+        wait = self.keys.retry_after()
+        message = f"every API key of provider {self.name} is rate limited by the upstream; retry in {wait}s"
+        return BufferedResponse(429, orjson.dumps(api.error_body(429, message)),
+                                {"Content-Type": "application/json", "Retry-After": str(wait)})
 
     async def close(self) -> None:
         await self._client.close()
@@ -210,8 +239,8 @@ class HTTPType(ProviderType[HTTPProviderConfig]):
         if not base_url:
             raise fields.error("BASE_URL", f"provider {fields.name!r} needs a base URL")
         key = fields.get("KEY")
-        if not key:
-            raise fields.error("KEY", f"provider {fields.name!r} needs an API key")
+        if not split_keys(key):
+            raise fields.error("KEY", f"provider {fields.name!r} needs an API key (several: separated by commas)")
         return HTTPProviderConfig(self.kind, self.type, fields.name, base_url, key)
 
     def from_legacy(self, settings: Settings) -> tuple[str, HTTPProviderConfig] | None:

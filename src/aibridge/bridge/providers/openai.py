@@ -19,8 +19,8 @@ class OpenAIProvider(HTTPProvider):
     base_strip = "v1/"
     apis: Mapping[str, Api] = {"v1/chat/completions": CHAT_COMPLETIONS, "v1/responses": RESPONSES}
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._key}"}
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
 
     def is_passthrough(self, method: str, tail: str) -> bool:
         return bool(_PASSTHROUGH.match(tail))
