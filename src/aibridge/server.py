@@ -22,12 +22,19 @@ from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.mcp.addon import McpAddon
 from aibridge.mcp.servers import McpServer
 from aibridge.mcp.tools import Toolbox
-from aibridge.observability.metrics import CircuitCollector, Metrics, MetricsAddon, PurgeCollector
+from aibridge.observability.metrics import (
+    CircuitCollector,
+    Metrics,
+    MetricsAddon,
+    PurgeCollector,
+    RecordingCollector,
+)
 from aibridge.observability.structured import StructuredLogAddon
 from aibridge.observability.tracing import TracingAddon
 from aibridge.proxy import service as proxy_service
 from aibridge.recording.addon import RecordingAddon
-from aibridge.recording.recorder import Recorder
+from aibridge.recording.recorder import Recorder, describe
+from aibridge.recording.replica import Replica
 from aibridge.recording.retention import RetentionTask
 from aibridge.resilience.breaker import CircuitBreakerAddon
 from aibridge.resilience.limits import LimitsAddon, RedisCounter
@@ -43,6 +50,7 @@ log = logging.getLogger("aibridge.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BRIDGE: web.AppKey[Bridge] = web.AppKey("bridge")
 FIRST_OWNER = "admin"
+READY_TIMEOUT = 2.0
 
 
 @web.middleware
@@ -75,8 +83,25 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-async def healthz(_request: web.Request) -> web.Response:
-    return web.Response(text="OK")
+RECORDING: web.AppKey[RecordingAddon] = web.AppKey("recording")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up (always 200); the body says how recording is doing."""
+    recording = request.app.get(RECORDING)
+    details = recording.recorder.health() if recording is not None else None
+    return json_response({"status": "ok", "recording": details})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The database answers (503 when it does not): for load balancers and orchestrators."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            async with request.app[ENGINE].connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        return json_response({"status": "unavailable", "database": describe(exc)}, status=503)
+    return json_response({"status": "ok", "database": "ok"})
 
 
 async def buildinfo(_request: web.Request) -> web.Response:
@@ -110,7 +135,7 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
         addons.append(ActorHeadersAddon())
     if settings.mcp_servers:
         addons.append(mcp_injection(settings, metrics))
-    addons.append(RecordingAddon(Recorder(engine, settings.data_dir / "journal" / "records.jsonl")))
+    addons.append(RecordingAddon(Recorder(engine, settings.data_dir / "journal"), Replica(engine)))
     addons.append(RetentionTask(engine, settings.aibridge_retention))
     if metrics is not None:
         addons.append(MetricsAddon(metrics, settings.prometheus_address))
@@ -128,6 +153,8 @@ def watch_addons(metrics: Metrics, addons: list[Addon]) -> None:
             metrics.watch(CircuitCollector(metrics, addon.snapshot))
         elif isinstance(addon, RetentionTask):
             metrics.watch(PurgeCollector(addon))
+        elif isinstance(addon, RecordingAddon):
+            metrics.watch(RecordingCollector(addon.recorder, addon.replica))
 
 
 def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
@@ -143,6 +170,10 @@ def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
     app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[BRIDGE] = settings, engine, authenticator, bridge
 
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    for addon in addon_list:
+        if isinstance(addon, RecordingAddon):
+            app[RECORDING] = addon
     app.router.add_get("/api/v2/buildinfo", buildinfo)
     users_api.add_routes(app)
     interceptions_api.add_routes(app)

@@ -15,7 +15,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.config import postgres_async_url
-from aibridge.recording.recorder import Journal, Recorder, decode_record, encode_record
+from aibridge.recording.journal import Journal, decode_record, encode_record
+from aibridge.recording.recorder import Recorder
 from aibridge.store import records as rec
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
@@ -60,7 +61,7 @@ async def _interception(engine: AsyncEngine) -> tuple[uuid.UUID, list[rec.Record
 
 
 async def test_recorder_batches_and_writes_everything(engine: AsyncEngine, tmp_path: Path) -> None:
-    recorder = Recorder(engine, tmp_path / "journal.jsonl")
+    recorder = Recorder(engine, tmp_path / "journal")
     await recorder.start()
     iid, records = await _interception(engine)
     for record in records:
@@ -72,29 +73,34 @@ async def test_recorder_batches_and_writes_everything(engine: AsyncEngine, tmp_p
     assert row.ended_at is not None and row.ended_at >= row.started_at
     assert (usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens) == (10, 5, 3)
     assert usage.metadata == {"reasoning_tokens": 2}
-    assert not recorder.journal
+    assert recorder.journal.bytes_on_disk() == 0
 
 
-async def test_database_outage_spills_to_journal_and_replays(engine: AsyncEngine, tmp_path: Path) -> None:
-    """Nothing accepted is lost: a failing database sends batches to the journal, in order."""
-    journal_path = tmp_path / "journal.jsonl"
+def _journaled(journal_dir: Path) -> list[rec.Record]:
+    journal = Journal(journal_dir)
+    return [r for path in journal.segments() for chunk in journal.read(path, 1000) for r in chunk]
+
+
+async def test_database_outage_keeps_records_in_the_journal_and_replays(engine: AsyncEngine, tmp_path: Path) -> None:
+    """Nothing accepted is lost: a failing database leaves every record in the journal, in order."""
+    journal_dir = tmp_path / "journal"
     broken = create_engine("sqlite+aiosqlite:///" + str(tmp_path / "missing" / "x.db"))  # no tables: writes fail
-    recorder = Recorder(broken, journal_path, linger=0)
+    recorder = Recorder(broken, journal_dir, linger=0)
     await recorder.start()
     iid, records = await _interception(engine)
     for record in records:
         recorder.submit(record)
         await asyncio.sleep(0.01)     # several batches, so order across batches matters
+    assert recorder.health()["database"]["ok"] is False
     await recorder.close()
     await broken.dispose()
-    assert Journal(journal_path)
-    assert [type(r) for r in Journal(journal_path).read()] == [type(r) for r in records]
+    assert [type(r) for r in _journaled(journal_dir)] == [type(r) for r in records]
 
     # The next start (healthy database) replays the journal before anything else.
-    recorder = Recorder(engine, journal_path)
+    recorder = Recorder(engine, journal_dir)
     await recorder.start()
     await recorder.close()
-    assert not Journal(journal_path)
+    assert _journaled(journal_dir) == []
     async with engine.connect() as conn:
         row = (await conn.execute(interceptions.select().where(interceptions.c.id == iid))).one()
         count = (await conn.execute(sa.select(sa.func.count()).select_from(token_usages)
@@ -102,8 +108,8 @@ async def test_database_outage_spills_to_journal_and_replays(engine: AsyncEngine
     assert row.ended_at is not None and count == 1
 
     # Replaying the same records again (e.g. a crash after commit) duplicates nothing.
-    Journal(journal_path).append(records)
-    recorder = Recorder(engine, journal_path)
+    Journal(journal_dir).append(b"".join(encode_record(r) + b"\n" for r in records))
+    recorder = Recorder(engine, journal_dir)
     await recorder.start()
     await recorder.close()
     async with engine.connect() as conn:

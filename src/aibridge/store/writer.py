@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import sqlite3
@@ -23,6 +24,7 @@ from aibridge.store.records import (
     TokenUsageRecord,
     ToolUsageRecord,
 )
+from aibridge.store.sanitize import clean_record
 from aibridge.store.schema import UTCDateTime, interceptions, model_thoughts, token_usages, tool_usages, user_prompts
 
 # Inserted in this order so children never precede their interception.
@@ -60,11 +62,12 @@ class Rows:
 
 
 def collect(batch: Sequence[Record]) -> Rows:
+    """Rows for the batch, every value made storable first (store/sanitize.py)."""
     rows: dict[type, list[dict[str, Any]]] = {kind: [] for kind, _ in _INSERT_TABLES}
     starts: dict[Any, dict[str, Any]] = {}
     plain_ends: list[dict[str, Any]] = []
     ends_with_metadata: list[dict[str, Any]] = []
-    for record in batch:
+    for record in map(clean_record, batch):
         if isinstance(record, InterceptionEnd):
             start = starts.get(record.id)
             if start is not None:       # started and ended within one batch: one INSERT, no UPDATE
@@ -164,11 +167,25 @@ class SQLiteWriter:
                               for e in rows.ends_with_metadata])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may already have rolled back (a full disk does): a second ROLLBACK would
+            # raise "no transaction is active" and hide the real error.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
 
     def close(self) -> None:
         self._conn.close()
+
+
+# Errors that say a batch's data is refused (it would fail again as it is), as opposed to the
+# database being unreachable, full or busy (worth retrying the same batch later).
+DATA_ERRORS = (sa.exc.IntegrityError, sa.exc.DataError, sqlite3.IntegrityError,
+               sqlite3.DataError, ValueError, TypeError, OverflowError)
+
+
+def refuses_data(exc: BaseException) -> bool:
+    return isinstance(exc, DATA_ERRORS)
 
 
 class BatchWriter:
