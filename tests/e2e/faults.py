@@ -9,6 +9,7 @@ import errno
 import os
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +24,34 @@ class CuttableLink:
     """A TCP relay to PostgreSQL that the test can cut and restore.
 
     The server under test is pointed at the relay instead of the shared PostgreSQL, so an
-    "outage" never touches the PostgreSQL that other developers' tests use.
+    "outage" never touches the PostgreSQL that other developers' tests use. The relay runs its
+    own event loop in a thread, so the test's blocking calls never stall it.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
         self.up = True
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> CuttableLink:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._thread.start()
+        self._server = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._accept, "127.0.0.1", 0), self._loop))
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self.up:
-            writer.close()
+            writer.transport.abort()
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
-            writer.close()
+            writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
@@ -61,22 +67,25 @@ class CuttableLink:
             self._writers.discard(writer)
             writer.close()
 
-    def cut(self) -> None:
-        """Every open connection dies now and new ones are refused, until ``restore``."""
+    def _cut(self) -> None:
         self.up = False
         for writer in list(self._writers):
-            transport = writer.transport
-            transport.abort()
+            writer.transport.abort()
         self._writers.clear()
+
+    def cut(self) -> None:
+        """Every open connection dies now and new ones are refused, until ``restore``."""
+        self._loop.call_soon_threadsafe(self._cut)
 
     def restore(self) -> None:
         self.up = True
 
     async def stop(self) -> None:
-        self.cut()
+        self._loop.call_soon_threadsafe(self._cut)
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
 
 
 class FullDisk:

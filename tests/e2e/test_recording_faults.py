@@ -8,6 +8,7 @@ outage, a kill -9 soak) is bench/faults.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +28,9 @@ from tests.harness import BACKENDS, Client, Database, ServerProcess, wait_for
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeUpstream]:
     async with FakeUpstream(record=False) as upstream:
+        # "slow" streams for a minute here: server starts on a busy machine take seconds.
+        slow = upstream.scenarios[("messages", "slow")]
+        upstream.scenarios = {**upstream.scenarios, ("messages", "slow"): dataclasses.replace(slow, interval=1.2)}
         yield upstream
 
 
@@ -144,14 +148,15 @@ async def test_a_torn_journal_line_loses_only_that_line(database: Database, fake
 
 # ---------------------------------------------------------------- 4. in flight at kill -9
 
-async def _slow_stream(server: ServerProcess, token: str, prompt: str) -> aiohttp.ClientSession:
-    """Start a slow stream and return once its first text arrived (the session stays open)."""
+async def _slow_stream(server: ServerProcess, token: str,
+                       prompt: str) -> tuple[aiohttp.ClientSession, aiohttp.ClientResponse]:
+    """Start a slow stream and return once its first text arrived (keep both to keep it open)."""
     session = aiohttp.ClientSession()
     resp = await session.post(server.url + "/api/v2/aibridge/anthropic/v1/messages", headers={"x-api-key": token},
                               json={"model": "claude-scenario-slow", "max_tokens": 100, "stream": True,
                                     "messages": [{"role": "user", "content": prompt}]})
     await resp.content.readuntil(b"content_block_delta")
-    return session
+    return session, resp
 
 
 async def test_interceptions_in_flight_at_kill9_are_closed_as_interrupted(database: Database,
@@ -159,7 +164,7 @@ async def test_interceptions_in_flight_at_kill9_are_closed_as_interrupted(databa
     """Before: they stayed open forever (ended_at NULL), invisible in the export."""
     server, token = await _started(database, fake)
     owner_token = server.admin_token
-    session = await _slow_stream(server, token, "cut short")
+    session, _open = await _slow_stream(server, token, "cut short")
     try:
         await asyncio.sleep(0.5)         # the start is journaled within a batch's linger
         _kill9(server)
@@ -182,7 +187,7 @@ async def test_a_live_replicas_interception_is_not_closed_by_another_replica(dat
     """Several replicas on one PostgreSQL: a replica starting up closes only what dead ones left."""
     first, token = await _started(database, fake)
     owner = first.admin_token
-    session = await _slow_stream(first, token, "still running")
+    session, _open = await _slow_stream(first, token, "still running")
     second = await ServerProcess(database, env={**bridge_env(fake), "CODER_AIBRIDGE_DATA_DIR":
                                                 str(database.data_dir / "second")}).start()
     try:

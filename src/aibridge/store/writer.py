@@ -39,7 +39,18 @@ _INSERT_TABLES: tuple[tuple[type, sa.Table], ...] = (
 
 def _insert(dialect: str, table: sa.Table) -> Any:
     module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table).on_conflict_do_nothing(index_elements=["id"])
+    insert = module.insert(table)
+    if table is interceptions:
+        # Replayed from the journal, an interception may already be there without its end:
+        # the end (and its metadata) wins, also over a sweep's "interrupted" (store/replicas.py).
+        return insert.on_conflict_do_update(
+            index_elements=["id"], set_={"ended_at": insert.excluded.ended_at, "metadata": insert.excluded.metadata},
+            where=insert.excluded.ended_at.is_not(None))
+    return insert.on_conflict_do_nothing(index_elements=["id"])
+
+
+_UPSERT_END = " DO UPDATE SET ended_at = excluded.ended_at, metadata = excluded.metadata " \
+              "WHERE excluded.ended_at IS NOT NULL"
 
 
 # Shallow rows: dataclasses.asdict would deep-copy every UUID, datetime and dict.
@@ -147,7 +158,8 @@ class SQLiteWriter:
         if found is None:
             columns = ", ".join(names)
             marks = ", ".join("?" for _ in names)
-            sql = f"INSERT INTO {table.name} ({columns}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING"
+            action = _UPSERT_END if table is interceptions else " DO NOTHING"
+            sql = f"INSERT INTO {table.name} ({columns}) VALUES ({marks}) ON CONFLICT (id){action}"
             found = self._inserts[key] = (sql, [(n, _sqlite_converter(table.c[n])) for n in names])
         return found
 
