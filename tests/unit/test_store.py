@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from asyncpg.pgproto.pgproto import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.config import postgres_async_url
@@ -20,6 +21,7 @@ from aibridge.recording.recorder import Recorder
 from aibridge.store import records as rec
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
+from aibridge.store.sanitize import MAX_TEXT, clean_record
 from aibridge.store.schema import interceptions, metadata, token_usages
 from tests.harness import Database
 
@@ -124,3 +126,39 @@ def test_journal_encoding_round_trips() -> None:
     assert decode_record(encode_record(start)) == start
     tool = rec.ToolUsageRecord(uuid.uuid4(), "r", "c", "t", "{}", True, "http://mcp", "boom", {})
     assert decode_record(encode_record(tool)) == tool
+
+
+def test_values_the_database_cannot_hold_are_cleaned() -> None:
+    iid = uuid.uuid4()
+    start = rec.InterceptionStart(iid, uuid.uuid4(), "anthropic", "anthropic", "messages", "m" * 300, "Unknown",
+                                  "s\x00", "ua \udcff", {"k\x00": ["v\x00", 2**70, {"deep": "\ud800"}]})
+    clean = clean_record(start)
+    assert isinstance(clean, rec.InterceptionStart)
+    assert len(clean.model) == 256 and clean.model.endswith("characters]")
+    assert (clean.client_session_id, clean.user_agent) == ("s\ufffd", "ua \ufffd")
+    assert clean.metadata == {"k\ufffd": ["v\ufffd", 2**63 - 1, {"deep": "\ufffd"}]}
+    prompt = clean_record(rec.PromptRecord(iid, "", "x" * (MAX_TEXT + 5), {}))
+    assert isinstance(prompt, rec.PromptRecord) and len(prompt.prompt) == MAX_TEXT
+    usage = clean_record(rec.TokenUsageRecord(iid, "r", 2**64, 1, 0, 0, {}))
+    assert isinstance(usage, rec.TokenUsageRecord) and usage.input_tokens == 2**63 - 1
+    fine = rec.PromptRecord(iid, "", "héllo", {"a": 1})
+    assert clean_record(fine) is fine            # clean values cost no copy
+
+
+def test_the_journal_takes_asyncpg_uuids() -> None:
+    """PostgreSQL hands back its own UUID type (a uuid.UUID subclass orjson refuses)."""
+    initiator = PgUUID(str(uuid.uuid4()))
+    start = rec.InterceptionStart(uuid.uuid4(), initiator, "openai", "openai", "chat_completions", "m", "c", None,
+                                  "ua", {})
+    back = decode_record(encode_record(start))
+    assert isinstance(back, rec.InterceptionStart) and back.initiator_id == uuid.UUID(str(initiator))
+
+
+def test_journal_reading_skips_only_torn_lines(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    good = [rec.PromptRecord(uuid.uuid4(), "", f"p{i}", {}) for i in range(3)]
+    lines = [encode_record(r) for r in good]
+    (tmp_path / "records.0000000001.jsonl").write_bytes(lines[0] + b"\n" + lines[1][:20] + b"\n" + lines[2] + b"\n")
+    read = [r for path in journal.segments() for chunk in journal.read(path, 10) for r in chunk]
+    assert read == [good[0], good[2]]
+    assert lines[1][:20] in journal.corrupt_path.read_bytes()
