@@ -80,9 +80,9 @@ def main() -> None:
         journaled = Recorder(engine, Path(tmp) / "journal")
         memory_only = Recorder(engine, Path(tmp) / "journal2")
         noop: Callable[[bytes], int] = lambda data: 0      # noqa: E731
-        memory_only.journal.append = noop                  # type: ignore[method-assign]
+        memory_only.journal.append = noop                  # type: ignore[method-assign,assignment]
         before = Recorder(engine, Path(tmp) / "journal4")     # the recorder before: a list append per record
-        before.submit = before._pending.append              # type: ignore[method-assign]
+        before.submit = before._pending.append              # type: ignore[method-assign,assignment]
         with_journal = _per_interception(journaled, args.seconds)
         without = _per_interception(memory_only, args.seconds)
         baseline = _per_interception(before, args.seconds)
