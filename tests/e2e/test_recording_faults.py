@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from aibridge.store import records as rec
 from tests.e2e.conftest import bridge_env
 from tests.e2e.faults import CuttableLink, FullDisk, ask, exported, health, wait_exported
 from tests.fakes.upstream import FakeUpstream
-from tests.harness import BACKENDS, Client, Database, ServerProcess, wait_for
+from tests.harness import BACKENDS, Client, Database, ServerProcess, free_port, wait_for
 
 
 @pytest.fixture
@@ -238,7 +239,9 @@ async def test_database_cut_under_load_loses_no_answered_request(database: Datab
     link = await CuttableLink("127.0.0.1", 5432).start()
     relayed = database.postgres.url.replace("127.0.0.1:5432", f"127.0.0.1:{link.port}")
     assert relayed != database.postgres.url
-    server, token = await _started(database, fake, CODER_PG_CONNECTION_URL=relayed)
+    metrics_address = f"127.0.0.1:{free_port()}"
+    server, token = await _started(database, fake, CODER_PG_CONNECTION_URL=relayed,
+                                   CODER_PROMETHEUS_ENABLE="true", CODER_PROMETHEUS_ADDRESS=metrics_address)
     owner = Client(server.url, server.admin_token)
     answered: set[str] = set()
     try:
@@ -259,6 +262,11 @@ async def test_database_cut_under_load_loses_no_answered_request(database: Datab
             status, body = await health(server)
             assert status == 200 and body["recording"]["database"]["ok"] is False, body
             assert body["recording"]["database"]["error"]
+            async with session.get(f"http://{metrics_address}/metrics") as resp:
+                metrics = await resp.text()
+            failures = re.search(r'^coder_aibridged_recording_failures_total\{stage="database"\} (\S+)$', metrics, re.M)
+            assert failures and float(failures.group(1)) >= 1, metrics
+            assert re.search(r"^coder_aibridged_records_pending \d", metrics, re.M)
             link.restore()
         assert len(answered) == 32
         found = await wait_exported(owner, answered, timeout=30)
