@@ -124,7 +124,11 @@ class Journal:
             if written != len(data):
                 raise OSError(28, f"short write to the journal ({written} of {len(data)} bytes)")
         except OSError:
+            empty = self.size == 0
             self.rotate()
+            if empty:           # do not leave an empty segment per failed attempt
+                with contextlib.suppress(OSError):
+                    self._path(self._seq).unlink()
             raise
         self.size += written
         return self._seq

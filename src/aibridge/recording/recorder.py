@@ -46,6 +46,7 @@ log = logging.getLogger("aibridge.recorder")
 
 FIRST_RETRY = 0.2
 LAST_RETRY = 5.0
+JOURNAL_RETRY = 1.0
 
 
 @dataclass
@@ -117,6 +118,7 @@ class Recorder:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._retry = FIRST_RETRY
+        self._journal_retry_at = 0.0
         self.database = Trouble("database write")
         self.journal_trouble = Trouble("journal append")
         self.written = 0
@@ -151,18 +153,25 @@ class Recorder:
         if not buffered.lines:
             return
         self._buffer = _Buffered()
+        if time.monotonic() < self._journal_retry_at:      # failing: try again at most once a second
+            self._not_journaled(buffered)
+            return
         try:
             seq = self.journal.append(b"\n".join(buffered.lines) + b"\n")
         except OSError as exc:
+            self._journal_retry_at = time.monotonic() + JOURNAL_RETRY
             self.journal_trouble.failed(exc, f"records are kept in memory (up to {self._max_pending})")
-            if self._spilled:               # not in memory yet: keep them there now
-                self._keep_in_memory(buffered.records)
-            else:
-                self._unjournaled += len(buffered.records)
+            self._not_journaled(buffered)
             return
         self.journal_trouble.recovered("records are journaled again")
         if not self._spilled:           # spilled segments belong to the replay, not to memory
             self._segment_last[seq] = max(self._segment_last.get(seq, -1), buffered.last_index)
+
+    def _not_journaled(self, buffered: _Buffered) -> None:
+        if self._spilled:               # not in memory yet: keep them there now
+            self._keep_in_memory(buffered.records)
+        else:
+            self._unjournaled += len(buffered.records)
 
     def _keep_in_memory(self, records: Sequence[rec.Record]) -> None:
         self._pending.extend(records)
@@ -318,6 +327,7 @@ class Recorder:
             await self._isolate(batch, exc)
         self.written += len(batch)
         self._retry = FIRST_RETRY
+        self._journal_retry_at = 0.0
         self.database.recovered(f"{self.pending} records left to write")
         return True
 
