@@ -22,8 +22,8 @@ from aibridge.store import records as rec
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
 from aibridge.store.sanitize import MAX_TEXT, clean_record
-from aibridge.store.schema import interceptions, metadata, token_usages
-from tests.harness import Database
+from aibridge.store.schema import interceptions, metadata, token_usages, users
+from tests.harness import Database, wait_for
 
 
 @pytest.fixture
@@ -162,3 +162,39 @@ def test_journal_reading_skips_only_torn_lines(tmp_path: Path) -> None:
     read = [r for path in journal.segments() for chunk in journal.read(path, 10) for r in chunk]
     assert read == [good[0], good[2]]
     assert lines[1][:20] in journal.corrupt_path.read_bytes()
+
+
+async def test_a_long_outage_spills_memory_to_the_journal_and_recovers(tmp_path: Path) -> None:
+    """Past max_pending records in memory, the journal alone holds them; they are replayed from
+    disk, in order, once the database answers (here: once its tables exist)."""
+    late = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'late.db'}")       # no tables yet: writes fail
+    recorder = Recorder(late, tmp_path / "journal", linger=0, max_pending=10)
+    await recorder.start()
+    user = uuid.uuid4()
+    ids = [uuid.uuid4() for _ in range(30)]
+    for iid in ids:
+        for record in (rec.InterceptionStart(iid, user, "openai", "openai", "chat_completions", "m", "c", None,
+                                             "ua", {}),
+                       rec.PromptRecord(iid, "", f"prompt {iid}", {}), rec.InterceptionEnd(iid)):
+            recorder.submit(record)
+        await asyncio.sleep(0.005)
+    state = recorder.health()
+    assert state["replaying_journal"] and state["pending"] <= 10 and state["journal_bytes"] > 0
+    assert state["database"]["ok"] is False and state["dropped"] == 0
+
+    await migrate(late)
+    stamp = dt.datetime.now(dt.UTC)
+    async with late.begin() as conn:
+        await conn.execute(users.insert().values(id=user, username="late", role="member", created_at=stamp,
+                                                 updated_at=stamp))
+
+    async def caught_up() -> bool:
+        return bool(recorder.health()["ok"])
+    assert await wait_for(caught_up, 20, interval=0.1)
+    await recorder.close()
+    async with late.connect() as conn:
+        ended = (await conn.execute(sa.select(sa.func.count()).select_from(interceptions)
+                                    .where(interceptions.c.ended_at.is_not(None)))).scalar_one()
+    await late.dispose()
+    assert ended == 30
+    assert recorder.journal.bytes_on_disk() == 0
