@@ -119,6 +119,7 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._retry = FIRST_RETRY
         self._journal_retry_at = 0.0
+        self._dropping = False          # logged that records are being dropped (reset by a good write)
         self.database = Trouble("database write")
         self.journal_trouble = Trouble("journal append")
         self.written = 0
@@ -180,17 +181,19 @@ class Recorder:
             self._pending.popleft()
             self._head += 1
             self.dropped += 1
-        if excess > 0:
-            log.error("recording: %d records dropped: the database and the journal both fail "
-                      "and memory holds at most %d", excess, self._max_pending)
+        if excess > 0 and not self._dropping:       # once per outage; the metric counts them all
+            self._dropping = True
+            log.error("recording: records are being dropped: the database and the journal both fail "
+                      "and memory holds at most %d", self._max_pending)
         self._wakeup.set()
 
     def _overflow(self) -> None:
         """Too much in memory while the database fails: let the journal alone hold it."""
         try:
+            if time.monotonic() < self._journal_retry_at:
+                raise OSError("the journal is failing")
             seq = self.journal.append(b"".join(encode_record(r) + b"\n" for r in self._pending))
-        except OSError as exc:
-            self.journal_trouble.failed(exc, "records are kept in memory")
+        except OSError:
             self._keep_in_memory([])
             return
         log.warning("recording: %d records waiting for the database now wait in the journal only (%s)",
@@ -205,7 +208,8 @@ class Recorder:
 
     @property
     def pending(self) -> int:
-        return len(self._pending) + len(self._buffer.records)
+        """Records in memory not yet in the database (buffered ones are in ``_pending`` unless spilled)."""
+        return len(self._pending) + (len(self._buffer.records) if self._spilled else 0)
 
     def health(self) -> dict[str, Any]:
         return {"ok": self.database.since is None and self.journal_trouble.since is None and not self._spilled,
@@ -231,6 +235,7 @@ class Recorder:
         self._wakeup.set()
         if self._task is not None:
             await self._task
+        self._journal_retry_at = 0.0    # one last try, whatever the cooldown
         self.flush()
         if self._pending and self._unjournaled:
             self._overflow()            # memory-only records (the journal failed): one more try
@@ -327,7 +332,9 @@ class Recorder:
             await self._isolate(batch, exc)
         self.written += len(batch)
         self._retry = FIRST_RETRY
+        self._dropping = False
         self._journal_retry_at = 0.0
+        self._dropping = False          # logged that records are being dropped (reset by a good write)
         self.database.recovered(f"{self.pending} records left to write")
         return True
 
