@@ -80,7 +80,8 @@ async def test_a_full_disk_keeps_records_in_memory_and_writes_them_when_space_re
         server, token = await _started(database, fake, CODER_AIBRIDGE_DATA_DIR=str(data_dir))
         owner = Client(server.url, server.admin_token)
         try:
-            prompts = {f"full disk {i}" for i in range(12)}
+            # Big prompts: SQLite must grow its files (a write that fits in the WAL's old pages succeeds).
+            prompts = {f"full disk {i} " + "x" * 200_000 for i in range(12)}
             async with aiohttp.ClientSession() as session:
                 assert await ask(session, server, token, "warm the token cache")
                 await wait_exported(owner, {"warm the token cache"})
