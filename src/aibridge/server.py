@@ -30,13 +30,15 @@ from aibridge.observability.metrics import (
     Metrics,
     MetricsAddon,
     PurgeCollector,
+    RecordingCollector,
     RedactionCollector,
 )
 from aibridge.observability.structured import StructuredLogAddon
 from aibridge.observability.tracing import TracingAddon
 from aibridge.proxy import service as proxy_service
 from aibridge.recording.addon import RecordingAddon
-from aibridge.recording.recorder import Recorder
+from aibridge.recording.recorder import Recorder, describe
+from aibridge.recording.replica import Replica
 from aibridge.recording.retention import RetentionTask
 from aibridge.redaction.addon import RedactionAddon
 from aibridge.resilience.breaker import CircuitBreakerAddon
@@ -55,6 +57,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BRIDGE: web.AppKey[Bridge] = web.AppKey("bridge")
 API_PREFIX, API_ALIAS_PREFIX = "/api/v2/aibridge/", "/api/v2/ai-gateway/"
 FIRST_OWNER = "admin"
+READY_TIMEOUT = 2.0
 
 
 @web.middleware
@@ -87,8 +90,25 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-async def healthz(_request: web.Request) -> web.Response:
-    return web.Response(text="OK")
+RECORDING: web.AppKey[RecordingAddon] = web.AppKey("recording")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up (always 200); the body says how recording is doing."""
+    recording = request.app.get(RECORDING)
+    details = recording.recorder.health() if recording is not None else None
+    return json_response({"status": "ok", "recording": details})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The database answers (503 when it does not): for load balancers and orchestrators."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            async with request.app[ENGINE].connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        return json_response({"status": "unavailable", "database": describe(exc)}, status=503)
+    return json_response({"status": "ok", "database": "ok"})
 
 
 async def buildinfo(_request: web.Request) -> web.Response:
@@ -130,8 +150,8 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
         addons.append(mcp_injection(settings, metrics))
     if settings.aibridge_redact != "off":
         addons.append(RedactionAddon(settings.aibridge_redact))
-    journal = worker.journal_path(settings.data_dir) if worker else settings.data_dir / "journal" / "records.jsonl"
-    addons.append(RecordingAddon(Recorder(engine, journal)))
+    journal = worker.journal_dir(settings.data_dir) if worker else settings.data_dir / "journal"
+    addons.append(RecordingAddon(Recorder(engine, journal), Replica(engine)))
     if leader:
         addons.append(RetentionTask(engine, settings.aibridge_retention))
         if worker is not None:
@@ -154,6 +174,8 @@ def watch_addons(metrics: Metrics, addons: list[Addon]) -> None:
             metrics.watch(PurgeCollector(addon))
         elif isinstance(addon, RedactionAddon):
             metrics.watch(RedactionCollector(addon.counts))
+        elif isinstance(addon, RecordingAddon):
+            metrics.watch(RecordingCollector(addon.recorder, addon.replica))
 
 
 def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = None) -> web.Application:
@@ -172,6 +194,10 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
     app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[BRIDGE] = settings, engine, authenticator, bridge
 
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    for addon in addon_list:
+        if isinstance(addon, RecordingAddon):
+            app[RECORDING] = addon
     app.router.add_get("/api/v2/buildinfo", buildinfo)
     users_api.add_routes(app)
     interceptions_api.add_routes(app)
@@ -312,7 +338,8 @@ async def prepare(settings: Settings) -> None:
         if settings.aibridge_proxy_enabled:
             proxy_service.load_ca(settings)      # generated here once, so every worker loads the same CA
             proxy_service.listener_tls(settings)   # its files are checked once, before any worker starts
-        for journal in sorted((settings.data_dir / "journal").glob("records*.jsonl")):
+        journals = settings.data_dir / "journal"
+        for journal in [journals, *sorted(journals.glob("worker-*"))]:
             recorder = Recorder(engine, journal)
             await recorder.start()
             await recorder.close()

@@ -67,9 +67,9 @@ class Worker:
         """Worker 0 runs what must run once per server (retention purge, metrics listener)."""
         return self.slot == 0
 
-    def journal_path(self, data_dir: Path) -> Path:
-        name = "records.jsonl" if self.leader else f"records-{self.slot}.jsonl"
-        return data_dir / "journal" / name
+    def journal_dir(self, data_dir: Path) -> Path:
+        """Each worker appends to a journal of its own (the leader's is the single-process one)."""
+        return data_dir / "journal" if self.leader else data_dir / "journal" / f"worker-{self.slot}"
 
 
 def event_loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -14,7 +14,8 @@ in ``intercept.py`` calls its hooks at these moments, in list order:
 - ``upstream_response(flow)``         after every upstream call: answered (``flow.upstream_status``)
                                       or could not be reached (``flow.error``)
 - ``finding(flow, finding)``          a token usage, tool call or thought, from any upstream call
-- ``interception_ended(flow)``        once, at the very end: finished, failed or abandoned
+- ``interception_ended(flow)``        once, at the very end: finished, failed or abandoned (a stream's
+                                      last bytes follow it, so what is journaled here is durable)
 - ``passthrough(pt)``                 a passed-through (not intercepted) request was answered
 - ``prepare(flow, body)`` (async)     once, before the first upstream call: may change the request
                                       body and then returns True (MCP adds its tools here)

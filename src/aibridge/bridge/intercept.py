@@ -69,12 +69,18 @@ async def intercept(request: web.Request, actor: Actor, provider: Provider, api:
         return provider_error(api, exc.status, exc.message, exc.headers)
     addons.request_parsed(flow)
     try:
-        return await _call_and_relay(request, flow, body, tail, addons)
+        response = await _call_and_relay(request, flow, body, tail, addons)
     except asyncio.CancelledError:
         flow.fail("canceled", "request canceled")
         raise
     finally:
         addons.interception_ended(flow)
+    # A stream's last bytes go out only once the interception has ended: what the recorder
+    # journals at the end is on disk before the client has the whole answer (docs/monitoring.md).
+    if response.prepared and flow.outcome != "canceled":
+        with contextlib.suppress(*CLIENT_GONE):
+            await response.write_eof()
+    return response
 
 
 async def _call_and_relay(request: web.Request, flow: Flow, body: dict[str, Any], tail: str,
@@ -173,12 +179,7 @@ async def _relay_stream(request: web.Request, flow: Flow, upstream: UpstreamResp
         await chunks.aclose()       # releases the upstream connection at once
         for finding in observer.finish():
             addons.finding(flow, finding)
-    if flow.outcome != "canceled":
-        try:
-            await response.write_eof()
-        except CLIENT_GONE:
-            flow.fail("canceled", "client disconnected")
-    return response
+    return response         # intercept() writes the end once the interception has ended
 
 
 # ---------------------------------------------------------------- several turns in one answer

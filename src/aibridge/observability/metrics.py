@@ -54,6 +54,8 @@ from prometheus_client.registry import Collector
 
 from aibridge.bridge.apis.base import Finding, ToolCall, Usage
 from aibridge.bridge.flow import Addon, Flow, FlowKey, Passthrough
+from aibridge.recording.recorder import Recorder
+from aibridge.recording.replica import Replica
 
 log = logging.getLogger("aibridge.metrics")
 
@@ -323,6 +325,38 @@ class KeyCooldownCollector:
             for hint, count in sorted(pool.cooldowns.items()):
                 family.add_metric([pool.provider, hint], count)
         yield family
+
+
+class RecordingCollector:
+    """The recorder's health, read when scraped: failures, what waits, what was lost or refused."""
+
+    def __init__(self, recorder: Recorder, replica: Replica | None) -> None:
+        self.recorder = recorder
+        self.replica = replica
+
+    def collect(self) -> Iterator[Metric]:
+        r = self.recorder
+        failures = CounterMetricFamily(METRIC_PREFIX + "recording_failures",
+                                       "Failed attempts to write records, by stage (database, journal).",
+                                       labels=["stage"])
+        failures.add_metric(["database"], r.database.failures)
+        failures.add_metric(["journal"], r.journal_trouble.failures)
+        yield failures
+        yield GaugeMetricFamily(METRIC_PREFIX + "records_pending",
+                                "Records accepted but not yet in the database (in memory).", value=r.pending)
+        yield GaugeMetricFamily(METRIC_PREFIX + "journal_bytes",
+                                "Bytes of the recording journal on disk (records not yet known to be in the "
+                                "database).", value=r.journal.bytes_on_disk())
+        yield CounterMetricFamily(METRIC_PREFIX + "records_dropped",
+                                  "Records lost: the database and the journal failed and memory was full.",
+                                  value=r.dropped)
+        yield CounterMetricFamily(METRIC_PREFIX + "records_rejected",
+                                  "Records the database refused even cleaned (kept in records.rejected).",
+                                  value=r.rejected)
+        if self.replica is not None:
+            yield CounterMetricFamily(METRIC_PREFIX + "interrupted_interceptions",
+                                      "Interceptions left open by a stopped server, closed as interrupted.",
+                                      value=self.replica.interrupted)
 
 
 @dataclass(slots=True, frozen=True)

@@ -10,6 +10,7 @@ from aibridge.bridge.apis.base import Finding, Thought, ToolCall, Usage
 from aibridge.bridge.clients import UNKNOWN
 from aibridge.bridge.flow import Addon, Flow
 from aibridge.recording.recorder import Recorder
+from aibridge.recording.replica import Replica
 from aibridge.store.records import (
     InterceptionEnd,
     InterceptionStart,
@@ -22,17 +23,26 @@ from aibridge.store.records import (
 
 
 class RecordingAddon(Addon):
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, replica: Replica | None = None) -> None:
         self.recorder = recorder
+        self.replica = replica
 
     async def start(self) -> None:
-        await self.recorder.start()
+        await self.recorder.start()         # first: the journal's replay may end open interceptions
+        if self.replica is not None:
+            await self.replica.start()
 
     async def close(self) -> None:
         await self.recorder.close()
+        if self.replica is not None:
+            await self.replica.close()
 
     def request_parsed(self, flow: Flow) -> None:
-        for record in start_records(flow):
+        records = start_records(flow)
+        if self.replica is not None:
+            assert isinstance(records[0], InterceptionStart)
+            records[0].replica_id = self.replica.me.id
+        for record in records:
             self.recorder.submit(record)
 
     def finding(self, flow: Flow, finding: Finding) -> None:

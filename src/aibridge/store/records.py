@@ -25,6 +25,7 @@ class InterceptionStart:
     user_agent: str
     metadata: dict[str, Any]
     started_at: dt.datetime = field(default_factory=_now)
+    replica_id: uuid.UUID | None = None     # the server process that runs it (see store/replicas.py)
 
 
 @dataclass(slots=True)

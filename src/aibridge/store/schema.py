@@ -96,12 +96,26 @@ interceptions = sa.Table(
     _metadata(),
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("ended_at", UTCDateTime(), nullable=True),
+    sa.Column("replica_id", sa.Uuid(as_uuid=True), nullable=True),    # the server process that ran it
     sa.Index("idx_aibridge_interceptions_started_id", sa.text("started_at DESC"), sa.text("id DESC")),
     sa.Index("idx_aibridge_interceptions_initiator", "initiator_id", "started_at"),
     sa.Index("idx_aibridge_interceptions_provider", "provider"),
     sa.Index("idx_aibridge_interceptions_model", "model"),
     sa.Index("idx_aibridge_interceptions_client", "client"),
     sa.Index("idx_aibridge_interceptions_session", "client_session_id"),
+    # The few open interceptions, for the sweep that closes those of dead replicas.
+    sa.Index("idx_aibridge_interceptions_open", "replica_id", sqlite_where=sa.text("ended_at IS NULL"),
+             postgresql_where=sa.text("ended_at IS NULL")),
+)
+
+# Server processes writing to this database, for telling a live interception from an orphan.
+replicas = sa.Table(
+    "aibridge_replicas", metadata,
+    _id(),
+    sa.Column("hostname", sa.String(256), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
 )
 
 token_usages = sa.Table(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import sqlite3
@@ -23,6 +24,7 @@ from aibridge.store.records import (
     TokenUsageRecord,
     ToolUsageRecord,
 )
+from aibridge.store.sanitize import clean_record
 from aibridge.store.schema import UTCDateTime, interceptions, model_thoughts, token_usages, tool_usages, user_prompts
 
 # Inserted in this order so children never precede their interception.
@@ -37,7 +39,18 @@ _INSERT_TABLES: tuple[tuple[type, sa.Table], ...] = (
 
 def _insert(dialect: str, table: sa.Table) -> Any:
     module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table).on_conflict_do_nothing(index_elements=["id"])
+    insert = module.insert(table)
+    if table is interceptions:
+        # Replayed from the journal, an interception may already be there without its end:
+        # the end (and its metadata) wins, also over a sweep's "interrupted" (store/replicas.py).
+        return insert.on_conflict_do_update(
+            index_elements=["id"], set_={"ended_at": insert.excluded.ended_at, "metadata": insert.excluded.metadata},
+            where=insert.excluded.ended_at.is_not(None))
+    return insert.on_conflict_do_nothing(index_elements=["id"])
+
+
+_UPSERT_END = " DO UPDATE SET ended_at = excluded.ended_at, metadata = excluded.metadata " \
+              "WHERE excluded.ended_at IS NOT NULL"
 
 
 # Shallow rows: dataclasses.asdict would deep-copy every UUID, datetime and dict.
@@ -60,11 +73,12 @@ class Rows:
 
 
 def collect(batch: Sequence[Record]) -> Rows:
+    """Rows for the batch, every value made storable first (store/sanitize.py)."""
     rows: dict[type, list[dict[str, Any]]] = {kind: [] for kind, _ in _INSERT_TABLES}
     starts: dict[Any, dict[str, Any]] = {}
     plain_ends: list[dict[str, Any]] = []
     ends_with_metadata: list[dict[str, Any]] = []
-    for record in batch:
+    for record in map(clean_record, batch):
         if isinstance(record, InterceptionEnd):
             start = starts.get(record.id)
             if start is not None:       # started and ended within one batch: one INSERT, no UPDATE
@@ -144,7 +158,8 @@ class SQLiteWriter:
         if found is None:
             columns = ", ".join(names)
             marks = ", ".join("?" for _ in names)
-            sql = f"INSERT INTO {table.name} ({columns}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING"
+            action = _UPSERT_END if table is interceptions else " DO NOTHING"
+            sql = f"INSERT INTO {table.name} ({columns}) VALUES ({marks}) ON CONFLICT (id){action}"
             found = self._inserts[key] = (sql, [(n, _sqlite_converter(table.c[n])) for n in names])
         return found
 
@@ -164,11 +179,25 @@ class SQLiteWriter:
                               for e in rows.ends_with_metadata])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may already have rolled back (a full disk does): a second ROLLBACK would
+            # raise "no transaction is active" and hide the real error.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
 
     def close(self) -> None:
         self._conn.close()
+
+
+# Errors that say a batch's data is refused (it would fail again as it is), as opposed to the
+# database being unreachable, full or busy (worth retrying the same batch later).
+DATA_ERRORS = (sa.exc.IntegrityError, sa.exc.DataError, sqlite3.IntegrityError,
+               sqlite3.DataError, ValueError, TypeError, OverflowError)
+
+
+def refuses_data(exc: BaseException) -> bool:
+    return isinstance(exc, DATA_ERRORS)
 
 
 class BatchWriter:
