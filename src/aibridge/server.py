@@ -19,11 +19,19 @@ from aibridge.bridge.flow import Addon, Addons
 from aibridge.bridge.providers import build_provider
 from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
+from aibridge.governance.addons import BudgetAddon, CostAddon, ModelRulesAddon
+from aibridge.governance.rules import Governance, parse_configured
 from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.mcp.addon import McpAddon
 from aibridge.mcp.servers import McpServer
 from aibridge.mcp.tools import Toolbox
-from aibridge.observability.metrics import CircuitCollector, Metrics, MetricsAddon, PurgeCollector
+from aibridge.observability.metrics import (
+    BudgetThresholdCollector,
+    CircuitCollector,
+    Metrics,
+    MetricsAddon,
+    PurgeCollector,
+)
 from aibridge.observability.structured import StructuredLogAddon
 from aibridge.observability.tracing import TracingAddon
 from aibridge.proxy import service as proxy_service
@@ -32,10 +40,11 @@ from aibridge.recording.recorder import Recorder
 from aibridge.recording.retention import RetentionTask
 from aibridge.resilience.breaker import CircuitBreakerAddon
 from aibridge.resilience.limits import LimitsAddon, RedisCounter
+from aibridge.rest import governance as governance_api
 from aibridge.rest import interceptions as interceptions_api
 from aibridge.rest import users as users_api
 from aibridge.rest.common import APIError, json_response
-from aibridge.server_keys import AUTHENTICATOR, ENGINE, SETTINGS
+from aibridge.server_keys import AUTHENTICATOR, ENGINE, GOVERNANCE, SETTINGS
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
 from aibridge.web import ui as web_ui
@@ -95,12 +104,13 @@ def mcp_injection(settings: Settings, metrics: Metrics | None) -> McpAddon:
 
 
 def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | None,
-                 worker: Worker | None = None) -> list[Addon]:
+                 governance: Governance, worker: Worker | None = None) -> list[Addon]:
     """Every feature of the bridge, in the order its hooks run. Reading this list tells them all.
 
     Guards come first (a refused request is neither recorded nor sent), then what changes the
     upstream request, then what records and observes. ``worker``: this process is one of several
-    (``workers.py``): limits are shared with the others, and once-per-server tasks run in the leader.
+    (``workers.py``): limits are shared with the others, and once-per-server tasks run in the leader. The
+    cost is priced before the budget settles it and the recorder stores it.
     """
     leader = worker is None or worker.leader
     addons: list[Addon] = []
@@ -113,6 +123,10 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
             worker.rate if worker else None)
         addons.append(LimitsAddon(settings.aibridge_max_concurrency, settings.aibridge_rate_limit, counter,
                                   worker.slots if worker else None))
+    addons.append(ModelRulesAddon(governance))
+    addons.append(CostAddon(governance))
+    addons.append(BudgetAddon(governance, engine, settings.aibridge_budget_max_reservation,
+                              settings.aibridge_budget_output_estimate))
     if settings.aibridge_send_actor_headers:
         addons.append(ActorHeadersAddon())
     if settings.mcp_servers:
@@ -139,24 +153,29 @@ def watch_addons(metrics: Metrics, addons: list[Addon]) -> None:
             metrics.watch(CircuitCollector(metrics, addon.snapshot))
         elif isinstance(addon, RetentionTask):
             metrics.watch(PurgeCollector(addon))
+        elif isinstance(addon, BudgetAddon):
+            metrics.watch(BudgetThresholdCollector(addon))
 
 
 def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = None) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=64 * 1024 * 1024)
     authenticator = Authenticator(engine)
     metrics = Metrics() if settings.prometheus_enable else None
-    addon_list = build_addons(settings, engine, metrics, worker)
+    governance = Governance(engine, parse_configured(settings.governance), settings.aibridge_governance_refresh)
+    addon_list = build_addons(settings, engine, metrics, governance, worker)
     if metrics is not None:
         watch_addons(metrics, addon_list)
     addons = Addons(addon_list)
     providers = {cfg.name: build_provider(cfg) for cfg in settings.providers}
     bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled)
     app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[BRIDGE] = settings, engine, authenticator, bridge
+    app[GOVERNANCE] = governance
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v2/buildinfo", buildinfo)
     users_api.add_routes(app)
     interceptions_api.add_routes(app)
+    governance_api.add_routes(app)
     web_ui.add_routes(app)
     proxy_service.add_routes(app)
     app.router.add_route("*", ROUTE_PREFIX + "{provider}/{tail:.*}", bridge.handle)

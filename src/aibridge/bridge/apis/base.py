@@ -23,6 +23,8 @@ class RequestInfo:
     model: str
     stream: bool
     prompt: str | None          # text of the last message whose role is "user"
+    max_output_tokens: int | None = None    # the client's output cap (max_tokens and kin), if any
+    size: int = 0               # bytes of the request body (the flow sets it)
 
 
 @dataclass(slots=True)
