@@ -39,7 +39,8 @@ from aibridge.store.users import iso
 log = logging.getLogger("aibridge.governance")
 
 ALIASED: FlowKey[str] = FlowKey("governance.aliased")     # the model name sent upstream, when an alias applied
-THRESHOLDS = (85, 100)                                    # percent of a budget that is reported once per period
+THRESHOLDS = (85, 100)                                    # percent of a budget, reported once per period
+ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly"}
 
 
 def usd(micros_or_usd: float, micros: bool = True) -> str:
@@ -117,10 +118,10 @@ def refusal_message(budget: Budget, spent: int, reserved: int, amount: int, star
     resets = iso(period_end(budget.period, start))
     kind = "your" if budget.scope == "user" else f"the {budget.subject} role's"
     if spent >= limit:
-        return (f"budget exceeded: {usd(spent)} spent of {kind} {usd(limit)} {budget.period}ly budget; "
+        return (f"budget exceeded: {usd(spent)} spent of {kind} {usd(limit)} {ADJECTIVE[budget.period]} budget; "
                 f"it resets at {resets}")
     return (f"budget nearly used: {usd(spent)} spent and {usd(reserved)} held by requests in flight of {kind} "
-            f"{usd(limit)} {budget.period}ly budget, and this request may cost up to {usd(amount)}; "
+            f"{usd(limit)} {ADJECTIVE[budget.period]} budget, and this request may cost up to {usd(amount)}; "
             f"retry when your other requests finish, or wait for the reset at {resets}")
 
 
@@ -179,8 +180,8 @@ class BudgetAddon(Addon):
             level = max((t for t in THRESHOLDS if hold.limit and spent * 100 >= hold.limit * t), default=0)
             if level and await store.mark_notified(self.engine, actor.id, hold.period, hold.start, level):
                 self.crossings[level] += 1
-                log.warning("budget: user %s reached %d%% of the %sly budget (%s of %s; resets %s)",
-                            actor.username, level, hold.period, usd(spent), usd(hold.limit),
+                log.warning("budget: user %s reached %d%% of the %s budget (%s of %s; resets %s)",
+                            actor.username, level, ADJECTIVE[hold.period], usd(spent), usd(hold.limit),
                             iso(period_end(hold.period, hold.start)),
                             extra={"event": "budget_threshold", "user": actor.username, "threshold": level,
                                    "spent_usd": spent / store.MICROS, "limit_usd": hold.limit / store.MICROS})
