@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aibridge.bridge.apis.base import ToolCall, Usage
+from aibridge.bridge.apis.base import Finding, ToolCall, Usage
 from aibridge.config import ConfigError, load_settings, postgres_async_url
 from aibridge.governance.prices import Price, PriceTable, estimate_cost, parse_price, shipped_prices, usage_cost
 from aibridge.governance.rules import Budget, Configured, merge, parse_configured, period_end, period_start
@@ -49,7 +49,7 @@ def test_shipped_prices_cover_current_models(model: str, input_price: float, out
 
 def test_cost_counts_each_kind_of_token_at_its_price() -> None:
     price = Price(input=3, output=15, cache_read=0.3, cache_write=3.75)
-    findings = [Usage("a", 1000, 200, 5000, 100), ToolCall("a", "c", "bash", "{}"), Usage("b", 10, 20)]
+    findings: list[Finding] = [Usage("a", 1000, 200, 5000, 100), ToolCall("a", "c", "bash", "{}"), Usage("b", 10, 20)]
     expected = (1010 * 3 + 220 * 15 + 5000 * 0.3 + 100 * 3.75) / 1_000_000
     assert usage_cost(price, findings) == pytest.approx(expected)
 
