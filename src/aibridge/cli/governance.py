@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 import click
 import orjson
 
-from aibridge.cli.interceptions import _message
+from aibridge.cli.interceptions import response_message
 from aibridge.cli.options import fail
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,7 +35,7 @@ def call(url: str, token: str, method: str, path: str, body: Any = None,
                                 data=None if body is None else orjson.dumps(body)) as resp:
             payload = await resp.read()
             if resp.status >= 400:
-                fail(f"{resp.status} from {method} {endpoint}: {_message(payload)}")
+                fail(f"{resp.status} from {method} {endpoint}: {response_message(payload)}")
             return payload
 
     try:
@@ -83,7 +84,7 @@ def prices_set(model: str, input_: float, output: float, cache_read: float | Non
                url: str, token: str) -> None:
     """Set the price of MODEL (a model name or a glob such as 'claude-sonnet-4-5*')."""
     body = {"input": input_, "output": output, "cache_read": cache_read, "cache_write": cache_write}
-    found = call_json(url, token, "PUT", f"/api/v2/aibridge/prices/{model}",
+    found = call_json(url, token, "PUT", f"/api/v2/aibridge/prices/{quote(model, safe='')}",
                       {k: v for k, v in body.items() if v is not None})
     click.echo(f"price of {found['model']}: input {found['input']:g}, output {found['output']:g}, "
                f"cache read {found['cache_read']:g}, cache write {found['cache_write']:g} USD per million tokens")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +44,8 @@ THRESHOLDS = (85, 100)                                    # percent of a budget,
 ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly"}
 
 
-def usd(micros_or_usd: float, micros: bool = True) -> str:
-    value = micros_or_usd / store.MICROS if micros else micros_or_usd
+def usd(micros: int) -> str:
+    value = micros / store.MICROS
     return f"${value:,.2f}" if value >= 0.1 or value == 0 else f"${value:,.4f}"
 
 
@@ -134,6 +135,7 @@ class BudgetAddon(Addon):
         self.output_estimate = output_estimate
         self.crossings: dict[int, int] = dict.fromkeys(THRESHOLDS, 0)    # read by the metrics when scraped
         self._tasks: set[asyncio.Task[None]] = set()
+        self._warned_at = -float("inf")
 
     async def close(self) -> None:
         if self._tasks:
@@ -152,7 +154,13 @@ class BudgetAddon(Addon):
             return
         start = period_start(budget.period, dt.datetime.now(dt.UTC))
         amount, limit = self.reservation(flow), store.to_micros(budget.limit_usd)
-        admitted, ledger = await store.reserve(self.engine, flow.actor.id, budget.period, start, amount, limit)
+        try:
+            admitted, ledger = await store.reserve(self.engine, flow.actor.id, budget.period, start, amount, limit)
+        except Exception as exc:        # an outage of the ledger must not become an outage of the gateway
+            if time.monotonic() - self._warned_at > 60:
+                self._warned_at = time.monotonic()
+                log.warning("budget: the ledger cannot be reached (%s); letting requests through unbudgeted", exc)
+            return
         if not admitted:
             raise Reject(403, refusal_message(budget, ledger.spent, ledger.reserved, amount, start),
                          reason="budget")
