@@ -143,8 +143,16 @@ async def test_budget_holds_under_concurrency(gov: Env) -> None:
     for model, price in (("claude-budget-big*", big), ("claude-budget-small*", 200.0)):
         assert (await owner.request("PUT", f"/api/v2/aibridge/prices/{model}",
                                     {"input": price, "output": price}))[0] == 200
-    done = gov.cli(gov.server.admin_token, "budgets", "set", "--user", "edge", "--period", "month", "--limit-usd", "5")
+    done = gov.cli(gov.server.admin_token, "budgets", "set", "--role", "member", "--period", "month",
+                   "--limit-usd", "5")
     assert done.returncode == 0, done.stderr
+    try:
+        await _at_the_edge(gov, token, edge)
+    finally:
+        assert (await owner.request("DELETE", "/api/v2/aibridge/budgets/role:member"))[0] == 204
+
+
+async def _at_the_edge(gov: Env, token: str, edge: Client) -> None:
 
     status, body = await edge.get("/api/v2/users/me")
     assert body["budget"]["limit_usd"] == 5 and body["budget"]["spent_usd"] == 0
@@ -177,7 +185,7 @@ async def test_budget_holds_under_concurrency(gov: Env) -> None:
     assert final == pytest.approx(4.99 + cost((200.0, 200.0), SLOW_USAGE))
 
     status, error_body = await message(gov, token, "claude-budget-small")
-    assert status == 403 and "budget exceeded: $5.01 spent of your $5.00 monthly budget" in \
+    assert status == 403 and "budget exceeded: $5.01 spent of the member role's $5.00 monthly budget" in \
         error_body["error"]["message"]
     assert await _logged(gov, "user edge reached 100% of the monthly budget")
     text = await metrics_text(gov)
