@@ -109,11 +109,13 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
 
     Guards come first (a refused request is neither recorded nor sent), then what changes the
     upstream request, then what records and observes. ``worker``: this process is one of several
-    (``workers.py``): limits are shared with the others, and once-per-server tasks run in the leader. The
-    cost is priced before the budget settles it and the recorder stores it.
+    (``workers.py``): limits are shared with the others, and once-per-server tasks run in the leader.
+    Model rules come before every guard: an alias changes ``flow.model``, which the breaker keys its
+    circuits by. The budget reserves after the other guards admitted; the cost is priced before the
+    budget settles it and the recorder stores it.
     """
     leader = worker is None or worker.leader
-    addons: list[Addon] = []
+    addons: list[Addon] = [ModelRulesAddon(governance)]
     if settings.aibridge_circuit_breaker_enabled:
         addons.append(CircuitBreakerAddon(
             settings.aibridge_circuit_breaker_failure_threshold, settings.aibridge_circuit_breaker_interval,
@@ -123,7 +125,6 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
             worker.rate if worker else None)
         addons.append(LimitsAddon(settings.aibridge_max_concurrency, settings.aibridge_rate_limit, counter,
                                   worker.slots if worker else None))
-    addons.append(ModelRulesAddon(governance))
     addons.append(CostAddon(governance))
     addons.append(BudgetAddon(governance, engine, settings.aibridge_budget_max_reservation,
                               settings.aibridge_budget_output_estimate))

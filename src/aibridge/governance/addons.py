@@ -1,9 +1,10 @@
 """Governance as addons on the flow: model rules, cost, budgets.
 
-In ``build_addons`` order: ``ModelRulesAddon`` (aliases, allowed models), ``CostAddon`` (prices the
-interception from its usage) and ``BudgetAddon`` (reserves before the upstream call, settles with
-the real cost after), all before the recorders so a refused request is never sent nor recorded and
-the recorded interception carries its cost.
+In ``build_addons`` order: ``ModelRulesAddon`` (aliases, allowed models) before every other guard
+(an alias changes ``flow.model``, which the breaker keys by), then after the breaker and limits
+``CostAddon`` (prices the interception from its usage) and ``BudgetAddon`` (reserves before the
+upstream call, settles with the real cost after), all before the recorders so a refused request is
+never sent nor recorded and the recorded interception carries its cost.
 
 Budgets under concurrency. Before its upstream call a request reserves an estimate of its cost
 (``prices.estimate_cost``: the request's bytes as input tokens, its ``max_tokens`` or
