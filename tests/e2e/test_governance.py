@@ -307,6 +307,12 @@ async def test_model_rules_allow_alias_and_model_list(gov: Env) -> None:
             async with session.get(gov.server.url + "/api/v2/aibridge/anthropic/v1/models",
                                    headers={"x-api-key": gov.server.admin_token}) as resp:
                 assert len(orjson.loads(await resp.read())["data"]) == 3           # owners have no rule
+            async with session.get(gov.server.url + "/api/v2/aibridge/openai/v1/models",
+                                   headers={"Authorization": f"Bearer {gov.server.admin_token}"}) as resp:
+                relayed = await resp.read()
+            async with session.get(gov.fake.url + "/v1/models",
+                                   headers={"Authorization": "Bearer sk-openai-central"}) as resp:
+                assert relayed == await resp.read()                               # unrestricted: byte for byte
 
         status, rules = await owner.get("/api/v2/aibridge/model-rules")
         assert status == 200

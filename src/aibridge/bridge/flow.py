@@ -287,11 +287,11 @@ class Addons:
     def filter_models(self) -> bool:
         return bool(self._by_hook["visible_models"])
 
-    async def visible_models(self, actor: Actor, provider: Provider, ids: list[str]) -> set[str]:
-        """The ids every addon lets ``actor`` see."""
-        visible = set(ids)
+    async def visible_models(self, actor: Actor, provider: Provider, ids: list[str]) -> set[str] | None:
+        """The ids every addon lets ``actor`` see; None when no addon restricts them."""
+        visible: set[str] | None = None
         for hook in self._by_hook["visible_models"]:
             found = await hook(actor, provider, ids)
             if found is not None:
-                visible &= found
+                visible = found if visible is None else visible & found
         return visible

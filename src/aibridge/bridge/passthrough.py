@@ -12,7 +12,7 @@ from aibridge.bridge.intercept import CLIENT_GONE, provider_error
 from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest, UpstreamResponse
 from aibridge.bridge.providers.http import forwardable_headers, relayable_headers
 
-ModelFilter = Callable[[list[str]], Awaitable[set[str]]]
+ModelFilter = Callable[[list[str]], Awaitable[set[str] | None]]
 
 
 async def passthrough(request: web.Request, provider: Provider, api: Api, tail: str,
@@ -49,7 +49,7 @@ async def passthrough(request: web.Request, provider: Provider, api: Api, tail: 
 
 async def _filtered_model_list(upstream: UpstreamResponse, visible_models: ModelFilter) -> web.Response:
     """The upstream's model list (OpenAI ``data`` or Anthropic ``data`` with first/last ids) without
-    the models the user may not use; anything else unchanged."""
+    the models the user may not use; anything else, or a list nobody restricts, byte for byte."""
     payload = await upstream.read()
     try:
         doc = orjson.loads(payload)
@@ -59,10 +59,11 @@ async def _filtered_model_list(upstream: UpstreamResponse, visible_models: Model
     if isinstance(doc, dict) and isinstance(items, list):
         ids = [i["id"] for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)]
         keep = await visible_models(ids)
-        doc["data"] = [i for i in items if not isinstance(i, dict) or i.get("id") in keep]
-        kept = [i["id"] for i in doc["data"] if isinstance(i, dict) and "id" in i]
-        for name, value in (("first_id", kept[0] if kept else None), ("last_id", kept[-1] if kept else None)):
-            if name in doc:
-                doc[name] = value
-        payload = orjson.dumps(doc)
+        if keep is not None and not keep.issuperset(ids):
+            doc["data"] = [i for i in items if not isinstance(i, dict) or i.get("id") in keep]
+            kept = [i["id"] for i in doc["data"] if isinstance(i, dict) and "id" in i]
+            for name, value in (("first_id", kept[0] if kept else None), ("last_id", kept[-1] if kept else None)):
+                if name in doc:
+                    doc[name] = value
+            payload = orjson.dumps(doc)
     return web.Response(status=upstream.status, body=payload, headers=relayable_headers(upstream.headers))
