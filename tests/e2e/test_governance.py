@@ -194,8 +194,12 @@ async def _at_the_edge(gov: Env, token: str, edge: Client) -> None:
     assert 'coder_aibridged_budget_threshold_crossings_total{threshold="100"} 1.0' in text
 
     # The ledger and the records agree.
-    _, spend = await edge.get("/api/v2/aibridge/spend?group_by=user")
-    assert spend["results"] == [{"user": "edge", "cost_usd": pytest.approx(final), "requests": 2,
+    async def both_recorded() -> Any:
+        _, found = await edge.get("/api/v2/aibridge/spend?group_by=user")
+        return found if found["results"] and found["results"][0]["requests"] == 2 else None
+
+    spend = await wait_for(both_recorded)
+    assert spend and spend["results"] == [{"user": "edge", "cost_usd": pytest.approx(final), "requests": 2,
                                  "unpriced_requests": 0}]
 
 
