@@ -302,6 +302,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("aibridge_redis_url", "CODER_AIBRIDGE_REDIS_URL", "", "str",
            "Redis URL for rate limits shared by several replicas (empty: counted in this process).",
            secret=True),
+    Option("aibridge_budget_max_reservation", "CODER_AIBRIDGE_BUDGET_MAX_RESERVATION", "1", "float",
+           "Most a request reserves from its user's budget before the upstream call, in USD: caps the cost "
+           "estimate so agents with large contexts are not refused, and bounds the overshoot."),
+    Option("aibridge_budget_output_estimate", "CODER_AIBRIDGE_BUDGET_OUTPUT_ESTIMATE", "4096", "int",
+           "Output tokens a budget reservation assumes for a request that sets no max_tokens."),
+    Option("aibridge_governance_refresh", "CODER_AIBRIDGE_GOVERNANCE_REFRESH", "10s", "duration",
+           "How soon prices, budgets and model rules changed on another replica take effect."),
     Option("aibridge_structured_logging", "CODER_AIBRIDGE_STRUCTURED_LOGGING", "false", "bool",
            "Log one structured line per recorded item."),
     Option("aibridge_send_actor_headers", "CODER_AIBRIDGE_SEND_ACTOR_HEADERS", "false", "bool",
@@ -346,7 +353,10 @@ STORAGE_OPTIONS = tuple(opt for opt in OPTIONS if opt.storage)
 CONFIG_PATH_ENV = "CODER_CONFIG_PATH"
 
 # Names a provider may not take: they would shadow the API's own routes.
-RESERVED_PROVIDER_NAMES = frozenset({"interceptions", "sessions", "clients", "models", "proxy"})
+RESERVED_PROVIDER_NAMES = frozenset({"interceptions", "sessions", "clients", "models", "proxy", "prices", "budgets",
+                                     "model-rules", "spend"})
+# Governance rules in the YAML file (under ``aibridge:``), parsed by ``aibridge.governance.rules``.
+GOVERNANCE_YAML_KEYS = ("prices", "budgets", "model_rules")
 _PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -398,6 +408,9 @@ class Settings:
     aibridge_max_concurrency: int
     aibridge_rate_limit: float
     aibridge_redis_url: str
+    aibridge_budget_max_reservation: float
+    aibridge_budget_output_estimate: int
+    aibridge_governance_refresh: float
     aibridge_structured_logging: bool
     aibridge_send_actor_headers: bool
     aibridge_redact: str
@@ -428,6 +441,7 @@ class Settings:
     uvloop: bool
     providers: tuple[ProviderConfig, ...] = field(default=())
     mcp_servers: tuple[McpServerConfig, ...] = field(default=())
+    governance: dict[str, Any] = field(default_factory=dict)    # aibridge.{prices,budgets,model_rules} of the YAML
 
     @property
     def database_url(self) -> str:
@@ -543,6 +557,8 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
             values[opt.key] = _PARSERS[opt.kind](raw)
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+    values["governance"] = {key: found for key in GOVERNANCE_YAML_KEYS
+                            if (found := _yaml_value(doc, ("aibridge", key))) is not None}
     settings = Settings(**values)
     if values["postgres_url"]:
         postgres_async_url(values["postgres_url"])

@@ -20,11 +20,14 @@ from aibridge.bridge.providers import build_provider
 from aibridge.bridge.providers.keypool import KeyPool
 from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
+from aibridge.governance.addons import BudgetAddon, CostAddon, ModelRulesAddon
+from aibridge.governance.rules import Governance, parse_configured
 from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.mcp.addon import McpAddon
 from aibridge.mcp.servers import McpServer
 from aibridge.mcp.tools import Toolbox
 from aibridge.observability.metrics import (
+    BudgetThresholdCollector,
     CircuitCollector,
     KeyCooldownCollector,
     Metrics,
@@ -43,10 +46,11 @@ from aibridge.recording.retention import RetentionTask
 from aibridge.redaction.addon import RedactionAddon
 from aibridge.resilience.breaker import CircuitBreakerAddon
 from aibridge.resilience.limits import LimitsAddon, RedisCounter
+from aibridge.rest import governance as governance_api
 from aibridge.rest import interceptions as interceptions_api
 from aibridge.rest import users as users_api
 from aibridge.rest.common import APIError, json_response
-from aibridge.server_keys import AUTHENTICATOR, ENGINE, SETTINGS
+from aibridge.server_keys import AUTHENTICATOR, ENGINE, GOVERNANCE, SETTINGS
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
 from aibridge.web import ui as web_ui
@@ -125,16 +129,19 @@ def mcp_injection(settings: Settings, metrics: Metrics | None) -> McpAddon:
 
 
 def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | None,
-                 worker: Worker | None = None) -> list[Addon]:
+                 governance: Governance, worker: Worker | None = None) -> list[Addon]:
     """Every feature of the bridge, in the order its hooks run. Reading this list tells them all.
 
     Guards come first (a refused request is neither recorded nor sent), then what changes the
     upstream request, then redaction (what follows it sees only redacted text), then what
     records and observes. ``worker``: this process is one of several (``workers.py``): limits are
-    shared with the others, and once-per-server tasks run in the leader.
+    shared with the others, and once-per-server tasks run in the leader. Model rules come before
+    every guard: an alias changes ``flow.model``, which the breaker keys its circuits by. The
+    budget reserves after the other guards admitted; the cost is priced before the budget settles
+    it and the recorder stores it.
     """
     leader = worker is None or worker.leader
-    addons: list[Addon] = []
+    addons: list[Addon] = [ModelRulesAddon(governance)]
     if settings.aibridge_circuit_breaker_enabled:
         addons.append(CircuitBreakerAddon(
             settings.aibridge_circuit_breaker_failure_threshold, settings.aibridge_circuit_breaker_interval,
@@ -144,6 +151,9 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
             worker.rate if worker else None)
         addons.append(LimitsAddon(settings.aibridge_max_concurrency, settings.aibridge_rate_limit, counter,
                                   worker.slots if worker else None))
+    addons.append(CostAddon(governance))
+    addons.append(BudgetAddon(governance, engine, settings.aibridge_budget_max_reservation,
+                              settings.aibridge_budget_output_estimate))
     if settings.aibridge_send_actor_headers:
         addons.append(ActorHeadersAddon())
     if settings.mcp_servers:
@@ -176,13 +186,16 @@ def watch_addons(metrics: Metrics, addons: list[Addon]) -> None:
             metrics.watch(RedactionCollector(addon.counts))
         elif isinstance(addon, RecordingAddon):
             metrics.watch(RecordingCollector(addon.recorder, addon.replica))
+        elif isinstance(addon, BudgetAddon):
+            metrics.watch(BudgetThresholdCollector(addon))
 
 
 def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = None) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=64 * 1024 * 1024)
     authenticator = Authenticator(engine)
     metrics = Metrics() if settings.prometheus_enable else None
-    addon_list = build_addons(settings, engine, metrics, worker)
+    governance = Governance(engine, parse_configured(settings.governance), settings.aibridge_governance_refresh)
+    addon_list = build_addons(settings, engine, metrics, governance, worker)
     if metrics is not None:
         watch_addons(metrics, addon_list)
     addons = Addons(addon_list)
@@ -192,6 +205,7 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
         metrics.watch(KeyCooldownCollector(pools))
     bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled)
     app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[BRIDGE] = settings, engine, authenticator, bridge
+    app[GOVERNANCE] = governance
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -201,6 +215,7 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
     app.router.add_get("/api/v2/buildinfo", buildinfo)
     users_api.add_routes(app)
     interceptions_api.add_routes(app)
+    governance_api.add_routes(app)
     web_ui.add_routes(app)
     proxy_service.add_routes(app)
     add_gateway_aliases(app)

@@ -9,8 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 if TYPE_CHECKING:
     from aibridge.config import Settings
+    from aibridge.governance.rules import Governance
     from aibridge.identity.auth import Authenticator
 
 ENGINE = web.AppKey("engine", AsyncEngine)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
+GOVERNANCE: web.AppKey[Governance] = web.AppKey("governance")

@@ -698,3 +698,48 @@ async def test_screenshot_of_the_dashboard(traffic: Traffic, page: Page) -> None
     path = await page.screenshot("aibridge-ui.png")
     assert path.stat().st_size > 10_000
     assert not page.problems()
+
+
+async def test_cost_view_shows_spend_per_user_model_and_day(traffic: Traffic, page: Page) -> None:
+    """The Cost tab shows the server's spend export (priced when each interception ended)."""
+    owner = Client(traffic.bridge.server.url, traffic.owner)
+    status, by_user = await owner.get("/api/v2/aibridge/spend?group_by=user")
+    assert status == 200
+    await sign_in(page, traffic.bridge.server.url, traffic.owner, "admin")
+    await rows_loaded(page, 50)
+    await page.click("#tabs a[data-view=cost]")
+    await page.wait("document.querySelectorAll('#cost-users tbody tr').length >= 3", "the cost per user")
+    cells = await page.js("[...document.querySelectorAll('#cost-users tbody tr')].map("
+                          "r => [...r.children].map(c => c.textContent))")
+    shown = {row[0]: (int(row[1]), float(row[2].lstrip("$").replace(",", ""))) for row in cells}
+    expected = {r["user"]: (r["requests"], r["cost_usd"]) for r in by_user["results"]}
+    assert shown.keys() == expected.keys() >= {"alice", "bob", "carol"}
+    for user, (requests, cost) in expected.items():
+        assert shown[user][0] == requests and shown[user][1] == pytest.approx(cost, abs=0.00005)
+    assert cost > 0
+    models = await page.texts("#cost-models tbody tr td:first-child")
+    assert "gpt-4.1-mini-scenario-simple" in models and "claude-haiku-4-5-scenario-cached" in models
+    days = await page.texts("#cost-days tbody tr td:first-child")
+    assert days == [time.strftime("%Y-%m-%d", time.gmtime())]
+    total = await page.text("#cost-total")
+    assert float(total.lstrip("$")) == pytest.approx(by_user["total_usd"], abs=0.00005)
+    assert await page.text("#cost-budget") == "No budget applies to you."
+    await page.screenshot("aibridge-ui-cost.png")
+    assert not page.problems()
+
+
+async def test_member_cost_view_shows_own_spend_and_budget(traffic: Traffic, page: Page) -> None:
+    owner = Client(traffic.bridge.server.url, traffic.owner)
+    assert (await owner.request("PUT", "/api/v2/aibridge/budgets/user:bob", {"period": "month",
+                                                                               "limit_usd": 50}))[0] == 200
+    try:
+        await sign_in(page, traffic.bridge.server.url, traffic.bob, "bob")
+        await rows_loaded(page)
+        await page.click("#tabs a[data-view=cost]")
+        await page.wait("document.querySelectorAll('#cost-users tbody tr').length >= 1", "the member's own cost")
+        assert await page.texts("#cost-users tbody tr td:first-child") == ["bob"]
+        budget = await page.text("#cost-budget")
+        assert budget.startswith("Your budget: $") and "of $50.00 this month" in budget
+        assert not page.problems()
+    finally:
+        assert (await owner.request("DELETE", "/api/v2/aibridge/budgets/user:bob"))[0] == 204

@@ -21,6 +21,7 @@ in ``intercept.py`` calls its hooks at these moments, in list order:
                                       body and then returns True (MCP adds its tools here)
 - ``after_turn(flow, turn)`` (async)  after each upstream answer: may return the body of another
                                       upstream call, or raise ``TurnError`` to end the answer
+- ``visible_models(actor, provider, ids)`` (async)  a model list is relayed: which ids the user may see
 
 Re-entry. One interception may make several upstream calls (MCP's inner loop calls the model
 again after running its tools): ``upstream_request``, ``upstream_response`` and ``finding`` then
@@ -126,6 +127,7 @@ class Flow:
     outcome: str = "success"        # success | error | canceled | rejected
     error: str | None = None
     refusal: str | None = None      # why a guard refused it (outcome "rejected")
+    cost_usd: float | None = None   # priced from its usage by the cost addon, before the recorders end it
     findings: list[Finding] = field(default_factory=list)
     metadata: dict[FlowKey[Any], Any] = field(default_factory=dict)   # addons' per-flow state
     inner_tools: Callable[[str], bool] | None = None   # tools the bridge runs itself (hidden from the client)
@@ -195,6 +197,10 @@ class Addon:
     def passthrough(self, passthrough: Passthrough) -> None:
         pass
 
+    async def visible_models(self, actor: Actor, provider: Provider, ids: list[str]) -> set[str] | None:
+        """A model list (``GET …/v1/models``) is about to be relayed: the ids ``actor`` may see (None: all)."""
+        return None
+
     async def prepare(self, flow: Flow, body: dict[str, Any]) -> bool:
         return False
 
@@ -203,7 +209,8 @@ class Addon:
 
 
 HOOKS = ("start", "close", "admit", "refused", "request_parsed", "upstream_request", "upstream_response",
-         "finding", "interception_ended", "passthrough", "prepare", "after_turn")
+         "finding", "interception_ended", "passthrough", "prepare", "after_turn",
+         "visible_models")
 
 
 class Addons:
@@ -276,3 +283,16 @@ class Addons:
             if following is not None:
                 return following
         return None
+
+    @property
+    def filter_models(self) -> bool:
+        return bool(self._by_hook["visible_models"])
+
+    async def visible_models(self, actor: Actor, provider: Provider, ids: list[str]) -> set[str] | None:
+        """The ids every addon lets ``actor`` see; None when no addon restricts them."""
+        visible: set[str] | None = None
+        for hook in self._by_hook["visible_models"]:
+            found = await hook(actor, provider, ids)
+            if found is not None:
+                visible = found if visible is None else visible & found
+        return visible

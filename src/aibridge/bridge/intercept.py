@@ -58,6 +58,7 @@ async def intercept(request: web.Request, actor: Actor, provider: Provider, api:
     if isinstance(body, web.Response):
         return body
     info = api.request_info(body)
+    info.size = len(await request.read())       # already read: aiohttp keeps the bytes
     client, session_id = detect_client(request.headers)
     flow = Flow(id=uuid.uuid4(), actor=actor, provider=provider, api=api, route="/" + tail,
                 method=request.method, info=info, model=provider.upstream_model(info.model),

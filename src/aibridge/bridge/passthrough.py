@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+import orjson
 from aiohttp import web
 
 from aibridge.bridge.apis.base import Api
 from aibridge.bridge.intercept import CLIENT_GONE, provider_error
-from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest
+from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest, UpstreamResponse
 from aibridge.bridge.providers.http import forwardable_headers, relayable_headers
 
+ModelFilter = Callable[[list[str]], Awaitable[set[str] | None]]
 
-async def passthrough(request: web.Request, provider: Provider, api: Api, tail: str) -> web.StreamResponse:
-    """``api`` only lends its error shape to failures of the bridge's own."""
+
+async def passthrough(request: web.Request, provider: Provider, api: Api, tail: str,
+                      visible_models: ModelFilter | None = None) -> web.StreamResponse:
+    """``api`` only lends its error shape to failures of the bridge's own. ``visible_models``: the
+    answer is a model list to filter to the ids it returns (read whole: model lists are small)."""
     body = await request.read()
     upstream_request = UpstreamRequest(request.method, tail, request.query_string,
                                        forwardable_headers(request.headers), body)
@@ -19,6 +26,13 @@ async def passthrough(request: web.Request, provider: Provider, api: Api, tail: 
         upstream = await provider.send(upstream_request)
     except UpstreamError as exc:
         return provider_error(api, exc.status, exc.message)
+    if visible_models is not None and upstream.status == 200:
+        try:
+            return await _filtered_model_list(upstream, visible_models)
+        except UpstreamError as exc:
+            return provider_error(api, exc.status, exc.message)
+        finally:
+            upstream.close()
     try:
         response = web.StreamResponse(status=upstream.status, headers=relayable_headers(upstream.headers))
         await response.prepare(request)
@@ -31,3 +45,25 @@ async def passthrough(request: web.Request, provider: Provider, api: Api, tail: 
         return response
     finally:
         upstream.close()
+
+
+async def _filtered_model_list(upstream: UpstreamResponse, visible_models: ModelFilter) -> web.Response:
+    """The upstream's model list (OpenAI ``data`` or Anthropic ``data`` with first/last ids) without
+    the models the user may not use; anything else, or a list nobody restricts, byte for byte."""
+    payload = await upstream.read()
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        doc = None
+    items = doc.get("data") if isinstance(doc, dict) else None
+    if isinstance(doc, dict) and isinstance(items, list):
+        ids = [i["id"] for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)]
+        keep = await visible_models(ids)
+        if keep is not None and not keep.issuperset(ids):
+            doc["data"] = [i for i in items if not isinstance(i, dict) or i.get("id") in keep]
+            kept = [i["id"] for i in doc["data"] if isinstance(i, dict) and "id" in i]
+            for name, value in (("first_id", kept[0] if kept else None), ("last_id", kept[-1] if kept else None)):
+                if name in doc:
+                    doc[name] = value
+            payload = orjson.dumps(doc)
+    return web.Response(status=upstream.status, body=payload, headers=relayable_headers(upstream.headers))

@@ -79,7 +79,9 @@ class Bridge:
         if api is not None:
             return await intercept(request, actor, provider, api, tail, self.addons, door=door,
                                    arrived_ns=arrived_ns)
-        response = await passthrough(request, provider, default_api, tail)
+        lists_models = request.method == "GET" and tail.rstrip("/") == "v1/models" and self.addons.filter_models
+        visible = (lambda ids: self.addons.visible_models(actor, provider, ids)) if lists_models else None
+        response = await passthrough(request, provider, default_api, tail, visible)
         self.addons.passthrough(Passthrough(provider, actor, "/" + tail, request.method, response.status,
                                             request.headers, door, arrived_ns))
         return response

@@ -39,7 +39,7 @@ async def fetch(url: str, token: str, q: str, after_id: str | None, limit: int) 
             async with session.get(endpoint, params=params) as resp:
                 body = await resp.read()
                 if resp.status != 200:
-                    fail(f"{resp.status} from {endpoint}: {_message(body)}")
+                    fail(f"{resp.status} from {endpoint}: {response_message(body)}")
                 page = orjson.loads(body)["results"]
             results.extend(page)
             if len(page) < int(params["limit"]):
@@ -48,7 +48,7 @@ async def fetch(url: str, token: str, q: str, after_id: str | None, limit: int) 
     return results
 
 
-def _message(body: bytes) -> str:
+def response_message(body: bytes) -> str:
     try:
         doc = orjson.loads(body)
         return f"{doc.get('message', '')} {doc.get('detail', '')}".strip()

@@ -114,6 +114,7 @@ class Metrics:
         self._define_interception_metrics()
         self._define_usage_metrics()
         self._define_resilience_metrics()
+        self._define_governance_metrics()
 
     def _counter(self, name: str, doc: str, labels: tuple[str, ...]) -> Counter:
         return Counter(METRIC_PREFIX + name, doc, labels, registry=self.registry)
@@ -168,6 +169,15 @@ class Metrics:
             "rate_limited_total",
             "Requests refused by the per-token rate limit or the concurrency limit (reason).",
             ("provider", "reason"))
+
+    def _define_governance_metrics(self) -> None:
+        self.cost = self._counter(
+            "cost_total", "The cost of intercepted requests in USD, priced from their token usage.",
+            ("provider", "model", "client"))
+        self.budget_rejections = self._counter(
+            "budget_rejections_total",
+            "Requests refused before any upstream call: over budget (budget) or a model not allowed "
+            "(model_not_allowed).", ("reason",))
 
     def watch(self, collector: Collector) -> None:
         """Values that live elsewhere (circuit states, purge counts), read when scraped."""
@@ -282,6 +292,22 @@ class CircuitCollector:
         yield trips
 
 
+class BudgetThresholdCollector:
+    """``budget_threshold_crossings_total{threshold}``: users reaching 85% and 100% of a budget, read
+    from the budget addon (its ``crossings``: percent → count) when scraped."""
+
+    def __init__(self, budgets: Any) -> None:
+        self.budgets = budgets
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(METRIC_PREFIX + "budget_threshold_crossings",
+                                     "Users who reached a threshold (percent) of their budget in a period.",
+                                     labels=["threshold"])
+        for threshold, count in sorted(self.budgets.crossings.items()):
+            family.add_metric([str(threshold)], count)
+        yield family
+
+
 class PurgeCollector:
     """``purged_interceptions_total``, read from the retention task (its ``purged_total``) when scraped."""
 
@@ -371,6 +397,7 @@ class _Labels:
     client: str
 
 
+GOVERNANCE_REFUSALS = frozenset({"budget", "model_not_allowed"})
 LABELS: FlowKey[_Labels] = FlowKey("metrics.labels")    # set while the flow is counted in flight
 
 
@@ -418,6 +445,8 @@ class MetricsAddon(Addon):
         m = self.metrics
         if flow.refusal == "circuit_open":
             m.breaker_rejects.labels(flow.provider.name, flow.route, m.model_label(flow.model)).inc()
+        elif flow.refusal in GOVERNANCE_REFUSALS:
+            m.budget_rejections.labels(flow.refusal).inc()
         else:
             m.limited.labels(flow.provider.name, flow.refusal or "refused").inc()
 
@@ -458,6 +487,8 @@ class MetricsAddon(Addon):
         m.interceptions.labels(labels.provider, labels.model, flow.outcome, labels.route, labels.method,
                                labels.initiator, labels.client).inc()
         m.duration.labels(labels.provider, labels.model).observe(elapsed)
+        if flow.cost_usd:
+            m.cost.labels(labels.provider, labels.model, labels.client).inc(flow.cost_usd)
         m.overhead.labels(labels.provider, labels.route).observe(max(0.0, elapsed - flow.upstream_seconds))
 
     def passthrough(self, passthrough: Passthrough) -> None:

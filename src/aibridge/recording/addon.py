@@ -68,7 +68,8 @@ def start_records(flow: Flow) -> list[Record]:
     records: list[Record] = [InterceptionStart(
         id=flow.id, initiator_id=flow.actor.id, provider=flow.provider.type,
         provider_name=flow.provider.name, api=flow.api.name, model=flow.model, client=flow.client,
-        client_session_id=flow.session_id, user_agent=flow.user_agent, metadata=_request_metadata(flow))]
+        client_session_id=flow.session_id, user_agent=flow.user_agent, metadata=_request_metadata(flow),
+        requested_model=flow.info.model)]
     if flow.info.prompt:
         records.append(PromptRecord(flow.id, "", flow.info.prompt, dict(flow.info.prompt_metadata)))
     return records
@@ -77,8 +78,8 @@ def start_records(flow: Flow) -> list[Record]:
 def end_record(flow: Flow) -> InterceptionEnd:
     """The end; a failure repeats the request's metadata with what went wrong."""
     if flow.outcome == "success":
-        return InterceptionEnd(flow.id)
-    return InterceptionEnd(flow.id, metadata={
+        return InterceptionEnd(flow.id, cost_usd=flow.cost_usd)
+    return InterceptionEnd(flow.id, cost_usd=flow.cost_usd, metadata={
         **_request_metadata(flow), "outcome": flow.outcome, "error": flow.error,
         "upstream_status": flow.upstream_status})
 

@@ -6,11 +6,12 @@ import datetime as dt
 
 from aiohttp import web
 
+from aibridge.governance.addons import budget_status
 from aibridge.identity.auth import Authenticator
 from aibridge.identity.roles import ROLES
 from aibridge.identity.validation import parse_lifetime, validate_username
 from aibridge.rest.common import APIError, actor, json_body, json_response, require, string_field
-from aibridge.server_keys import AUTHENTICATOR, ENGINE
+from aibridge.server_keys import AUTHENTICATOR, ENGINE, GOVERNANCE
 from aibridge.store import users as store
 from aibridge.store.users import User
 
@@ -57,8 +58,12 @@ async def list_users(request: web.Request) -> web.Response:
 
 
 async def get_me(request: web.Request) -> web.Response:
+    """The acting user, with the budget in force for it (``null`` when none applies)."""
     current = actor(request)
-    return json_response((await store.get_user(request.app[ENGINE], str(current.id))).to_json())
+    engine = request.app[ENGINE]
+    user = await store.get_user(engine, str(current.id))
+    budget = await budget_status(request.app[GOVERNANCE], engine, user.username, user.role, user.id)
+    return json_response({**user.to_json(), "budget": budget})
 
 
 async def get_user(request: web.Request) -> web.Response:

@@ -120,6 +120,8 @@ def _interception(row: Any) -> dict[str, Any]:
         "provider": row.provider,
         "provider_name": row.provider_name,
         "model": row.model,
+        "requested_model": row.requested_model or (row.metadata or {}).get("requested_model") or row.model,
+        "cost_usd": row.cost_usd,
         "client": row.client,
         "client_session_id": row.client_session_id,
         "user_agent": row.user_agent,

@@ -26,6 +26,7 @@ class InterceptionStart:
     metadata: dict[str, Any]
     started_at: dt.datetime = field(default_factory=_now)
     replica_id: uuid.UUID | None = None     # the server process that runs it (see store/replicas.py)
+    requested_model: str | None = None          # what the client asked for (an alias may change it)
 
 
 @dataclass(slots=True)
@@ -33,6 +34,7 @@ class InterceptionEnd:
     id: uuid.UUID
     ended_at: dt.datetime = field(default_factory=_now)
     metadata: dict[str, Any] | None = None     # merged into the interception's metadata
+    cost_usd: float | None = None              # from the recorded tokens; None when the model has no price
 
 
 @dataclass(slots=True)

@@ -97,6 +97,8 @@ interceptions = sa.Table(
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("ended_at", UTCDateTime(), nullable=True),
     sa.Column("replica_id", sa.Uuid(as_uuid=True), nullable=True),    # the server process that ran it
+    sa.Column("requested_model", sa.String(256), nullable=True),    # what the client asked for
+    sa.Column("cost_usd", sa.Float(), nullable=True),                # null: the model has no price
     sa.Index("idx_aibridge_interceptions_started_id", sa.text("started_at DESC"), sa.text("id DESC")),
     sa.Index("idx_aibridge_interceptions_initiator", "initiator_id", "started_at"),
     sa.Index("idx_aibridge_interceptions_provider", "provider"),
@@ -162,3 +164,53 @@ model_thoughts = sa.Table(
 )
 
 CHILD_TABLES = (token_usages, user_prompts, tool_usages, model_thoughts)
+
+
+# ---------------------------------------------------------------- governance (prices, budgets, model rules)
+
+prices = sa.Table(
+    "aibridge_prices", metadata,
+    sa.Column("model", sa.String(256), primary_key=True),          # a model name or a glob
+    sa.Column("input", sa.Float(), nullable=False),                 # USD per million tokens
+    sa.Column("output", sa.Float(), nullable=False),
+    sa.Column("cache_read", sa.Float(), nullable=False),
+    sa.Column("cache_write", sa.Float(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+budgets = sa.Table(
+    "aibridge_budgets", metadata,
+    sa.Column("scope", sa.String(8), primary_key=True),             # "user" | "role"
+    sa.Column("subject", sa.String(64), primary_key=True),          # user id or role name
+    sa.Column("period", sa.String(8), nullable=False),              # day | week | month (UTC)
+    sa.Column("limit_usd", sa.Float(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# What each user spent (settled) and holds (reserved by requests in flight) in one budget period,
+# in micro-dollars so concurrent additions are exact integer arithmetic in one UPDATE.
+budget_usage = sa.Table(
+    "aibridge_budget_usage", metadata,
+    sa.Column("user_id", sa.Uuid(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("period", sa.String(8), primary_key=True),
+    sa.Column("period_start", UTCDateTime(), primary_key=True),
+    sa.Column("spent_micros", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("reserved_micros", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("notified", sa.Integer(), nullable=False, server_default="0"),  # highest threshold logged (85, 100)
+)
+
+model_allow = sa.Table(
+    "aibridge_model_allow", metadata,
+    sa.Column("scope", sa.String(8), primary_key=True),             # "user" | "role"
+    sa.Column("subject", sa.String(64), primary_key=True),
+    sa.Column("patterns", JSONType, nullable=False),                # list of globs
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+model_aliases = sa.Table(
+    "aibridge_model_aliases", metadata,
+    sa.Column("from_model", sa.String(256), primary_key=True),
+    sa.Column("provider", sa.String(64), primary_key=True),         # "" = every provider
+    sa.Column("to_model", sa.String(256), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)

@@ -44,12 +44,14 @@ def _insert(dialect: str, table: sa.Table) -> Any:
         # Replayed from the journal, an interception may already be there without its end:
         # the end (and its metadata) wins, also over a sweep's "interrupted" (store/replicas.py).
         return insert.on_conflict_do_update(
-            index_elements=["id"], set_={"ended_at": insert.excluded.ended_at, "metadata": insert.excluded.metadata},
+            index_elements=["id"], set_={"ended_at": insert.excluded.ended_at, "metadata": insert.excluded.metadata,
+                                         "cost_usd": insert.excluded.cost_usd},
             where=insert.excluded.ended_at.is_not(None))
     return insert.on_conflict_do_nothing(index_elements=["id"])
 
 
-_UPSERT_END = " DO UPDATE SET ended_at = excluded.ended_at, metadata = excluded.metadata " \
+_UPSERT_END = " DO UPDATE SET ended_at = excluded.ended_at, metadata = excluded.metadata, " \
+              "cost_usd = excluded.cost_usd " \
               "WHERE excluded.ended_at IS NOT NULL"
 
 
@@ -57,8 +59,9 @@ _UPSERT_END = " DO UPDATE SET ended_at = excluded.ended_at, metadata = excluded.
 _FIELDS = {kind: tuple(f.name for f in dataclasses.fields(kind)) for kind, _ in _INSERT_TABLES}
 
 _END = interceptions.update().where(interceptions.c.id == sa.bindparam("end_id"))
-_END_PLAIN = _END.values(ended_at=sa.bindparam("end_at"))
-_END_WITH_METADATA = _END.values(ended_at=sa.bindparam("end_at"), metadata=sa.bindparam("end_metadata"))
+_END_PLAIN = _END.values(ended_at=sa.bindparam("end_at"), cost_usd=sa.bindparam("end_cost"))
+_END_WITH_METADATA = _END.values(ended_at=sa.bindparam("end_at"), cost_usd=sa.bindparam("end_cost"),
+                                 metadata=sa.bindparam("end_metadata"))
 
 Plan = list[tuple[Any, list[dict[str, Any]]]]
 
@@ -83,18 +86,20 @@ def collect(batch: Sequence[Record]) -> Rows:
             start = starts.get(record.id)
             if start is not None:       # started and ended within one batch: one INSERT, no UPDATE
                 start["ended_at"] = record.ended_at
+                start["cost_usd"] = record.cost_usd
                 if record.metadata:
                     start["metadata"] = record.metadata
             elif record.metadata:
                 ends_with_metadata.append({"end_id": record.id, "end_at": record.ended_at,
-                                           "end_metadata": record.metadata})
+                                           "end_cost": record.cost_usd, "end_metadata": record.metadata})
             else:
-                plain_ends.append({"end_id": record.id, "end_at": record.ended_at})
+                plain_ends.append({"end_id": record.id, "end_at": record.ended_at, "end_cost": record.cost_usd})
         else:
             row = {name: getattr(record, name) for name in _FIELDS[type(record)]}
             rows[type(record)].append(row)
             if isinstance(record, InterceptionStart):
                 row["ended_at"] = None
+                row["cost_usd"] = None
                 starts[record.id] = row
     inserts = [(table, rows[kind]) for kind, table in _INSERT_TABLES if rows[kind]]
     return Rows(inserts, plain_ends, ends_with_metadata)
@@ -172,11 +177,11 @@ class SQLiteWriter:
                 sql, converters = self._insert_sql(table, list(table_rows[0]))
                 conn.executemany(sql, [tuple(None if row[n] is None else conv(row[n]) for n, conv in converters)
                                        for row in table_rows])
-            conn.executemany(f"UPDATE {interceptions.name} SET ended_at = ? WHERE id = ?",
-                             [(_sqlite_time(e["end_at"]), e["end_id"].hex) for e in rows.plain_ends])
-            conn.executemany(f"UPDATE {interceptions.name} SET ended_at = ?, metadata = ? WHERE id = ?",
-                             [(_sqlite_time(e["end_at"]), json_dumps(e["end_metadata"]), e["end_id"].hex)
-                              for e in rows.ends_with_metadata])
+            conn.executemany(f"UPDATE {interceptions.name} SET ended_at = ?, cost_usd = ? WHERE id = ?",
+                             [(_sqlite_time(e["end_at"]), e["end_cost"], e["end_id"].hex) for e in rows.plain_ends])
+            conn.executemany(f"UPDATE {interceptions.name} SET ended_at = ?, cost_usd = ?, metadata = ? WHERE id = ?",
+                             [(_sqlite_time(e["end_at"]), e["end_cost"], json_dumps(e["end_metadata"]),
+                               e["end_id"].hex) for e in rows.ends_with_metadata])
             conn.execute("COMMIT")
         except BaseException:
             # SQLite may already have rolled back (a full disk does): a second ROLLBACK would

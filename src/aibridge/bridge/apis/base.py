@@ -24,6 +24,8 @@ class RequestInfo:
     stream: bool
     prompt: str | None          # text of the last message whose role is "user"
     prompt_metadata: dict[str, Any] = field(default_factory=dict)   # recorded with the prompt
+    max_output_tokens: int | None = None    # the client's output cap (max_tokens and kin), if any
+    size: int = 0               # bytes of the request body (the flow sets it)
 
 
 @dataclass(slots=True)

@@ -73,6 +73,15 @@ def request_stream(body: dict[str, Any]) -> bool:
     return body.get("stream") is True
 
 
+def max_output_tokens(body: dict[str, Any]) -> int | None:
+    """The output cap a request sets: ``max_tokens`` (Messages, older Chat), ``max_completion_tokens``
+    (Chat) or ``max_output_tokens`` (Responses)."""
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        if (value := as_int(body.get(name))) > 0:
+            return value
+    return None
+
+
 def last_user_message(messages: object) -> dict[str, Any] | None:
     """The last item whose role is "user" (not simply the last item: Claude Code ends its
     messages with a ``role: "system"`` item)."""
@@ -137,7 +146,8 @@ class ApiAdapter:
         return message_prompt(value)
 
     def request_info(self, body: dict[str, Any]) -> RequestInfo:
-        return RequestInfo(request_model(body), request_stream(body), self.prompt(body.get(self.prompt_field)))
+        return RequestInfo(request_model(body), request_stream(body), self.prompt(body.get(self.prompt_field)),
+                           max_output_tokens=max_output_tokens(body))
 
     def prepare_upstream(self, body: dict[str, Any]) -> bool:
         return False

@@ -23,6 +23,7 @@ const state = {
   interceptions: { q: "", cursors: [""], page: [], count: 0, ticket: 0 },
   sessions: { offset: 0, count: 0, ticket: 0 },
   usage: { ticket: 0 },
+  cost: { ticket: 0 },
   detail: [],          // stack of detail renderers, so "← Back" returns from an interception to its session
 };
 
@@ -55,6 +56,8 @@ function show(node, visible) {
 
 const numberFormat = new Intl.NumberFormat();
 const fmtNum = (n) => numberFormat.format(n || 0);
+const usdFormat = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", maximumFractionDigits: 4 });
+const fmtUsd = (n) => (n === null || n === undefined ? "" : usdFormat.format(n));
 const pad = (n) => String(n).padStart(2, "0");
 
 /** Local time as YYYY-MM-DD HH:MM:SS: sortable by eye, unlike most locale formats. */
@@ -249,6 +252,7 @@ function signOut(message) {
   state.interceptions = { q: "", cursors: [""], page: [], count: 0, ticket: state.interceptions.ticket + 1 };
   state.sessions = { offset: 0, count: 0, ticket: state.sessions.ticket + 1 };
   state.usage.ticket += 1;
+  state.cost.ticket += 1;
   closeDetail();
   hideBanner();
   $("#filters").reset();
@@ -276,7 +280,7 @@ async function loadSuggestions() {
 
 // ---------------------------------------------------------------- navigation
 
-const VIEWS = { interceptions: loadInterceptions, sessions: loadSessions, usage: loadUsage };
+const VIEWS = { interceptions: loadInterceptions, sessions: loadSessions, usage: loadUsage, cost: loadCost };
 
 function route() {
   if (!state.me) return;
@@ -464,7 +468,8 @@ function interceptionDetail(rec) {
           ["User", rec.initiator ? `${userLabel(rec.initiator)}${rec.initiator.name ? ` (${rec.initiator.name})` : ""}` : ""],
           ["Provider", providerLabel(rec)],
           ["Model", mono(rec.model)],
-          ["Requested model", meta.requested_model],
+          ["Requested model", rec.requested_model && rec.requested_model !== rec.model ? rec.requested_model : ""],
+          ["Cost", rec.cost_usd === null || rec.cost_usd === undefined ? "no price for this model" : fmtUsd(rec.cost_usd)],
           ["Client", rec.client],
           ["Session", sessionLink],
           ["User agent", rec.user_agent],
@@ -711,6 +716,48 @@ function renderBars(container, rows) {
   )));
 }
 
+// ---------------------------------------------------------------- cost
+
+const SPEND_GROUPS = [["user", "#cost-users", "User"], ["model", "#cost-models", "Model"], ["day", "#cost-days", "Day"]];
+
+/** Spend from the server (priced when each interception ended), per user, model and day. */
+function loadCost() {
+  const days = Number($("#cost-form").elements.period.value);
+  const since = days ? new Date(Date.now() - days * 86400000).toISOString() : "";
+  return loadLatest(state.cost, $("#cost-view"), async () => ({
+    groups: await Promise.all(SPEND_GROUPS.map(([group]) => api("/aibridge/spend", { group_by: group, since }))),
+    me: await api("/users/me"),
+  }), renderCost);
+}
+
+function renderCost({ groups, me }) {
+  const budget = me.budget;
+  $("#cost-budget").textContent = budget
+    ? `Your budget: ${fmtUsd(budget.spent_usd)} spent of ${fmtUsd(budget.limit_usd)} this ${budget.period} ` +
+      `(resets ${fmtTime(budget.resets_at)}).`
+    : "No budget applies to you.";
+  const [byUser] = groups;
+  const unpriced = byUser.results.reduce((n, r) => n + r.unpriced_requests, 0);
+  $("#cost-note").textContent = (state.me.role === "member" ? "Members see their own spend only. " : "") +
+    (unpriced ? `${fmtNum(unpriced)} requests used models without a price (not counted; owners can add prices).` : "");
+  $("#cost-stats").replaceChildren(
+    el("div", { class: "stat" }, el("div", { class: "stat-value", id: "cost-total" }, fmtUsd(byUser.total_usd)),
+      el("div", { class: "stat-label" }, "Total cost")),
+    stat("Requests", byUser.results.reduce((n, r) => n + r.requests, 0)),
+  );
+  SPEND_GROUPS.forEach(([group, selector, title], i) => {
+    const rows = [...groups[i].results];
+    if (group === "day") rows.sort((a, b) => b.day.localeCompare(a.day));
+    $(selector).replaceChildren(rows.length
+      ? el("table", { class: "data cost-table" },
+        el("thead", {}, el("tr", {}, el("th", {}, title), el("th", { class: "num" }, "Requests"),
+          el("th", { class: "num" }, "Cost"))),
+        el("tbody", {}, ...rows.map((r) => el("tr", {}, el("td", {}, String(r[group])),
+          el("td", { class: "num" }, fmtNum(r.requests)), el("td", { class: "num" }, fmtUsd(r.cost_usd))))))
+      : el("p", { class: "muted" }, "No spend in this period."));
+  });
+}
+
 // ---------------------------------------------------------------- start-up
 
 function wire() {
@@ -725,6 +772,8 @@ function wire() {
   $("#sessions-newer").addEventListener("click", () => pageSessions(false));
   $("#usage-form").addEventListener("submit", (e) => { e.preventDefault(); loadUsage(); });
   $("#usage-form").addEventListener("change", () => loadUsage());
+  $("#cost-form").addEventListener("submit", (e) => { e.preventDefault(); loadCost(); });
+  $("#cost-form").addEventListener("change", () => loadCost());
   $("#detail-close").addEventListener("click", closeDetail);
   $("#detail-back").addEventListener("click", popDetail);
   $("#detail-backdrop").addEventListener("click", closeDetail);

@@ -1,15 +1,15 @@
 """replicas: which server process runs an interception, to close those a crash left open
 
-Revision ID: 0002_replicas
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0002_replicas'
-down_revision = '0001'
+revision = '0003'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""Governance: prices and cost, budgets, model rules (addons on the flow)."""

@@ -1,0 +1,235 @@
+"""The governance rules in force: prices, budgets, allowed models and aliases.
+
+Three sources, each overriding the one before: shipped prices, the YAML configuration
+(``aibridge.prices``, ``aibridge.budgets``, ``aibridge.model_rules``) and what owners set through
+the REST API or CLI (stored in the database, so every replica sees it). The merged snapshot is
+cached in memory and re-read at most every ``refresh`` seconds, so the bridge's hot path does not
+read these tables per request; a change made through this process applies at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import datetime as dt
+import fnmatch
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aibridge.config import ConfigError
+from aibridge.governance.prices import Price, PriceTable, is_glob, parse_price, shipped_prices
+from aibridge.identity.roles import ROLES
+from aibridge.store import governance as store
+
+log = logging.getLogger("aibridge.governance")
+
+PERIODS = ("day", "week", "month")
+SCOPES = ("user", "role")
+
+
+# ---------------------------------------------------------------- periods (UTC)
+
+def period_start(period: str, now: dt.datetime) -> dt.datetime:
+    day = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day
+    if period == "week":                                   # ISO weeks start on Monday
+        return day - dt.timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def period_end(period: str, start: dt.datetime) -> dt.datetime:
+    if period == "day":
+        return start + dt.timedelta(days=1)
+    if period == "week":
+        return start + dt.timedelta(days=7)
+    return start + dt.timedelta(days=calendar.monthrange(start.year, start.month)[1])
+
+
+# ---------------------------------------------------------------- the snapshot
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    scope: str          # "user" | "role"
+    subject: str        # username or role name
+    period: str
+    limit_usd: float
+    source: str = "owner"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scope": self.scope, "subject": self.subject, "period": self.period,
+                "limit_usd": self.limit_usd, "source": self.source}
+
+
+def matches_any(model: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(model, p) for p in patterns)
+
+
+@dataclass
+class Rules:
+    prices: PriceTable
+    price_sources: dict[str, str] = field(default_factory=dict)      # pattern → default | config | owner
+    budgets: dict[tuple[str, str], Budget] = field(default_factory=dict)
+    allow: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    aliases: dict[tuple[str, str], str] = field(default_factory=dict)   # (from, provider or "") → to
+
+    def budget_for(self, username: str, role: str) -> Budget | None:
+        """A user's own budget beats its role's."""
+        return self.budgets.get(("user", username)) or self.budgets.get(("role", role))
+
+    def allowed_for(self, username: str, role: str) -> list[str] | None:
+        """The allowed model patterns (a user's own rule beats its role's); None: every model."""
+        found = self.allow.get(("user", username))
+        return found if found is not None else self.allow.get(("role", role))
+
+    def alias(self, model: str, provider: str) -> str | None:
+        """What ``model`` is served as: an exact alias (this provider's, then any provider's), then a glob."""
+        for key in ((model, provider), (model, "")):
+            if key in self.aliases:
+                return self.aliases[key]
+        globs = sorted(((f, p) for f, p in self.aliases if is_glob(f) and p in (provider, "")),
+                       key=lambda k: (-len(k[0]), k[1] == ""))
+        return next((self.aliases[k] for k in globs if fnmatch.fnmatchcase(model, k[0])), None)
+
+    def to_model_rules_json(self) -> dict[str, Any]:
+        return {
+            "allow": [{"scope": s, "subject": subject, "models": patterns}
+                      for (s, subject), patterns in sorted(self.allow.items())],
+            "aliases": [{"from": f, "to": to, "provider": p} for (f, p), to in sorted(self.aliases.items())],
+        }
+
+
+# ---------------------------------------------------------------- YAML configuration
+
+@dataclass
+class Configured:
+    """The governance rules of the YAML file, validated at start-up."""
+
+    prices: dict[str, Price] = field(default_factory=dict)
+    budgets: dict[tuple[str, str], Budget] = field(default_factory=dict)
+    allow: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    aliases: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def _subject(entry: Mapping[str, Any], where: str) -> tuple[str, str]:
+    scopes = [s for s in SCOPES if entry.get(s)]
+    if len(scopes) != 1:
+        raise ConfigError(f"{where}: name exactly one of user or role")
+    scope = scopes[0]
+    subject = str(entry[scope])
+    if scope == "role" and subject not in ROLES:
+        raise ConfigError(f"{where}: unknown role {subject!r} (use one of {', '.join(ROLES)})")
+    return scope, subject
+
+
+def check_budget(period: object, limit: object, where: str) -> tuple[str, float]:
+    if period not in PERIODS:
+        raise ValueError(f"{where}: period must be one of {', '.join(PERIODS)}, got {period!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or limit < 0:
+        raise ValueError(f"{where}: limit_usd must be a non-negative number, got {limit!r}")
+    return str(period), float(limit)
+
+
+def check_patterns(patterns: object, where: str) -> list[str]:
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and p.strip() for p in patterns):
+        raise ValueError(f"{where}: models must be a list of model names or globs")
+    return [p.strip() for p in patterns]
+
+
+def _list(doc: Mapping[str, Any], key: str, where: str) -> list[Mapping[str, Any]]:
+    items = doc.get(key) or []
+    if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+        raise ConfigError(f"{where}: must be a list of mappings")
+    return items
+
+
+def parse_configured(doc: Mapping[str, Any]) -> Configured:
+    """``doc``: the YAML ``aibridge:`` mapping's ``prices``, ``budgets`` and ``model_rules``."""
+    found = Configured()
+    try:
+        prices = doc.get("prices") or {}
+        if not isinstance(prices, Mapping):
+            raise ConfigError("config aibridge.prices: must map model names or globs to prices")
+        for model, value in prices.items():
+            found.prices[str(model)] = parse_price(value, f"config aibridge.prices.{model}")
+        for i, entry in enumerate(_list(doc, "budgets", "config aibridge.budgets")):
+            where = f"config aibridge.budgets[{i}]"
+            key = _subject(entry, where)
+            period, limit = check_budget(entry.get("period"), entry.get("limit_usd"), where)
+            found.budgets[key] = Budget(*key, period, limit, "config")
+        rules = doc.get("model_rules") or {}
+        if not isinstance(rules, Mapping):
+            raise ConfigError("config aibridge.model_rules: must be a mapping with allow and aliases")
+        for i, entry in enumerate(_list(rules, "allow", "config aibridge.model_rules.allow")):
+            where = f"config aibridge.model_rules.allow[{i}]"
+            found.allow[_subject(entry, where)] = check_patterns(entry.get("models"), where)
+        for i, entry in enumerate(_list(rules, "aliases", "config aibridge.model_rules.aliases")):
+            source, target = entry.get("from"), entry.get("to")
+            if not isinstance(source, str) or not isinstance(target, str) or not source or not target:
+                raise ConfigError(f"config aibridge.model_rules.aliases[{i}]: from and to are model names")
+            found.aliases[(source, str(entry.get("provider") or ""))] = target
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return found
+
+
+# ---------------------------------------------------------------- the source
+
+def merge(configured: Configured, stored: store.StoredRules | None) -> Rules:
+    entries: dict[str, Price] = dict(shipped_prices())
+    sources = dict.fromkeys(entries, "default")
+    for model, price in configured.prices.items():
+        entries[model], sources[model] = price, "config"
+    budgets = dict(configured.budgets)
+    allow = dict(configured.allow)
+    aliases = dict(configured.aliases)
+    if stored is not None:
+        for model, values in stored.prices.items():
+            entries[model], sources[model] = Price(*values), "owner"
+        budgets.update({key: Budget(*key, period, limit) for key, (period, limit) in stored.budgets.items()})
+        allow.update(stored.allow)
+        aliases.update(stored.aliases)
+    return Rules(PriceTable(entries), sources, budgets, allow, aliases)
+
+
+class Governance:
+    """The rules snapshot, re-read from the database at most every ``refresh`` seconds."""
+
+    def __init__(self, engine: AsyncEngine, configured: Configured, refresh: float = 10.0) -> None:
+        self.engine = engine
+        self.configured = configured
+        self.refresh = refresh
+        self.snapshot = merge(configured, None)     # until the database is first read
+        self._read_at = -float("inf")
+        self._lock = asyncio.Lock()
+        self._warned = False
+
+    async def rules(self) -> Rules:
+        if time.monotonic() - self._read_at < self.refresh:
+            return self.snapshot
+        async with self._lock:
+            if time.monotonic() - self._read_at >= self.refresh:
+                await self._reload()
+        return self.snapshot
+
+    async def _reload(self) -> None:
+        try:
+            stored = await store.load_rules(self.engine)
+        except Exception as exc:        # keep the last rules: a database hiccup must not stop the bridge
+            if not self._warned:
+                log.warning("governance rules could not be read (%s); using the last ones", exc)
+                self._warned = True
+            self._read_at = time.monotonic() - self.refresh + 1.0      # retry in a second
+            return
+        self._warned = False
+        self.snapshot = merge(self.configured, stored)
+        self._read_at = time.monotonic()
+
+    def invalidate(self) -> None:
+        """A rule changed through this process: read them again on next use."""
+        self._read_at = -float("inf")
