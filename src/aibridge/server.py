@@ -18,6 +18,7 @@ from aibridge.bridge.flow import Addon, Addons
 from aibridge.bridge.providers import build_provider
 from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
+from aibridge.httpserver import AppRunner
 from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.observability.metrics import CircuitCollector, Metrics, MetricsAddon, PurgeCollector
 from aibridge.observability.structured import StructuredLogAddon
@@ -70,6 +71,21 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         except AuthError as exc:
             raise APIError(exc.status, exc.message) from None
     return await handler(request)
+
+
+def owner_or_auditor(handler: Handler) -> Handler:
+    """``/metrics`` on the main port shows user ids: only owners and auditors read it there
+    (the separate ``--prometheus-address`` listener stays open for Prometheus)."""
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            actor = await request.app[AUTHENTICATOR].authenticate(request.headers)
+        except AuthError as exc:
+            raise APIError(exc.status, exc.message, "scrape --prometheus-address instead, or send an "
+                                                    "owner's or auditor's token") from None
+        if not actor.reads_all_records:
+            raise APIError(403, "forbidden", "/metrics on the main port needs an owner's or auditor's token")
+        return await handler(request)
+    return guarded
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -137,7 +153,7 @@ def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
     proxy_service.add_routes(app)
     app.router.add_route("*", ROUTE_PREFIX + "{provider}/{tail:.*}", bridge.handle)
     if metrics is not None:
-        app.router.add_get("/metrics", metrics.handle)
+        app.router.add_get("/metrics", owner_or_auditor(metrics.handle))
 
     async def on_startup(app: web.Application) -> None:
         await addons.start()
@@ -197,7 +213,7 @@ async def serve(settings: Settings) -> None:
     await migrate(engine)
     app = build_app(settings, engine)       # first: it may still refuse the configuration
     token = await ensure_first_owner(engine, settings)
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace, access_log=None,
+    runner = AppRunner(app, shutdown_timeout=settings.shutdown_grace, access_log=None,
                            handle_signals=False)
     await runner.setup()
     host, port = settings.http_address.rsplit(":", 1)

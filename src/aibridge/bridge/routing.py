@@ -10,7 +10,7 @@ from aiohttp import web
 
 from aibridge.bridge.flow import Addons, Passthrough
 from aibridge.bridge.intercept import intercept, provider_error
-from aibridge.bridge.passthrough import passthrough
+from aibridge.bridge.passthrough import method_allowed, passthrough, path_problem
 from aibridge.bridge.providers.base import Provider
 from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.identity.roles import Actor
@@ -41,9 +41,16 @@ class Bridge:
                               "and configure a provider key.")
         provider = self.providers.get(name)
         if provider is None:
-            known = ", ".join(sorted(self.providers)) or "none"
-            return json_error(404, f"provider {name!r} is not configured", f"Configured providers: {known}.")
+            return json_error(404, f"provider {name!r} is not configured", await self._known_providers(request))
         return await self.dispatch(request, provider, request.match_info["tail"], None, "bridge", arrived_ns)
+
+    async def _known_providers(self, request: web.Request) -> str:
+        """The configured providers, told only to a caller with a valid token."""
+        try:
+            await self.authenticator.authenticate(request.headers)
+        except AuthError:
+            return "Send a valid AI Bridge token to see which providers are configured."
+        return f"Configured providers: {', '.join(sorted(self.providers)) or 'none'}."
 
     async def dispatch(self, request: web.Request, provider: Provider, tail: str, actor: Actor | None,
                        door: str, arrived_ns: int) -> web.StreamResponse:
@@ -53,8 +60,11 @@ class Bridge:
         the proxy authenticates its CONNECT and passes the actor in.
         """
         default_api = next(iter(provider.apis.values()))
+        problem = path_problem(request.raw_path.split("?", 1)[0], tail)
+        if problem is not None:
+            return provider_error(default_api, 400, f"invalid path {request.path!r}: {problem}")
         api = provider.apis.get(tail) if request.method == "POST" else None
-        passes = api is None and provider.is_passthrough(request.method, tail)
+        passes = api is None and provider.is_passthrough(request.method, tail) and method_allowed(request.method, tail)
         if api is None and not passes:
             return provider_error(default_api, 404, f"route not supported: {request.method} {request.path}")
         if actor is None:
