@@ -34,7 +34,7 @@ from aibridge.rest import users as users_api
 from aibridge.rest.common import APIError, json_response
 from aibridge.server_keys import AUTHENTICATOR, ENGINE, SETTINGS
 from aibridge.store import users as user_store
-from aibridge.store.db import create_engine, migrate
+from aibridge.store.db import DatabaseUnavailable, create_engine, migrate, unavailable_message
 from aibridge.web import ui as web_ui
 
 log = logging.getLogger("aibridge.server")
@@ -168,14 +168,25 @@ def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
     return app
 
 
+HOW_TO_MAKE_AN_OWNER = ("no active owner exists: create one with `aibridge users create NAME --role owner` "
+                        "and `aibridge tokens create NAME` (same database settings as the server)")
+
+
 async def ensure_first_owner(engine: AsyncEngine, settings: Settings) -> str | None:
-    """On an empty database, create the owner 'admin' and return its token (printed once)."""
-    if await user_store.count_users(engine) > 0:
+    """With no active owner, create the owner 'admin' and return its token (printed once).
+
+    Called once the server listens: a start that fails (port in use) must not create an owner
+    whose token nobody saw. Users created with the CLI before the first start don't prevent it.
+    """
+    if await user_store.count_users(engine, role="owner") > 0:
         return None
     try:
         user = await user_store.create_user(engine, FIRST_OWNER, "owner", name="Administrator")
     except user_store.Conflict:
-        return None       # another replica won the race
+        # Another replica won the race, or a user is already called 'admin': say what to do.
+        if await user_store.count_users(engine, role="owner") == 0:
+            log.warning(HOW_TO_MAKE_AN_OWNER)
+        return None
     _, token = await user_store.create_api_key(engine, user.id, dt.timedelta(days=30), "first-start")
     return token
 
@@ -209,10 +220,8 @@ NOT_ENABLED_NOTE = "\nNote: AI Bridge is not enabled; start with --aibridge-enab
 
 async def serve(settings: Settings) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    engine = create_engine(settings.database_url)
-    await migrate(engine)
+    engine = await open_database(settings)
     app = build_app(settings, engine)       # first: it may still refuse the configuration
-    token = await ensure_first_owner(engine, settings)
     runner = AppRunner(app, shutdown_timeout=settings.shutdown_grace, access_log=None,
                            handle_signals=False)
     await runner.setup()
@@ -224,6 +233,7 @@ async def serve(settings: Settings) -> None:
         await runner.cleanup()
         await engine.dispose()
         raise SystemExit(f"error: --http-address: cannot listen on {settings.http_address}: {exc.strerror}") from None
+    token = await ensure_first_owner(engine, settings)
     if token:
         print(first_start_banner(settings, token), flush=True)
     # What start-up built lives as long as the process: keep the collector from re-scanning it.
@@ -244,10 +254,23 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
+async def open_database(settings: Settings) -> AsyncEngine:
+    """The migrated database, or one clear line and exit 2 when it cannot be reached."""
+    try:
+        engine = create_engine(settings.database_url)
+        await migrate(engine)
+    except OSError as exc:                    # the SQLite directory cannot be made
+        raise ConfigError(unavailable_message(settings, DatabaseUnavailable(str(exc)))) from None
+    except DatabaseUnavailable as exc:
+        await engine.dispose()
+        raise ConfigError(unavailable_message(settings, exc)) from None
+    return engine
+
+
 def run(settings: Settings) -> None:
     try:
         asyncio.run(serve(settings))
-    except ConfigError as exc:      # found while building providers (e.g. no AWS credentials)
+    except ConfigError as exc:      # found while building providers or opening the database
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
