@@ -246,6 +246,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_grace", "CODER_AIBRIDGE_SHUTDOWN_GRACE", "30s", "duration",
            "How long shutdown waits for in-flight requests to finish."),
     *PROXY_OPTIONS,
+    Option("request_read_timeout", "CODER_AIBRIDGE_REQUEST_READ_TIMEOUT", "60s", "duration",
+           "How long a client may take to send a request body; a slower one gets 408."),
 )
 
 OPTIONS_BY_KEY = {opt.key: opt for opt in OPTIONS}
@@ -312,6 +314,7 @@ class Settings:
     aibridge_proxy_upstream_ca: str
     aibridge_proxy_allowed_private_cidrs: tuple[str, ...]
     aibridge_proxy_domain_allowlist: str
+    request_read_timeout: float
     providers: tuple[ProviderConfig, ...] = field(default=())
 
     @property

@@ -8,6 +8,7 @@ only the kind of problem, and one WARNING line without the request's bytes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -27,9 +28,29 @@ def describe(exc: HttpProcessingError) -> str:
     return text[:80] or type(exc).__name__
 
 
+class BodyTimeout(Exception):
+    """The client did not finish sending its request body in time."""
+
+
+async def read_body(request: web.Request, timeout: float) -> bytes:
+    """The whole body (aiohttp keeps it for later reads), or BodyTimeout: a body that never arrives
+    must not hold a connection and a task forever."""
+    try:
+        async with asyncio.timeout(timeout or None):
+            return await request.read()
+    except TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {timeout:g}s") from None
+
+
 class QuietRequestHandler(RequestHandler):
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
+        if isinstance(exc, ConnectionError):
+            # The client went away (e.g. mid-upload): nothing to answer and nothing wrong here.
+            log.info("client %s went away during %s %s", request.remote, request.method, request.path)
+            response = web.Response(status=400)
+            response.force_close()
+            return response
         if not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         reason = describe(exc)

@@ -14,8 +14,10 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.bridge.actor_headers import ActorHeadersAddon
+from aibridge.bridge.diagnostics import Diagnosed
 from aibridge.bridge.flow import Addon, Addons
 from aibridge.bridge.providers import build_provider
+from aibridge.bridge.providers.base import Provider
 from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
 from aibridge.httpserver import AppRunner
@@ -141,8 +143,11 @@ def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
     if metrics is not None:
         watch_addons(metrics, addon_list)
     addons = Addons(addon_list)
-    providers = {cfg.name: build_provider(cfg) for cfg in settings.providers}
-    bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled)
+    providers: dict[str, Provider] = {
+        cfg.name: Diagnosed(build_provider(cfg), cfg.bedrock.base_url if cfg.bedrock else cfg.base_url)
+        for cfg in settings.providers}
+    bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled,
+                    read_timeout=settings.request_read_timeout)
     app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[BRIDGE] = settings, engine, authenticator, bridge
 
     app.router.add_get("/healthz", healthz)

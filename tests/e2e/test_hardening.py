@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import orjson
+import pytest
 
 from tests.e2e.conftest import Bridge
+from tests.harness import BACKENDS, POSTGRES_URL
 
 BRIDGE = "/api/v2/aibridge"
 
@@ -134,3 +137,132 @@ async def test_unknown_provider_lists_providers_only_to_a_valid_token(bridge: Br
     status, payload = await raw_request(bridge.server.url, "POST", BRIDGE + "/gemini/v1/generate",
                                         {"Authorization": f"Bearer {bridge.token}"})
     assert status == 404 and "anthropic, openai" in orjson.loads(payload)["detail"]
+
+
+# ---------------------------------------------------------------- 11: the provider's shape, always; no hanging
+
+async def test_too_large_body_is_413_in_the_provider_shape(bridge: Bridge) -> None:
+    auth = {"Authorization": f"Bearer {bridge.token}", "Content-Type": "application/json"}
+    huge = b'{"model": "claude-x", "pad": "' + b"x" * (65 * 1024 * 1024) + b'"}'
+    status, payload = await raw_request(bridge.server.url, "POST", BRIDGE + "/anthropic/v1/messages", auth, huge)
+    assert status == 413
+    body = orjson.loads(payload)
+    assert body["type"] == "error" and "too large" in body["error"]["message"]
+
+
+async def test_slow_and_vanishing_bodies(module_database: Any) -> None:
+    from tests.e2e.conftest import bridge_env
+    from tests.fakes.upstream import FakeUpstream
+    from tests.harness import ServerProcess
+
+    async with FakeUpstream() as fake:
+        server = await ServerProcess(module_database, env={**bridge_env(fake),
+                                                           "CODER_AIBRIDGE_REQUEST_READ_TIMEOUT": "1s"}).start()
+        try:
+            token = server.create_user("slowpoke")
+            for path, shape in ((BRIDGE + "/openai/v1/chat/completions", "openai"), ("/api/v2/users/me/keys/tokens", "rest")):
+                host, port = server.url.removeprefix("http://").rsplit(":", 1)
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                             f"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"mo".encode())
+                await writer.drain()
+                answer = await asyncio.wait_for(reader.read(), timeout=15)   # the body never comes
+                writer.close()
+                head, _, payload = answer.partition(b"\r\n\r\n")
+                assert head.split(b" ", 2)[1] == b"408", answer
+                body = orjson.loads(payload)
+                message = body["error"]["message"] if shape == "openai" else body["message"]
+                assert "did not arrive within 1s" in message
+            # A client that goes away mid-upload is no error of the server's.
+            for path in (BRIDGE + "/openai/v1/chat/completions", "/api/v2/users/me/keys/tokens"):
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                             f"Content-Length: 1000\r\n\r\n{{\"a\":".encode())
+                await writer.drain()
+                await asyncio.sleep(0.3)
+                writer.close()
+            await asyncio.sleep(0.5)
+            output = server.output()
+            assert "Traceback" not in output and " ERROR " not in output, output
+        finally:
+            server.stop()
+
+
+# ---------------------------------------------------------------- 18: upstream misconfiguration is visible
+
+async def test_upstream_misconfiguration_is_logged_once_and_explained(module_database: Any) -> None:
+    from tests.fakes.upstream import FakeUpstream
+    from tests.harness import ServerProcess, free_port
+
+    async with FakeUpstream() as fake:
+        dead = f"http://127.0.0.1:{free_port()}/"
+        env = {"CODER_AIBRIDGE_ENABLED": "true",
+               "CODER_AIBRIDGE_OPENAI_KEY": "sk-openai-central",
+               "CODER_AIBRIDGE_OPENAI_BASE_URL": f"{fake.url}/",          # missing /v1
+               "CODER_AIBRIDGE_ANTHROPIC_KEY": "sk-ant-central",
+               "CODER_AIBRIDGE_ANTHROPIC_BASE_URL": dead}
+        server = await ServerProcess(module_database, env=env).start()
+        try:
+            auth = {"Authorization": f"Bearer {server.create_user('misconf')}", "Content-Type": "application/json"}
+            chat = orjson.dumps({"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]})
+            for _ in range(2):
+                status, payload = await raw_request(server.url, "POST", BRIDGE + "/openai/v1/chat/completions",
+                                                    auth, chat)
+                assert status == 502, payload
+                message = orjson.loads(payload)["error"]["message"]
+                assert "base URL" in message and "/v1" in message and "'openai'" in message
+            status, payload = await raw_request(server.url, "GET", BRIDGE + "/openai/v1/models", auth)
+            assert status == 502 and "base URL" in orjson.loads(payload)["error"]["message"]
+            messages = orjson.dumps({"model": "claude-x", "max_tokens": 5,
+                                     "messages": [{"role": "user", "content": "hi"}]})
+            for _ in range(2):
+                status, payload = await raw_request(server.url, "POST", BRIDGE + "/anthropic/v1/messages",
+                                                    auth, messages)
+                assert status == 502
+                body = orjson.loads(payload)
+                assert body["type"] == "error" and dead in body["error"]["message"]
+                assert "base URL" in body["error"]["message"]
+            await asyncio.sleep(0.3)
+            lines = server.output().splitlines()
+            bare = [line for line in lines if "bare 404" in line]
+            assert len(bare) == 1 and "openai" in bare[0] and fake.url in bare[0], bare
+            unreachable = [line for line in lines if "cannot be reached" in line]
+            assert len(unreachable) == 1 and "anthropic" in unreachable[0] and dead in unreachable[0]
+        finally:
+            server.stop()
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b == "postgres"])
+async def test_database_down_is_503_in_the_provider_shape(backend: str) -> None:
+    """PostgreSQL refusing connections: a token not yet cached cannot be checked → 503, the
+    provider's shape on bridge routes and JSON on REST, the cause logged once."""
+    from tests.e2e.conftest import bridge_env
+    from tests.fakes.upstream import FakeUpstream
+    from tests.harness import Database, ServerProcess
+
+    async with Database(backend) as db, FakeUpstream() as fake:
+        assert db.postgres is not None
+        server = await ServerProcess(db, env=bridge_env(fake)).start()
+        fresh = [server.create_user(f"u{i}") for i in range(3)]        # never used: not in the auth cache
+        admin = await asyncpg.connect(POSTGRES_URL, timeout=10)
+        try:
+            await admin.execute(f'ALTER DATABASE "{db.postgres.name}" ALLOW_CONNECTIONS false')
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                                db.postgres.name)
+            messages = orjson.dumps({"model": "claude-x", "max_tokens": 5,
+                                     "messages": [{"role": "user", "content": "hi"}]})
+            for token in fresh[:2]:
+                status, payload = await raw_request(server.url, "POST", BRIDGE + "/anthropic/v1/messages",
+                                                    {"X-Api-Key": token}, messages)
+                assert status == 503, payload
+                body = orjson.loads(payload)
+                assert body["type"] == "error" and "database is unavailable" in body["error"]["message"]
+            status, payload = await raw_request(server.url, "GET", "/api/v2/users/me",
+                                                {"Coder-Session-Token": fresh[2]})
+            assert status == 503 and "database is unavailable" in orjson.loads(payload)["message"]
+            output = server.output()
+            assert output.count("cannot check API tokens: the database is unavailable") == 1, output
+        finally:
+            await admin.execute(f'ALTER DATABASE "{db.postgres.name}" ALLOW_CONNECTIONS true')
+            await admin.close()
+            server.stop()

@@ -8,10 +8,12 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
+from aibridge.bridge.apis.base import Api
 from aibridge.bridge.flow import Addons, Passthrough
 from aibridge.bridge.intercept import intercept, provider_error
 from aibridge.bridge.passthrough import method_allowed, passthrough, path_problem
 from aibridge.bridge.providers.base import Provider
+from aibridge.httpserver import BodyTimeout, read_body
 from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.identity.roles import Actor
 
@@ -25,8 +27,9 @@ def json_error(status: int, message: str, detail: str = "") -> web.Response:
 
 class Bridge:
     def __init__(self, providers: Mapping[str, Provider], authenticator: Authenticator, addons: Addons,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, read_timeout: float = 60.0) -> None:
         self.providers = dict(providers)
+        self.read_timeout = read_timeout
         self.authenticator = authenticator
         self.addons = addons
         self.enabled = enabled
@@ -72,6 +75,9 @@ class Bridge:
                 actor = await self.authenticator.authenticate(request.headers)
             except AuthError as exc:
                 return provider_error(default_api, exc.status, exc.message)
+        refused = await self._read_body(request, default_api)
+        if refused is not None:
+            return refused
         if api is not None:
             return await intercept(request, actor, provider, api, tail, self.addons, door=door,
                                    arrived_ns=arrived_ns)
@@ -79,6 +85,18 @@ class Bridge:
         self.addons.passthrough(Passthrough(provider, actor, "/" + tail, request.method, response.status,
                                             request.headers, door, arrived_ns))
         return response
+
+    async def _read_body(self, request: web.Request, api: Api) -> web.Response | None:
+        """Read the body up front (kept for the handlers), answering its failures in the provider's shape."""
+        try:
+            await read_body(request, self.read_timeout)
+        except BodyTimeout as exc:
+            response = provider_error(api, 408, str(exc))
+            response.force_close()
+            return response
+        except web.HTTPRequestEntityTooLarge:
+            return provider_error(api, 413, f"request body too large: at most {request.client_max_size} bytes")
+        return None
 
     async def close(self) -> None:
         for provider in self.providers.values():
