@@ -160,7 +160,8 @@ async def test_slow_and_vanishing_bodies(module_database: Any) -> None:
                                                            "CODER_AIBRIDGE_REQUEST_READ_TIMEOUT": "1s"}).start()
         try:
             token = server.create_user("slowpoke")
-            for path, shape in ((BRIDGE + "/openai/v1/chat/completions", "openai"), ("/api/v2/users/me/keys/tokens", "rest")):
+            paths = ((BRIDGE + "/openai/v1/chat/completions", "openai"), ("/api/v2/users/me/keys/tokens", "rest"))
+            for path, shape in paths:
                 host, port = server.url.removeprefix("http://").rsplit(":", 1)
                 reader, writer = await asyncio.open_connection(host, int(port))
                 writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
