@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 log = logging.getLogger("aibridge.http")
@@ -23,26 +24,43 @@ log = logging.getLogger("aibridge.http")
 _QUOTED = re.compile(r"[:'\"\n].*", re.DOTALL)
 
 
-def describe(exc: HttpProcessingError) -> str:
-    text = _QUOTED.sub("", str(exc.message)).strip()
+def describe(exc: Exception) -> str:
+    """What went wrong, without the request bytes aiohttp quotes in its messages."""
+    text = re.sub(r"^\d{3}, message:\s*", "", str(getattr(exc, "message", exc)))
+    text = _QUOTED.sub("", text).strip()
     return text[:80] or type(exc).__name__
 
 
-class BodyTimeout(Exception):
-    """The client did not finish sending its request body in time."""
+class BodyError(Exception):
+    """The request body cannot be had: it did not arrive in time (408) or cannot be decoded (400)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 async def read_body(request: web.Request, timeout: float) -> bytes:
-    """The whole body (aiohttp keeps it for later reads), or BodyTimeout: a body that never arrives
+    """The whole body (aiohttp keeps it for later reads), or BodyError: a body that never arrives
     must not hold a connection and a task forever."""
     try:
         async with asyncio.timeout(timeout or None):
             return await request.read()
     except TimeoutError:
-        raise BodyTimeout(f"the request body did not arrive within {timeout:g}s") from None
+        raise BodyError(408, f"the request body did not arrive within {timeout:g}s") from None
+    except RequestPayloadError as exc:      # e.g. Content-Encoding: gzip on a body that is not
+        raise BodyError(400, f"the request body cannot be read: {describe(exc)}") from None
 
 
 class QuietRequestHandler(RequestHandler):
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        if isinstance(exc, RequestPayloadError | ConnectionError):
+            # Left over after the answer: an unread body that cannot be decoded, or the client gone.
+            log.info("dropped the rest of a request body: %s", describe(exc))
+            return
+        super().log_exception(*args, **kw)
+
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         if isinstance(exc, ConnectionError):

@@ -32,6 +32,7 @@ from aibridge.recording.retention import RetentionTask
 from aibridge.resilience.breaker import CircuitBreakerAddon
 from aibridge.resilience.limits import LimitsAddon, RedisCounter
 from aibridge.rest import interceptions as interceptions_api
+from aibridge.rest import openapi as openapi_api
 from aibridge.rest import users as users_api
 from aibridge.rest.common import APIError, json_response
 from aibridge.server_keys import AUTHENTICATOR, ENGINE, SETTINGS
@@ -67,7 +68,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every /api/v2 route needs a token, except the bridge routes (they answer in the provider's shape)."""
     if request.path.startswith("/api/v2/") and "provider" not in request.match_info \
-            and request.match_info.http_exception is None:
+            and request.match_info.http_exception is None and request.path != openapi_api.PATH:
         try:
             request["actor"] = await request.app[AUTHENTICATOR].authenticate(request.headers)
         except AuthError as exc:
@@ -154,6 +155,7 @@ def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
     app.router.add_get("/api/v2/buildinfo", buildinfo)
     users_api.add_routes(app)
     interceptions_api.add_routes(app)
+    openapi_api.add_routes(app)
     web_ui.add_routes(app)
     proxy_service.add_routes(app)
     app.router.add_route("*", ROUTE_PREFIX + "{provider}/{tail:.*}", bridge.handle)

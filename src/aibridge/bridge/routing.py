@@ -13,7 +13,7 @@ from aibridge.bridge.flow import Addons, Passthrough
 from aibridge.bridge.intercept import intercept, provider_error
 from aibridge.bridge.passthrough import method_allowed, passthrough, path_problem
 from aibridge.bridge.providers.base import Provider
-from aibridge.httpserver import BodyTimeout, read_body
+from aibridge.httpserver import BodyError, read_body
 from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.identity.roles import Actor
 
@@ -90,8 +90,8 @@ class Bridge:
         """Read the body up front (kept for the handlers), answering its failures in the provider's shape."""
         try:
             await read_body(request, self.read_timeout)
-        except BodyTimeout as exc:
-            response = provider_error(api, 408, str(exc))
+        except BodyError as exc:
+            response = provider_error(api, exc.status, exc.message)
             response.force_close()
             return response
         except web.HTTPRequestEntityTooLarge:

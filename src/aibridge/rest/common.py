@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from aibridge.httpserver import BodyTimeout, read_body
+from aibridge.httpserver import BodyError, read_body
 from aibridge.identity.roles import Actor
 from aibridge.server_keys import SETTINGS
 
@@ -41,8 +41,8 @@ def require(request: web.Request, *roles: str) -> Actor:
 async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         raw = await read_body(request, request.app[SETTINGS].request_read_timeout)
-    except BodyTimeout as exc:
-        raise APIError(408, str(exc)) from None
+    except BodyError as exc:
+        raise APIError(exc.status, exc.message) from None
     if not raw:
         return {}
     try:
