@@ -145,7 +145,7 @@ def build_app(settings: Settings, engine: AsyncEngine) -> web.Application:
         watch_addons(metrics, addon_list)
     addons = Addons(addon_list)
     providers: dict[str, Provider] = {
-        cfg.name: Diagnosed(build_provider(cfg), cfg.bedrock.base_url if cfg.bedrock else cfg.base_url)
+        cfg.name: Diagnosed(build_provider(cfg), cfg.base_url)
         for cfg in settings.providers}
     bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled,
                     read_timeout=settings.request_read_timeout)
