@@ -10,8 +10,8 @@ import uuid
 from aibridge.config import parse_duration
 
 USERNAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
-# Deliberately simple: one '@', something on both sides, a dot in the domain, no spaces.
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$")
+# Deliberately simple: one '@' with something on both sides, no spaces (local domains are fine).
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+$")
 MAX_LIFETIME = dt.timedelta(days=3650)
 # Words that mean something else where a user is named in a path (/api/v2/users/{user}).
 RESERVED_USERNAMES = frozenset({"me"})
