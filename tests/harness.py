@@ -124,7 +124,7 @@ class ServerProcess:
                 with contextlib.suppress(aiohttp.ClientError):
                     async with session.get(self.url + "/healthz") as resp:
                         # The first owner's banner comes once it listens, before this log line.
-                        if resp.status == 200 and "listening on http://" in self.output():
+                        if resp.status == 200 and f"listening on {self.url}" in self.output():
                             break
                 await asyncio.sleep(0.1)
             else:
