@@ -125,7 +125,8 @@ class ServerProcess:
                     raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
                 with contextlib.suppress(aiohttp.ClientError):
                     async with session.get(self.url + "/healthz") as resp:
-                        if resp.status == 200:
+                        # The first owner's banner comes once it listens, before this log line.
+                        if resp.status == 200 and f"listening on {self.url}" in self.output():
                             break
                 await asyncio.sleep(0.1)
             else:

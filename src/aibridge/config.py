@@ -346,6 +346,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("uvloop", "CODER_AIBRIDGE_UVLOOP", "true", "bool",
            "Run the event loop on uvloop when it is installed (false: asyncio's own loop).",
            yaml="aibridge.uvloop"),
+    Option("request_read_timeout", "CODER_AIBRIDGE_REQUEST_READ_TIMEOUT", "60s", "duration",
+           "How long a client may take to send a request body; a slower one gets 408."),
 )
 
 OPTIONS_BY_KEY = {opt.key: opt for opt in OPTIONS}
@@ -439,6 +441,7 @@ class Settings:
     aibridge_proxy_domain_allowlist: str
     workers: int
     uvloop: bool
+    request_read_timeout: float
     providers: tuple[ProviderConfig, ...] = field(default=())
     mcp_servers: tuple[McpServerConfig, ...] = field(default=())
     governance: dict[str, Any] = field(default_factory=dict)    # aibridge.{prices,budgets,model_rules} of the YAML

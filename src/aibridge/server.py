@@ -15,13 +15,16 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.bridge.actor_headers import ActorHeadersAddon
+from aibridge.bridge.diagnostics import Diagnosed
 from aibridge.bridge.flow import Addon, Addons
 from aibridge.bridge.providers import build_provider
+from aibridge.bridge.providers.base import Provider
 from aibridge.bridge.providers.keypool import KeyPool
 from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
 from aibridge.governance.addons import BudgetAddon, CostAddon, ModelRulesAddon
 from aibridge.governance.rules import Governance, parse_configured
+from aibridge.httpserver import AppRunner
 from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.mcp.addon import McpAddon
 from aibridge.mcp.servers import McpServer
@@ -48,11 +51,12 @@ from aibridge.resilience.breaker import CircuitBreakerAddon
 from aibridge.resilience.limits import LimitsAddon, RedisCounter
 from aibridge.rest import governance as governance_api
 from aibridge.rest import interceptions as interceptions_api
+from aibridge.rest import openapi as openapi_api
 from aibridge.rest import users as users_api
 from aibridge.rest.common import APIError, json_response
 from aibridge.server_keys import AUTHENTICATOR, ENGINE, GOVERNANCE, SETTINGS
 from aibridge.store import users as user_store
-from aibridge.store.db import create_engine, migrate
+from aibridge.store.db import DatabaseUnavailable, create_engine, migrate, unavailable_message
 from aibridge.web import ui as web_ui
 from aibridge.workers import Supervisor, Worker, event_loop_factory, listen_sockets, metrics_directory
 
@@ -86,7 +90,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every /api/v2 route needs a token, except the bridge routes (they answer in the provider's shape)."""
     if request.path.startswith("/api/v2/") and "provider" not in request.match_info \
-            and request.match_info.http_exception is None:
+            and request.match_info.http_exception is None and request.path != openapi_api.PATH:
         try:
             request["actor"] = await request.app[AUTHENTICATOR].authenticate(request.headers)
         except AuthError as exc:
@@ -113,6 +117,21 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:
         return json_response({"status": "unavailable", "database": describe(exc)}, status=503)
     return json_response({"status": "ok", "database": "ok"})
+
+
+def owner_or_auditor(handler: Handler) -> Handler:
+    """``/metrics`` on the main port shows user ids: only owners and auditors read it there
+    (the separate ``--prometheus-address`` listener stays open for Prometheus)."""
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            actor = await request.app[AUTHENTICATOR].authenticate(request.headers)
+        except AuthError as exc:
+            raise APIError(exc.status, exc.message, "scrape --prometheus-address instead, or send an "
+                                                    "owner's or auditor's token") from None
+        if not actor.reads_all_records:
+            raise APIError(403, "forbidden", "/metrics on the main port needs an owner's or auditor's token")
+        return await handler(request)
+    return guarded
 
 
 async def buildinfo(_request: web.Request) -> web.Response:
@@ -199,11 +218,14 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
     if metrics is not None:
         watch_addons(metrics, addon_list)
     addons = Addons(addon_list)
-    providers = {cfg.name: build_provider(cfg) for cfg in settings.providers}
+    built = {cfg.name: build_provider(cfg) for cfg in settings.providers}
     if metrics is not None:
-        pools = [pool for p in providers.values() if isinstance(pool := getattr(p, "keys", None), KeyPool)]
+        pools = [pool for p in built.values() if isinstance(pool := getattr(p, "keys", None), KeyPool)]
         metrics.watch(KeyCooldownCollector(pools))
-    bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled)
+    providers: dict[str, Provider] = {
+        cfg.name: Diagnosed(built[cfg.name], cfg.base_url) for cfg in settings.providers}
+    bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled,
+                    read_timeout=settings.request_read_timeout)
     app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[BRIDGE] = settings, engine, authenticator, bridge
     app[GOVERNANCE] = governance
 
@@ -216,13 +238,14 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
     users_api.add_routes(app)
     interceptions_api.add_routes(app)
     governance_api.add_routes(app)
+    openapi_api.add_routes(app)
     web_ui.add_routes(app)
     proxy_service.add_routes(app)
     add_gateway_aliases(app)
     for prefix in (ROUTE_PREFIX, API_ALIAS_PREFIX):
         app.router.add_route("*", prefix + "{provider}/{tail:.*}", bridge.handle)
     if metrics is not None:
-        app.router.add_get("/metrics", metrics.handle)
+        app.router.add_get("/metrics", owner_or_auditor(metrics.handle))
 
     async def on_startup(app: web.Application) -> None:
         await addons.start()
@@ -252,16 +275,33 @@ def add_gateway_aliases(app: web.Application) -> None:
             app.router.add_route(route.method, alias, route.handler)
 
 
+HOW_TO_MAKE_AN_OWNER = ("no active owner exists: create one with `aibridge users create NAME --role owner` "
+                        "and `aibridge tokens create NAME` (same database settings as the server)")
+
+
 async def ensure_first_owner(engine: AsyncEngine, settings: Settings) -> str | None:
-    """On an empty database, create the owner 'admin' and return its token (printed once)."""
-    if await user_store.count_users(engine) > 0:
+    """With no active owner, create the owner 'admin' and return its token (printed once).
+
+    Called once the server listens: a start that fails (port in use) must not create an owner
+    whose token nobody saw. Users created with the CLI before the first start don't prevent it.
+    """
+    if await user_store.count_users(engine, role="owner") > 0:
         return None
     try:
         user = await user_store.create_user(engine, FIRST_OWNER, "owner", name="Administrator")
     except user_store.Conflict:
-        return None       # another replica won the race
+        # Another replica won the race, or a user is already called 'admin': say what to do.
+        if await user_store.count_users(engine, role="owner") == 0:
+            log.warning(HOW_TO_MAKE_AN_OWNER)
+        return None
     _, token = await user_store.create_api_key(engine, user.id, dt.timedelta(days=30), "first-start")
     return token
+
+
+async def announce_first_owner(engine: AsyncEngine, settings: Settings) -> None:
+    token = await ensure_first_owner(engine, settings)
+    if token:
+        print(first_start_banner(settings, token), flush=True)
 
 
 def first_start_banner(settings: Settings, token: str) -> str:
@@ -294,13 +334,13 @@ NOT_ENABLED_NOTE = "\nNote: AI Bridge is not enabled; start with --aibridge-enab
 async def serve(settings: Settings, worker: Worker | None = None, sock: socket.socket | None = None) -> None:
     """One process serving requests: the whole server, or one worker of several (on ``sock``)."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    engine = create_engine(settings.database_url)
     if worker is None:
-        await migrate(engine)
+        engine = await open_database(settings)
         log.info("database schema is up to date")
+    else:
+        engine = create_engine(settings.database_url)     # the supervisor migrated it
     app = build_app(settings, engine, worker=worker)       # first: it may still refuse the configuration
-    token = await ensure_first_owner(engine, settings) if worker is None else None
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace, access_log=None,
+    runner = AppRunner(app, shutdown_timeout=settings.shutdown_grace, access_log=None,
                            handle_signals=False)
     await runner.setup()
     host, port = settings.http_address.rsplit(":", 1)
@@ -312,8 +352,8 @@ async def serve(settings: Settings, worker: Worker | None = None, sock: socket.s
         await runner.cleanup()
         await engine.dispose()
         raise SystemExit(f"error: --http-address: cannot listen on {settings.http_address}: {exc.strerror}") from None
-    if token:
-        print(first_start_banner(settings, token), flush=True)
+    if worker is None:      # only once the port is ours: a failed bind must not eat the owner's token
+        await announce_first_owner(engine, settings)
     # What start-up built lives as long as the process: keep the collector from re-scanning it.
     gc.collect()
     gc.freeze()
@@ -344,9 +384,8 @@ async def prepare(settings: Settings) -> None:
     """Once per server, before the workers start: migrations, the configuration check, the first
     owner (its token printed once), and the journals stopped workers left behind."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    engine = create_engine(settings.database_url)
+    engine = await open_database(settings)
     try:
-        await migrate(engine)
         log.info("database schema is up to date")
         for cfg in settings.providers:
             build_provider(cfg)         # may refuse the configuration (e.g. no AWS credentials)
@@ -358,11 +397,30 @@ async def prepare(settings: Settings) -> None:
             recorder = Recorder(engine, journal)
             await recorder.start()
             await recorder.close()
-        token = await ensure_first_owner(engine, settings)
     finally:
         await engine.dispose()
-    if token:
-        print(first_start_banner(settings, token), flush=True)
+
+
+async def first_owner_once_listening(settings: Settings) -> None:
+    """The supervisor's part of the first start, once the workers' port is bound."""
+    engine = create_engine(settings.database_url)
+    try:
+        await announce_first_owner(engine, settings)
+    finally:
+        await engine.dispose()
+
+
+async def open_database(settings: Settings) -> AsyncEngine:
+    """The migrated database, or one clear line and exit 2 when it cannot be reached."""
+    try:
+        engine = create_engine(settings.database_url)
+        await migrate(engine)
+    except OSError as exc:                    # the SQLite directory cannot be made
+        raise ConfigError(unavailable_message(settings, DatabaseUnavailable(str(exc)))) from None
+    except DatabaseUnavailable as exc:
+        await engine.dispose()
+        raise ConfigError(unavailable_message(settings, exc)) from None
+    return engine
 
 
 def run(settings: Settings) -> None:
@@ -372,7 +430,7 @@ def run(settings: Settings) -> None:
             sys.exit(run_workers(settings, factory))
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(serve(settings))
-    except ConfigError as exc:      # found while building providers (e.g. no AWS credentials)
+    except ConfigError as exc:      # found while building providers or opening the database
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
@@ -383,7 +441,8 @@ def run_workers(settings: Settings, factory: Callable[[], asyncio.AbstractEventL
     """``--workers N``: the supervisor prepares once, then forks the workers (``workers.py``)."""
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(prepare(settings))
-    sockets = listen_sockets(settings.http_address, settings.workers)
+        sockets = listen_sockets(settings.http_address, settings.workers)
+        runner.run(first_owner_once_listening(settings))
     log_listening(settings)
     gc.collect()
     gc.freeze()           # shared with the workers copy-on-write

@@ -57,7 +57,8 @@ async def test_rate_limit_per_token(database: Database, fake: FakeUpstream) -> N
         await next_second()
         assert (await chat(server, alice))[0] == 200             # and the window moves on
         assert len(fake.requests_to("/v1/chat/completions")) == 4  # refused requests never went upstream
-        async with aiohttp.ClientSession() as session, session.get(f"{server.url}/metrics") as resp:
+        owner = {"Authorization": f"Bearer {server.admin_token}"}
+        async with aiohttp.ClientSession() as session, session.get(f"{server.url}/metrics", headers=owner) as resp:
             text = await resp.text()
         assert 'coder_aibridged_rate_limited_total{provider="openai",reason="rate_limit"} 4.0' in text
     finally:
@@ -148,7 +149,8 @@ async def test_circuit_breaker_opens_half_opens_and_closes(database: Database, f
         assert (await chat(server, token, "gpt-flaky"))[0] == 200
         assert (await chat(server, token, "gpt-flaky"))[0] == 200
 
-        async with aiohttp.ClientSession() as session, session.get(f"{server.url}/metrics") as resp:
+        owner = {"Authorization": f"Bearer {server.admin_token}"}
+        async with aiohttp.ClientSession() as session, session.get(f"{server.url}/metrics", headers=owner) as resp:
             text = await resp.text()
         labels = {"provider": "openai", "endpoint": "/v1/chat/completions", "model": "gpt-flaky"}
         samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples

@@ -181,8 +181,9 @@ async def _messages_stream(session: aiohttp.ClientSession, url: str, token: str)
 
 # ---------------------------------------------------------------- metrics
 
-async def scrape(url: str) -> Samples:
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as session, session.get(url) as resp:
+async def scrape(url: str, token: str = "") -> Samples:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session, session.get(url, headers=headers) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain")
         text = await resp.text()
@@ -200,7 +201,7 @@ async def test_metrics_count_the_traffic(server: ServerProcess, traffic: Traffic
     msgs = {"provider": "anthropic", "model": MESSAGES_MODEL}
 
     async def settled() -> Samples | None:
-        samples = await scrape(server.url + "/metrics")
+        samples = await scrape(server.url + "/metrics", server.admin_token)
         done = value(samples, "interceptions_total", status="success", route="/v1/messages", method="POST",
                      client="Claude Code", **msgs, **who)
         return samples if done == 1 else None
@@ -228,7 +229,7 @@ async def test_metrics_count_the_traffic(server: ServerProcess, traffic: Traffic
 async def test_metrics_are_also_on_the_prometheus_address(server: ServerProcess, traffic: Traffic) -> None:
     address = server.env["CODER_PROMETHEUS_ADDRESS"]
     own = await scrape(f"http://{address}/metrics")
-    main = await scrape(server.url + "/metrics")
+    main = await scrape(server.url + "/metrics", server.admin_token)
     key = ("coder_aibridged_passthrough_total",
            frozenset({"provider": "openai", "route": "/v1/models", "method": "GET"}.items()))
     assert own[key] == main[key] == 1
@@ -366,3 +367,18 @@ async def _insert(engine: Any, user_id: uuid.UUID, started: dt.datetime) -> uuid
 async def _ids(engine: Any) -> set[uuid.UUID]:
     async with engine.connect() as conn:
         return set((await conn.execute(sa.select(interceptions.c.id))).scalars())
+
+
+async def test_metrics_on_the_main_port_need_an_owner_or_auditor(server: ServerProcess, traffic: Traffic) -> None:
+    """Labels carry user ids: strangers and members are refused on the main port; the separate
+    Prometheus listener stays open (it is meant for a scraper on a private address)."""
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        async with session.get(server.url + "/metrics") as resp:
+            assert resp.status == 401
+            assert traffic.user_id not in await resp.text()
+        async with session.get(server.url + "/metrics", headers={"Authorization": f"Bearer {traffic.token}"}) as resp:
+            assert resp.status == 403
+            assert traffic.user_id not in await resp.text()
+    auditor = server.create_user("metrics-auditor", role="auditor")
+    assert await scrape(server.url + "/metrics", auditor)
+    assert await scrape(f"http://{server.env['CODER_PROMETHEUS_ADDRESS']}/metrics")

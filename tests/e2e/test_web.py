@@ -2,7 +2,8 @@
 
 The browser is Debian's ``chromium`` (``apt-get install -y chromium``; another binary can be named with
 ``AIBRIDGE_CHROMIUM``), driven over its DevTools websocket with aiohttp: no Selenium or Playwright and no
-browser download. A missing browser FAILS these tests with that instruction; they are never skipped.
+browser download. A missing browser is installed with apt-get when the tests run as root on Debian or
+Ubuntu; otherwise it FAILS these tests with the instruction; they are never skipped.
 
 Screenshots of the dashboard are written to ``/tmp/aibridge-ui*.png`` (``AIBRIDGE_UI_SCREENSHOTS`` moves them).
 """
@@ -376,11 +377,41 @@ class Page:
         return [r["request"]["url"] for r in self.events("Network.requestWillBeSent")]
 
 
-def find_chromium() -> str:
-    for candidate in (os.environ.get("AIBRIDGE_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+APT_TIMEOUT = 900
+
+
+def _which_chromium() -> str | None:
+    for candidate in (os.environ.get("AIBRIDGE_CHROMIUM"), *CHROMIUM_NAMES):
         if candidate and (found := shutil.which(candidate)):
             return found
-    pytest.fail("No Chromium for the web UI tests: install Debian's browser with "
+    return None
+
+
+def _install_debian_chromium() -> str:
+    """On a fresh Debian or Ubuntu machine, as root: Debian's own ``chromium`` package (the package
+    manager, not a browser download of ours). Returns what apt said when it did not work."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "not root, or no apt-get"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT, check=False)
+        if done.returncode != 0:
+            return f"`{' '.join(command)}` failed: {done.stderr.strip()[-500:]}"
+    return ""
+
+
+def find_chromium() -> str:
+    """The browser for these tests; installed with apt when missing, so that the README's one test
+    command works on a fresh machine that has only Python and Node."""
+    found = _which_chromium()
+    if found:
+        return found
+    problem = _install_debian_chromium()
+    found = _which_chromium()
+    if found:
+        return found
+    pytest.fail(f"No Chromium for the web UI tests ({problem}): install Debian's browser with "
                 "`apt-get update && apt-get install -y chromium` (or set AIBRIDGE_CHROMIUM to a Chrome binary).",
                 pytrace=False)
 
@@ -682,6 +713,24 @@ async def test_rejected_token_returns_to_sign_in(traffic: Traffic, page: Page) -
     await page.click("#sign-out")
     await page.wait("!document.querySelector('#signin-view').hidden", "the sign-in box after sign-out")
     assert await page.js("sessionStorage.getItem('aibridge.token')") is None
+    assert not page.problems()
+
+
+async def test_a_suspended_account_is_told_so(traffic: Traffic, page: Page) -> None:
+    """Off-boarding as the user sees it: signed in, suspended by an owner, then told plainly."""
+    url = traffic.bridge.server.url
+    token = traffic.bridge.server.create_user("dora")
+    await sign_in(page, url, token, "dora")
+    status, user = await Client(url, traffic.owner).post("/api/v2/users/dora/status/suspend")
+    assert status == 200 and user["status"] == "suspended"
+    await page.click("#tabs a[data-view=sessions]")
+    await page.wait("!document.querySelector('#signin-view').hidden", "the sign-in box after the suspension")
+    assert "This account is suspended" in await page.text("#signin-error")
+    await page.type("#token-input", token)
+    await page.click("#signin-form button[type=submit]")
+    await page.wait("document.querySelector('#signin-error').textContent.includes('ask an owner')",
+                    "the suspension to be explained at sign-in")
+    assert (await Client(url, traffic.owner).post("/api/v2/users/dora/status/activate"))[0] == 200
     assert not page.problems()
 
 

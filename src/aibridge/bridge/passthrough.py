@@ -1,7 +1,13 @@
-"""Routes relayed as they are, with the central key (model lists, token counting, …)."""
+"""Routes relayed as they are, with the central key (model lists, token counting, …).
+
+Whatever is relayed carries the central key, so the path a client sends is checked before any
+provider sees it: ``..`` segments, encoded separators and methods a route does not document are
+refused (a passthrough route must not become a door to every upstream path).
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -13,6 +19,46 @@ from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequ
 from aibridge.bridge.providers.http import forwardable_headers, relayable_headers
 
 ModelFilter = Callable[[list[str]], Awaitable[set[str] | None]]
+# Percent-encoded '/', '\', '.', '%', '?' and '#': decoded, they would change which upstream path is meant.
+_ENCODED_SEPARATOR = re.compile(r"%(2f|5c|2e|25|3f|23)", re.IGNORECASE)
+# A decoded segment: the characters model ids and resource ids use, never a separator or escape.
+_SEGMENT = re.compile(r"^[A-Za-z0-9._~:@!$&'()*+,;=-]+$")
+
+# The documented methods of each passthrough route (OpenAI's and Anthropic's API references).
+_METHODS: tuple[tuple[re.Pattern[str], frozenset[str]], ...] = tuple(
+    (re.compile(pattern), frozenset(methods.split())) for pattern, methods in (
+        (r"v1/models", "GET"),
+        (r"v1/models/.+", "GET"),
+        (r"v1/conversations", "POST"),
+        (r"v1/conversations/[^/]+", "GET POST DELETE"),
+        (r"v1/conversations/[^/]+/items", "GET POST"),
+        (r"v1/conversations/[^/]+/items/[^/]+", "GET DELETE"),
+        (r"v1/responses/input_tokens", "POST"),
+        (r"v1/responses/[^/]+", "GET DELETE"),
+        (r"v1/responses/[^/]+/cancel", "POST"),
+        (r"v1/responses/[^/]+/input_items", "GET"),
+        (r"v1/messages/count_tokens", "POST"),
+        (r"api/event_logging/[^/]+", "POST"),
+    ))
+
+
+def path_problem(raw_path: str, tail: str) -> str | None:
+    """Why a bridge path is refused, or None. ``raw_path`` as sent, ``tail`` decoded."""
+    if _ENCODED_SEPARATOR.search(raw_path):
+        return "encoded separators (%2F, %5C, %2E, %25, %3F, %23) are not allowed in the path"
+    for segment in tail.split("/"):
+        if segment in (".", ".."):
+            return "'.' and '..' segments are not allowed in the path"
+        if not _SEGMENT.match(segment):
+            return "the path has an empty segment or a character that is not allowed"
+    return None
+
+
+def method_allowed(method: str, tail: str) -> bool:
+    """Only the methods a passthrough route documents (``DELETE v1/models/x`` is not one)."""
+    return any(pattern.fullmatch(tail) and method in methods for pattern, methods in _METHODS)
+
+
 
 
 async def passthrough(request: web.Request, provider: Provider, api: Api, tail: str,

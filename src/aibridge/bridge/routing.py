@@ -11,8 +11,9 @@ from aiohttp import web
 from aibridge.bridge.apis.base import Api
 from aibridge.bridge.flow import Addons, Passthrough
 from aibridge.bridge.intercept import intercept, provider_error
-from aibridge.bridge.passthrough import passthrough
+from aibridge.bridge.passthrough import method_allowed, passthrough, path_problem
 from aibridge.bridge.providers.base import Provider
+from aibridge.httpserver import BodyError, read_body
 from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.identity.roles import Actor
 
@@ -37,8 +38,9 @@ def refuse_websocket(api: Api) -> web.Response:
 
 class Bridge:
     def __init__(self, providers: Mapping[str, Provider], authenticator: Authenticator, addons: Addons,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, read_timeout: float = 60.0) -> None:
         self.providers = dict(providers)
+        self.read_timeout = read_timeout
         self.authenticator = authenticator
         self.addons = addons
         self.enabled = enabled
@@ -53,9 +55,16 @@ class Bridge:
                               "and configure a provider key.")
         provider = self.providers.get(name)
         if provider is None:
-            known = ", ".join(sorted(self.providers)) or "none"
-            return json_error(404, f"provider {name!r} is not configured", f"Configured providers: {known}.")
+            return json_error(404, f"provider {name!r} is not configured", await self._known_providers(request))
         return await self.dispatch(request, provider, request.match_info["tail"], None, "bridge", arrived_ns)
+
+    async def _known_providers(self, request: web.Request) -> str:
+        """The configured providers, told only to a caller with a valid token."""
+        try:
+            await self.authenticator.authenticate(request.headers)
+        except AuthError:
+            return "Send a valid AI Bridge token to see which providers are configured."
+        return f"Configured providers: {', '.join(sorted(self.providers)) or 'none'}."
 
     async def dispatch(self, request: web.Request, provider: Provider, tail: str, actor: Actor | None,
                        door: str, arrived_ns: int) -> web.StreamResponse:
@@ -65,10 +74,13 @@ class Bridge:
         the proxy authenticates its CONNECT and passes the actor in.
         """
         default_api = next(iter(provider.apis.values()))
+        problem = path_problem(request.raw_path.split("?", 1)[0], tail)
+        if problem is not None:
+            return provider_error(default_api, 400, f"invalid path {request.path!r}: {problem}")
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return refuse_websocket(default_api)
         api = provider.apis.get(tail) if request.method == "POST" else None
-        passes = api is None and provider.is_passthrough(request.method, tail)
+        passes = api is None and provider.is_passthrough(request.method, tail) and method_allowed(request.method, tail)
         if api is None and not passes:
             return provider_error(default_api, 404, f"route not supported: {request.method} {request.path}")
         if actor is None:
@@ -76,6 +88,9 @@ class Bridge:
                 actor = await self.authenticator.authenticate(request.headers)
             except AuthError as exc:
                 return provider_error(default_api, exc.status, exc.message)
+        refused = await self._read_body(request, default_api)
+        if refused is not None:
+            return refused
         if api is not None:
             return await intercept(request, actor, provider, api, tail, self.addons, door=door,
                                    arrived_ns=arrived_ns)
@@ -85,6 +100,18 @@ class Bridge:
         self.addons.passthrough(Passthrough(provider, actor, "/" + tail, request.method, response.status,
                                             request.headers, door, arrived_ns))
         return response
+
+    async def _read_body(self, request: web.Request, api: Api) -> web.Response | None:
+        """Read the body up front (kept for the handlers), answering its failures in the provider's shape."""
+        try:
+            await read_body(request, self.read_timeout)
+        except BodyError as exc:
+            response = provider_error(api, exc.status, exc.message)
+            response.force_close()
+            return response
+        except web.HTTPRequestEntityTooLarge:
+            return provider_error(api, 413, f"request body too large: at most {request.client_max_size} bytes")
+        return None
 
     async def close(self) -> None:
         for provider in self.providers.values():

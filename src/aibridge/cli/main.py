@@ -15,7 +15,7 @@ from aibridge.cli import env, governance, interceptions, proxy
 from aibridge.cli.options import fail, server_options, settings_from, storage_options
 from aibridge.identity.roles import ROLES
 from aibridge.store import users as store
-from aibridge.store.db import create_engine, migrate
+from aibridge.store.db import DatabaseUnavailable, create_engine, database_label, migrate, unavailable_message
 
 T = TypeVar("T")
 
@@ -52,11 +52,16 @@ def with_database(kwargs: dict[str, Any], work: Callable[[AsyncEngine], Awaitabl
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        return asyncio.run(main())
+        result = asyncio.run(main())
     except (store.Conflict, store.NotFound) as exc:
         fail(str(exc))
+    except DatabaseUnavailable as exc:
+        fail(unavailable_message(settings, exc))
     except OSError as exc:
-        fail(f"cannot reach the database: {exc}")
+        fail(unavailable_message(settings, DatabaseUnavailable(str(exc))))
+    # On stderr: stdout stays what scripts read (``tokens create`` prints only the token).
+    click.echo(f"database: {database_label(settings)}", err=True)
+    return result
 
 
 @cli.command("migrate")
@@ -80,14 +85,23 @@ def users() -> None:
 @storage_options
 def users_create(username: str, role: str, email: str, full_name: str, **kwargs: Any) -> None:
     """Create a user."""
-    from aibridge.identity.validation import validate_username
+    from aibridge.identity.validation import validate_email, validate_username
 
     try:
         validate_username(username)
+        validate_email(email)
     except ValueError as exc:
         fail(str(exc))
-    user = with_database(kwargs, lambda e: store.create_user(e, username, role, email, full_name))
+
+    async def work(engine: AsyncEngine) -> tuple[store.User, int]:
+        user = await store.create_user(engine, username, role, email, full_name)
+        return user, await store.count_users(engine, role="owner")
+
+    user, owners = with_database(kwargs, work)
     click.echo(f"created user {user.username} ({user.role}) id={user.id}")
+    if owners == 0:
+        click.echo("note: no active owner exists yet; the server creates the owner 'admin' and prints its "
+                   "token when it starts, or make one: aibridge users create NAME --role owner", err=True)
 
 
 @users.command("list")
@@ -99,6 +113,44 @@ def users_list(**kwargs: Any) -> None:
     for user in found:
         status = "suspended" if user.suspended else "active"
         click.echo(f"{user.username:<24} {user.role:<8} {status:<10} {user.email:<32} {user.id}")
+
+
+def _set_suspended(username: str, suspended: bool, kwargs: dict[str, Any]) -> None:
+    async def work(engine: AsyncEngine) -> None:
+        await store.set_suspended(engine, (await store.get_user(engine, username)).id, suspended)
+
+    with_database(kwargs, work)
+    click.echo(f"{'suspended' if suspended else 'activated'} user {username}"
+               + (" (its tokens stop working within 10 seconds)" if suspended else ""))
+
+
+@users.command("suspend")
+@click.argument("username")
+@storage_options
+def users_suspend(username: str, **kwargs: Any) -> None:
+    """Suspend a user: its tokens stop working within 10 seconds; its records stay."""
+    _set_suspended(username, True, kwargs)
+
+
+@users.command("activate")
+@click.argument("username")
+@storage_options
+def users_activate(username: str, **kwargs: Any) -> None:
+    """Activate a suspended user again."""
+    _set_suspended(username, False, kwargs)
+
+
+@users.command("delete")
+@click.argument("username")
+@storage_options
+def users_delete(username: str, **kwargs: Any) -> None:
+    """Delete a user and its tokens (only a user without recorded interceptions; else suspend it)."""
+
+    async def work(engine: AsyncEngine) -> None:
+        await store.delete_user(engine, (await store.get_user(engine, username)).id)
+
+    with_database(kwargs, work)
+    click.echo(f"deleted user {username}")
 
 
 @cli.group()

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 from collections.abc import Mapping
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.identity.roles import Actor
 from aibridge.store.tokens import secret_matches, split_token
 from aibridge.store.users import ApiKey, User, get_api_key
 
+log = logging.getLogger("aibridge.auth")
 CACHE_TTL = 10.0
 _MAX_CACHE = 100_000
 
@@ -49,6 +52,7 @@ class Authenticator:
         # One database read per token at a time: when a cached entry expires under load, every
         # request for that token waits on the same read instead of each opening a connection.
         self._loading: dict[str, asyncio.Future[tuple[ApiKey, User] | None]] = {}
+        self._down = False
 
     async def authenticate(self, headers: Mapping[str, str]) -> Actor:
         token = token_from_headers(headers)
@@ -59,7 +63,15 @@ class Authenticator:
         if parts is None:
             raise AuthError(403, "invalid API token")
         token_id, secret = parts
-        key, user = await self._lookup(token_id)
+        try:
+            key, user = await self._lookup(token_id)
+        except (SQLAlchemyError, OSError) as exc:
+            self._database_down(exc)
+            raise AuthError(503, "cannot check the API token right now: the bridge's database is unavailable; "
+                                 "try again shortly") from None
+        if self._down:
+            self._down = False
+            log.warning("database reachable again: tokens are checked again")
         if key is None or user is None or not secret_matches(secret, key.hashed_secret):
             raise AuthError(403, "invalid API token")
         if key.revoked_at is not None:
@@ -69,6 +81,13 @@ class Authenticator:
         if user.suspended:
             raise AuthError(403, f"user {user.username!r} is suspended")
         return Actor(user.id, user.username, user.name, user.email, user.role, key.id)
+
+    def _database_down(self, exc: BaseException) -> None:
+        """Logged once per outage, with its cause; every refused request says it in its answer."""
+        if not self._down:
+            self._down = True
+            log.error("cannot check API tokens: the database is unavailable (%s: %s)",
+                      type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
 
     async def _lookup(self, token_id: str) -> tuple[ApiKey | None, User | None]:
         now = time.monotonic()

@@ -7,7 +7,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from aibridge.httpserver import BodyError, read_body
 from aibridge.identity.roles import Actor
+from aibridge.server_keys import SETTINGS
 
 
 class APIError(web.HTTPException):
@@ -37,7 +39,10 @@ def require(request: web.Request, *roles: str) -> Actor:
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    try:
+        raw = await read_body(request, request.app[SETTINGS].request_read_timeout)
+    except BodyError as exc:
+        raise APIError(exc.status, exc.message) from None
     if not raw:
         return {}
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shlex
 import uuid
 
@@ -62,10 +63,22 @@ def _set_initiator(filters: Filters, value: str, current: Actor) -> None:
         filters.initiator_username = value
 
 
+# ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+_NUMBER = re.compile(r"[0-9]{1,10}")
+MAX_OFFSET = 1_000_000_000
+
+
 def parse_limit(request: web.Request) -> int:
     raw = request.query.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not _NUMBER.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise APIError(400, f"invalid limit {raw!r}", f"limit must be between 1 and {MAX_LIMIT}")
+    return int(raw)
+
+
+def parse_offset(request: web.Request) -> int:
+    raw = request.query.get("offset", "0")
+    if not _NUMBER.fullmatch(raw) or int(raw) > MAX_OFFSET:
+        raise APIError(400, f"invalid offset {raw!r}", f"offset must be between 0 and {MAX_OFFSET}")
     return int(raw)
 
 
@@ -91,10 +104,7 @@ async def list_interceptions(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     filters = parse_query(request.query.get("q", ""), actor(request))
     limit = parse_limit(request)
-    raw_offset = request.query.get("offset", "0")
-    if not raw_offset.isdigit():
-        raise APIError(400, f"invalid offset {raw_offset!r}")
-    count, results = await export.list_sessions(request.app[ENGINE], filters, limit, int(raw_offset))
+    count, results = await export.list_sessions(request.app[ENGINE], filters, limit, parse_offset(request))
     return json_response({"count": count, "results": results})
 
 

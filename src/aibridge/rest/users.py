@@ -9,7 +9,7 @@ from aiohttp import web
 from aibridge.governance.addons import budget_status
 from aibridge.identity.auth import Authenticator
 from aibridge.identity.roles import ROLES
-from aibridge.identity.validation import parse_lifetime, validate_username
+from aibridge.identity.validation import parse_lifetime, validate_email, validate_username
 from aibridge.rest.common import APIError, actor, json_body, json_response, require, string_field
 from aibridge.server_keys import AUTHENTICATOR, ENGINE, GOVERNANCE
 from aibridge.store import users as store
@@ -37,15 +37,16 @@ async def create_user(request: web.Request) -> web.Response:
     body = await json_body(request)
     username = string_field(body, "username")
     role = string_field(body, "role", "member")
+    email = string_field(body, "email")
     try:
         validate_username(username)
+        validate_email(email)
     except ValueError as exc:
         raise APIError(400, str(exc)) from None
     if role not in ROLES:
         raise APIError(400, f"invalid role {role!r}", f"use one of {', '.join(ROLES)}")
     try:
-        user = await store.create_user(request.app[ENGINE], username, role,
-                                       string_field(body, "email"), string_field(body, "name"))
+        user = await store.create_user(request.app[ENGINE], username, role, email, string_field(body, "name"))
     except store.Conflict as exc:
         raise APIError(409, str(exc)) from None
     return json_response(user.to_json(), 201)
@@ -113,6 +114,44 @@ async def delete_token(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def _other_user(request: web.Request) -> User:
+    """The user an owner acts on for off-boarding (never the owner itself: it would lock itself out)."""
+    current = require(request, "owner")
+    ref = request.match_info["user"]
+    try:
+        user = await store.get_user(request.app[ENGINE], str(current.id) if ref == "me" else ref)
+    except store.NotFound as exc:
+        raise APIError(404, str(exc)) from None
+    if user.id == current.id:
+        raise APIError(400, "you cannot suspend or delete yourself", "ask another owner")
+    return user
+
+
+async def _forget_tokens(request: web.Request, user: User) -> None:
+    """This process stops accepting the user's tokens at once; other replicas within the cache TTL."""
+    authenticator: Authenticator = request.app[AUTHENTICATOR]
+    for key in await store.list_api_keys(request.app[ENGINE], user.id):
+        authenticator.forget(key.id)
+
+
+async def set_status(request: web.Request) -> web.Response:
+    action = request.match_info["action"]
+    user = await _other_user(request)
+    await store.set_suspended(request.app[ENGINE], user.id, action == "suspend")
+    await _forget_tokens(request, user)
+    return json_response((await store.get_user(request.app[ENGINE], str(user.id))).to_json())
+
+
+async def delete_user(request: web.Request) -> web.Response:
+    user = await _other_user(request)
+    await _forget_tokens(request, user)
+    try:
+        await store.delete_user(request.app[ENGINE], user.id)
+    except store.Conflict as exc:
+        raise APIError(409, f"cannot delete user {user.username!r}", str(exc)) from None
+    return web.Response(status=204)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v2/users", create_user)
     app.router.add_get("/api/v2/users", list_users)
@@ -121,3 +160,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v2/users/{user}/keys/tokens", create_token)
     app.router.add_get("/api/v2/users/{user}/keys/tokens", list_tokens)
     app.router.add_delete("/api/v2/users/{user}/keys/{id}", delete_token)
+    app.router.add_post("/api/v2/users/{user}/status/{action:suspend|activate}", set_status)
+    app.router.add_delete("/api/v2/users/{user}", delete_user)

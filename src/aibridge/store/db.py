@@ -10,7 +10,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from aibridge.config import Settings, redact_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -26,7 +29,44 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, json_serializer=json_dumps)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, json_serializer=json_dumps)
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, json_serializer=json_dumps,
+                               connect_args={"timeout": CONNECT_TIMEOUT})
+
+
+CONNECT_TIMEOUT = 10
+
+
+class DatabaseUnavailable(Exception):
+    """The configured database cannot be reached or refuses us; the message says why, in one line."""
+
+
+def database_label(settings: Settings) -> str:
+    """Which database a command works on, for the operator (no password)."""
+    if settings.postgres_url:
+        return f"PostgreSQL {redact_url(settings.postgres_url)}"
+    return f"SQLite {settings.data_dir / 'aibridge.db'}"
+
+
+def unavailable_message(settings: Settings, exc: DatabaseUnavailable) -> str:
+    """One line naming the setting to fix and the cause."""
+    if settings.postgres_url:
+        return (f"--postgres-url (CODER_PG_CONNECTION_URL): cannot connect to "
+                f"{redact_url(settings.postgres_url)}: {exc}")
+    return f"--data-dir (CODER_AIBRIDGE_DATA_DIR): cannot open {settings.data_dir / 'aibridge.db'}: {exc}"
+
+
+async def check_connection(engine: AsyncEngine) -> None:
+    """Open one connection, turning the driver's many failure types into DatabaseUnavailable."""
+    try:
+        async with engine.connect():
+            pass
+    except TimeoutError:
+        raise DatabaseUnavailable(f"no answer within {CONNECT_TIMEOUT}s") from None
+    except OSError as exc:           # refused, unknown host, unreadable SQLite file
+        raise DatabaseUnavailable(exc.strerror or str(exc) or type(exc).__name__) from None
+    except DBAPIError as exc:        # unknown role or database, bad password, …
+        cause = exc.orig if exc.orig is not None else exc
+        raise DatabaseUnavailable(str(cause).splitlines()[0] if str(cause) else type(cause).__name__) from None
 
 
 SQLITE_PRAGMAS = (
@@ -53,6 +93,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest revision (idempotent; safe at every start)."""
+    await check_connection(engine)
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Several replicas may start at once: one migrates, the others wait here.

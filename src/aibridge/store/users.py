@@ -80,6 +80,12 @@ async def create_user(engine: AsyncEngine, username: str, role: str, email: str 
     user = User(uuid.uuid4(), username, email, name, role, False, stamp, stamp)
     try:
         async with engine.begin() as conn:
+            # 'Alice' next to 'alice' would make /users/{name} and the export's initiator ambiguous.
+            taken = (await conn.execute(sa.select(users.c.username).where(
+                sa.func.lower(users.c.username) == username.lower()))).first()
+            if taken is not None:
+                spelled = "" if taken.username == username else f" (as {taken.username!r})"
+                raise Conflict(f"user {username!r} already exists{spelled}")
             await conn.execute(users.insert().values(
                 id=user.id, username=username, email=email, name=name, role=role, suspended=False,
                 created_at=stamp, updated_at=stamp))
@@ -94,9 +100,12 @@ async def list_users(engine: AsyncEngine) -> list[User]:
         return [_user(r) for r in rows]
 
 
-async def count_users(engine: AsyncEngine) -> int:
+async def count_users(engine: AsyncEngine, role: str | None = None) -> int:
+    query = sa.select(sa.func.count()).select_from(users)
+    if role is not None:
+        query = query.where(users.c.role == role, users.c.suspended == sa.false())
     async with engine.connect() as conn:
-        return int((await conn.execute(sa.select(sa.func.count()).select_from(users))).scalar_one())
+        return int((await conn.execute(query)).scalar_one())
 
 
 async def get_user(engine: AsyncEngine, ref: str) -> User:
@@ -115,6 +124,17 @@ async def set_suspended(engine: AsyncEngine, user_id: uuid.UUID, suspended: bool
     async with engine.begin() as conn:
         await conn.execute(users.update().where(users.c.id == user_id)
                            .values(suspended=suspended, updated_at=now()))
+
+
+async def delete_user(engine: AsyncEngine, user_id: uuid.UUID) -> None:
+    """Delete a user and its tokens; refused (Conflict) while recorded interceptions name it."""
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(api_keys.delete().where(api_keys.c.user_id == user_id))
+            await conn.execute(users.delete().where(users.c.id == user_id))
+    except IntegrityError:
+        raise Conflict("the user has recorded interceptions, which are kept for audit: suspend it instead "
+                       "(its tokens stop working and its records stay attributed)") from None
 
 
 async def create_api_key(engine: AsyncEngine, user_id: uuid.UUID, lifetime: dt.timedelta,

@@ -33,6 +33,8 @@ DROPPED_REQUEST_HEADERS = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
     "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding",
     "authorization", "x-api-key", "coder-session-token", "cookie", "api-key", "x-goog-api-key",
+    # Which organization and project the central key bills is the operator's choice, not a member's.
+    "openai-organization", "openai-project",
 })
 # Not relayed back: the body is re-framed by our server and already decoded.
 DROPPED_RESPONSE_HEADERS = frozenset({

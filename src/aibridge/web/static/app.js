@@ -180,10 +180,18 @@ function describe(err) {
 
 const isAuthError = (err) => err instanceof ApiError && (err.status === 401 || err.status === 403);
 
+/** Why a token was refused; a suspended account says so plainly (an owner can activate it again). */
+function rejectedText(err, what) {
+  if (err.status === 403 && /suspended/.test(err.message)) {
+    return `This account is suspended (${describe(err)}): ask an owner to activate it again.`;
+  }
+  return `The server rejected ${what} (${describe(err)}).`;
+}
+
 /** Shows a failed call; a missing or rejected token sends the user back to the sign-in box. */
 function report(err) {
   if (isAuthError(err)) {
-    signOut(`The server rejected the token (${describe(err)}). Sign in again.`);
+    signOut(`${rejectedText(err, "the token")} Sign in again.`);
   } else {
     showBanner(describe(err));
   }
@@ -232,7 +240,7 @@ async function start() {
   try {
     me = await api("/users/me");
   } catch (err) {
-    signOut(isAuthError(err) ? `The server rejected this token (${describe(err)}).` : describe(err));
+    signOut(isAuthError(err) ? rejectedText(err, "this token") : describe(err));
     return;
   }
   state.me = me;
