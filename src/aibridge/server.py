@@ -335,6 +335,7 @@ async def serve(settings: Settings, worker: Worker | None = None, sock: socket.s
     """One process serving requests: the whole server, or one worker of several (on ``sock``)."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if worker is None:
+        check_providers(settings)
         engine = await open_database(settings)
         log.info("database schema is up to date")
     else:
@@ -384,11 +385,10 @@ async def prepare(settings: Settings) -> None:
     """Once per server, before the workers start: migrations, the configuration check, the first
     owner (its token printed once), and the journals stopped workers left behind."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    check_providers(settings)
     engine = await open_database(settings)
     try:
         log.info("database schema is up to date")
-        for cfg in settings.providers:
-            build_provider(cfg)         # may refuse the configuration (e.g. no AWS credentials)
         if settings.aibridge_proxy_enabled:
             proxy_service.load_ca(settings)      # generated here once, so every worker loads the same CA
             proxy_service.listener_tls(settings)   # its files are checked once, before any worker starts
@@ -408,6 +408,13 @@ async def first_owner_once_listening(settings: Settings) -> None:
         await announce_first_owner(engine, settings)
     finally:
         await engine.dispose()
+
+
+def check_providers(settings: Settings) -> None:
+    """Before anything else: a provider may refuse the configuration (e.g. no AWS credentials),
+    and its one line must be all the user sees. Building one opens nothing (sessions are lazy)."""
+    for cfg in settings.providers:
+        build_provider(cfg)
 
 
 async def open_database(settings: Settings) -> AsyncEngine:
