@@ -52,9 +52,11 @@ async def start_slow_stream(session: aiohttp.ClientSession, server: ServerProces
     return resp
 
 
-async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a fresh scrape (a new connection: any worker may answer)."""
-    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+async def scrape(url: str, token: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a fresh scrape (a new connection: any worker may answer), as the owner
+    (``/metrics`` on the main port needs an owner's or auditor's token)."""
+    async with aiohttp.ClientSession() as session, \
+            session.get(url, headers={"Coder-Session-Token": token}) as resp:
         assert resp.status == 200
         text = await resp.text()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -118,7 +120,7 @@ async def test_a_dead_worker_is_replaced_and_its_counts_kept(database: Database,
         results = await asyncio.gather(*(chat(server, token) for _ in range(20)))
         assert {r[0] for r in results} == {200}
         for _ in range(4):          # whichever worker answers, the dead one's requests still count
-            samples = await scrape(f"{server.url}/metrics")
+            samples = await scrape(f"{server.url}/metrics", server.admin_token)
             assert total(samples, "coder_aibridged_interceptions_total", status="success") == 40
             assert total(samples, "coder_aibridged_interceptions_inflight") == 0
     finally:
@@ -205,7 +207,7 @@ async def test_metrics_show_the_whole_server(database: Database, fake: FakeUpstr
             while time.monotonic() - started < 2:   # publishing of the watched values: once a second
                 await asyncio.sleep(0.2)
             for _ in range(6):                      # fresh connections: both workers answer some
-                samples = await scrape(f"{server.url}/metrics")
+                samples = await scrape(f"{server.url}/metrics", server.admin_token)
                 assert total(samples, "coder_aibridged_interceptions_total", model="gpt-4.1") == 25
                 assert total(samples, "coder_aibridged_interceptions_inflight") == 1
                 assert samples[("coder_aibridged_circuit_breaker_state",
