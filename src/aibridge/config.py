@@ -344,7 +344,8 @@ OPTIONS: tuple[Option, ...] = (
            "Worker processes sharing the HTTP port, one event loop each (auto: one per usable CPU; "
            "1: a single process).", yaml="aibridge.workers"),
     Option("uvloop", "CODER_AIBRIDGE_UVLOOP", "true", "bool",
-           "Run the event loop on uvloop when it is installed (false: asyncio's own loop).",
+           "Run the event loop on uvloop when it is installed (false: asyncio's own loop; the AI Bridge "
+           "Proxy always runs on asyncio's loop).",
            yaml="aibridge.uvloop"),
     Option("request_read_timeout", "CODER_AIBRIDGE_REQUEST_READ_TIMEOUT", "60s", "duration",
            "How long a client may take to send a request body; a slower one gets 408."),

@@ -73,8 +73,16 @@ class Worker:
 
 
 def event_loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop when wanted and installed; None: asyncio's default."""
+    """uvloop's loop when wanted and installed; None: asyncio's default.
+
+    The AI Bridge Proxy needs asyncio's own loop: it hands TLS transports made by ``start_tls`` to
+    aiohttp, which keeps weak references to them, and uvloop's TLS transports cannot be weakly
+    referenced. With the proxy enabled the server runs on asyncio's loop.
+    """
     if not settings.uvloop:
+        return None
+    if settings.aibridge_proxy_enabled:
+        log.info("the AI Bridge Proxy is enabled: running on asyncio's event loop instead of uvloop")
         return None
     try:
         import uvloop

@@ -278,7 +278,7 @@ async def test_client_disconnect_stops_the_loop_at_once(mcp_bridge: McpBridge) -
     started = datetime.fromisoformat(record["started_at"])
     ended = datetime.fromisoformat(record["ended_at"])
     assert (ended - started).total_seconds() < 30             # not the tool's minute
-    assert record["metadata"]["outcome"] == "canceled"
+    assert record["metadata"].get("outcome") == "canceled", record
     assert len(upstream_calls(mcp_bridge, sent_before)) == 1  # no second upstream call
     assert mcp_bridge.mcp.stats()["slow_finished"] == 0
     (tool,) = record["tool_usages"]
