@@ -22,7 +22,7 @@ from tests.e2e.records import ids, latest
 from tests.e2e.test_web import ROWS, Page, devtools, page, rows_loaded, sign_in  # noqa: F401 (fixtures)
 from tests.fakes.mcp_server import McpServerProcess, free_port
 from tests.fakes.upstream import FakeUpstream, expected_usage
-from tests.harness import Client, Database, ServerProcess
+from tests.harness import Client, Database, ServerProcess, wait_for
 
 STREAM = [False, True]
 TOOL = "bmcp_test_lookup_secret"
@@ -274,7 +274,15 @@ async def test_client_disconnect_stops_the_loop_at_once(mcp_bridge: McpBridge) -
             await asyncio.sleep(0.05)
         assert mcp_bridge.mcp.stats()["slow_started"] == slow_before + 1
         resp.close()                                          # the client goes away
-    record = await latest(owner, after=before)
+
+    async def this_one() -> dict[str, Any] | None:         # not an earlier test's late-written record
+        status, body = await owner.get("/api/v2/aibridge/interceptions?limit=20")
+        assert status == 200, body
+        return next((r for r in body["results"] if r["id"] not in before
+                     and any(p["prompt"] == "Take your time." for p in r["user_prompts"])), None)
+
+    record = await wait_for(this_one, 15)
+    assert record is not None, "the abandoned interception was not recorded"
     started = datetime.fromisoformat(record["started_at"])
     ended = datetime.fromisoformat(record["ended_at"])
     assert (ended - started).total_seconds() < 30             # not the tool's minute
@@ -399,7 +407,8 @@ async def test_server_down_at_start_comes_up_later_and_lists_are_cached(
 
     assert await offered() == []                  # down: the request goes on without its tools
     assert "MCP server late" in server.output() and "list failed" in server.output()
-    status, metrics = await Client(server.url, server.admin_token).get("/metrics")
+    # The open --prometheus-address listener: this module's database has its owner from an earlier server.
+    status, metrics = await Client(f"http://{server.env['CODER_PROMETHEUS_ADDRESS']}", "").get("/metrics")
     assert status == 200
     assert 'coder_aibridged_mcp_server_errors_total{operation="list",server="late"} 1.0' in metrics
     mcp.start()
