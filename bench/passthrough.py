@@ -1,6 +1,6 @@
 """The bare baseline: the least an aiohttp reverse proxy can do.
 
-One aiohttp server, one pooled aiohttp ``ClientSession``; every request is forwarded to
+One aiohttp server on uvloop (as the bridge runs), one pooled aiohttp ``ClientSession``; every request is forwarded to
 ``--upstream`` + the same path and query, with the client's headers minus hop-by-hop ones (the
 client sends the upstream key itself: no auth, no parsing, no recording). A streamed answer is
 relayed chunk by chunk as it arrives (``iter_any()``); any other answer is read and sent in one
@@ -78,8 +78,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed as READY <port>)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--no-uvloop", action="store_true", help="asyncio's default event loop instead of uvloop")
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.upstream, args.host))
+    if args.no_uvloop:
+        asyncio.run(serve(args.port, args.upstream, args.host))
+    else:
+        import uvloop
+        uvloop.run(serve(args.port, args.upstream, args.host))
 
 
 if __name__ == "__main__":

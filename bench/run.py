@@ -64,24 +64,45 @@ class Workload:
     path: str            # upstream path, e.g. /v1/chat/completions
     body: bytes
     stream: bool
+    # The workload whose upstream answer the bridge relays, when it changes the request: without
+    # include_usage the bridge asks for usage, and relays the stream with its usage chunk.
+    bridge_relays: str = ""
 
 
-WORKLOADS = {
-    "chat blocking": Workload("chat blocking", "openai", "/v1/chat/completions", orjson.dumps(
-        {"model": "gpt-4.1-scenario-bench", "messages": CHAT_MESSAGES}), False),
-    # include_usage is sent by the client, so the bridge forwards the body as received and the
-    # upstream sends the same bytes to both proxies (the bridge would add it otherwise).
-    "chat stream": Workload("chat stream", "openai", "/v1/chat/completions", orjson.dumps(
-        {"model": "gpt-4.1-scenario-bench", "messages": CHAT_MESSAGES, "stream": True,
-         "stream_options": {"include_usage": True}}), True),
-    "messages stream": Workload("messages stream", "anthropic", "/v1/messages", orjson.dumps(
-        {"model": "claude-sonnet-4-5-scenario-bench", "max_tokens": 1024, "stream": True,
-         "messages": [{"role": "user", "content": PROMPT}]}), True),
-    "responses stream": Workload("responses stream", "openai", "/v1/responses", orjson.dumps(
-        {"model": "gpt-4.1-scenario-bench", "input": PROMPT, "stream": True}), True),
-}
-MAIN_WORKLOADS = ("chat blocking", "chat stream")
-EXTRA_WORKLOADS = ("messages stream", "responses stream")
+def _chat(stream: bool, include_usage: bool = False) -> bytes:
+    body: dict[str, Any] = {"model": "gpt-4.1-scenario-bench", "messages": CHAT_MESSAGES}
+    if stream:
+        body["stream"] = True
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    return orjson.dumps(body)
+
+
+def _messages(stream: bool) -> bytes:
+    return orjson.dumps({"model": "claude-sonnet-4-5-scenario-bench", "max_tokens": 1024, "stream": stream,
+                         "messages": [{"role": "user", "content": PROMPT}]})
+
+
+def _responses(stream: bool) -> bytes:
+    return orjson.dumps({"model": "gpt-4.1-scenario-bench", "input": PROMPT, "stream": stream})
+
+
+WORKLOADS = {w.name: w for w in (
+    Workload("chat blocking", "openai", "/v1/chat/completions", _chat(False), False),
+    # The client asks for include_usage: the bridge forwards the body as received and the
+    # upstream sends the same bytes to both proxies.
+    Workload("chat stream", "openai", "/v1/chat/completions", _chat(True, include_usage=True), True),
+    # The client does not: the bridge adds stream_options.include_usage (re-encoding the body).
+    Workload("chat stream -usage", "openai", "/v1/chat/completions", _chat(True), True,
+             bridge_relays="chat stream"),
+    Workload("messages blocking", "anthropic", "/v1/messages", _messages(False), False),
+    Workload("messages stream", "anthropic", "/v1/messages", _messages(True), True),
+    Workload("responses blocking", "openai", "/v1/responses", _responses(False), False),
+    Workload("responses stream", "openai", "/v1/responses", _responses(True), True),
+)}
+ALL_WORKLOADS = tuple(WORKLOADS)
+QUICK_WORKLOADS = ("chat blocking", "chat stream", "chat stream -usage")
+LITELLM_WORKLOADS = ("chat blocking", "chat stream", "chat stream -usage")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -114,8 +135,20 @@ class CPU:
         return CPU(self.user - other.user, self.sys - other.sys, self.switches - other.switches)
 
 
-def cpu_sample(pid: int) -> CPU:
-    """utime and stime of the whole process (every thread, live or exited) and its context switches."""
+def descendants(pid: int) -> list[int]:
+    """The live processes under ``pid`` (workers, helpers), depth first."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as fh:
+                for child in fh.read().split():
+                    found += [int(child), *descendants(int(child))]
+    return found
+
+
+def _one_process(pid: int) -> CPU:
+    """utime + stime of one process (every thread, live or exited), the CPU of its children that
+    ended and were waited for, and the context switches of its live threads."""
     with open(f"/proc/{pid}/stat", "rb") as fh:
         fields = fh.read().rpartition(b")")[2].split()
     switches = 0
@@ -125,7 +158,34 @@ def cpu_sample(pid: int) -> CPU:
                 for line in fh:
                     if "ctxt_switches:" in line:        # voluntary_… and nonvoluntary_…
                         switches += int(line.split()[1])
-    return CPU(int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK, switches)
+    user, system = int(fields[11]) + int(fields[13]), int(fields[12]) + int(fields[14])
+    return CPU(user / CLK_TCK, system / CLK_TCK, switches)
+
+
+def cpu_sample(pid: int) -> CPU:
+    """The CPU of the whole process tree under ``pid``: any worker or helper process counts."""
+    total = _one_process(pid)
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):
+            part = _one_process(child)
+            total = CPU(total.user + part.user, total.sys + part.sys, total.switches + part.switches)
+    return total
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin ``pid`` and its threads (and so the processes it forks later) to ``cpus``."""
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task), cpus)
+
+
+def cpu_split() -> tuple[set[int], set[int]]:
+    """(the proxies' core, everything else's): the proxies get the last usable CPU to themselves."""
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        return set(usable), set(usable)
+    return {usable[-1]}, set(usable[:-1])
 
 
 def rss_mb(pid: int) -> float:
@@ -317,9 +377,11 @@ class LiteLLM:
 class Stack:
     """The fake upstream, the bridge(s) and the bare pass-through; stop() ends them all."""
 
-    def __init__(self, keep: bool) -> None:
+    def __init__(self, keep: bool, pinned: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="aibridge-bench-"))
         self.keep = keep
+        # pinned: each proxy gets the last CPU, the fake upstream and the load generator the others.
+        self.proxy_cpus, self.other_cpus = cpu_split() if pinned else (set(), set())
         self.procs: list[Proc] = []
         self.bridges: dict[str, Bridge] = {}
         self.upstream_url = self.bare_url = ""
@@ -331,17 +393,22 @@ class Stack:
         upstream = Proc("upstream", [py, "-m", "tests.fakes.upstream", "--port", "0"], child_env(),
                         self.dir, ready_line=True)
         self.procs.append(upstream)
+        self._pin(upstream, self.other_cpus)
+        self._pin(None, self.other_cpus)
         self.upstream_url = f"http://127.0.0.1:{upstream.read_ready_port()}"
         self.bare = Proc("bare", [py, "-m", "bench.passthrough", "--port", "0", "--upstream", self.upstream_url],
                          child_env(), self.dir, ready_line=True)
         self.procs.append(self.bare)
+        self._pin(self.bare, self.proxy_cpus)
         self.bare_url = f"http://127.0.0.1:{self.bare.read_ready_port()}"
         for name, ablate in {"bridge": "", **variants}.items():
             bridge = self.bridges[name] = Bridge(name, ablate, self.dir, self.upstream_url)
             self.procs.append(bridge.start())
+            self._pin(bridge.proc, self.proxy_cpus)
         if litellm_venv:
             self.litellm = LiteLLM(litellm_venv, self.dir, self.upstream_url)
             self.procs.append(self.litellm.start())
+            self._pin(self.litellm.proc, self.proxy_cpus)
         async with aiohttp.ClientSession() as session:
             for bridge in self.bridges.values():
                 await bridge.wait_healthy(session)
@@ -349,6 +416,18 @@ class Stack:
                 await self.litellm.wait_healthy(session)
         for bridge in self.bridges.values():
             bridge.create_user()
+
+    @staticmethod
+    def _pin(proc: Proc | None, cpus: set[int]) -> None:
+        """Right after the start, before the process forks workers or starts threads."""
+        if cpus:
+            pin(proc.pid if proc else os.getpid(), cpus)
+
+    def pinning(self) -> str:
+        if not self.proxy_cpus:
+            return "not pinned"
+        return (f"each proxy pinned to CPU {','.join(map(str, sorted(self.proxy_cpus)))}; the fake upstream and "
+                f"the load generator to CPU {','.join(map(str, sorted(self.other_cpus)))}")
 
     @property
     def bridge(self) -> Bridge:
@@ -440,7 +519,8 @@ class LoadGen:
                     errors += 1
                     self.first_error = self.first_error or f"{target.name} {w.name}: {exc!r}"
                     continue
-                expected = self.expected.get(w.name) if target.exact else None
+                expected = self.expected.get(w.bridge_relays if target.is_bridge and w.bridge_relays
+                                             else w.name) if target.exact else None
                 if status != 200 or (expected is not None and size != expected):
                     errors += 1
                     self.first_error = self.first_error or (
@@ -541,6 +621,11 @@ def ratio_of_rounds(a: Cell, b: Cell, fn: Any) -> float:
     return statistics.median(ratios) if ratios else float("nan")
 
 
+def delta_of_rounds(a: Cell, b: Cell, fn: Any) -> float:
+    deltas = [fn(x) - fn(y) for x, y in zip(a.batches, b.batches, strict=False)]
+    return statistics.median(deltas) if deltas else float("nan")
+
+
 def report(cells: dict[tuple[str, int, str], Cell], workloads: Sequence[str],
            targets: Sequence[str]) -> tuple[str, list[dict[str, Any]]]:
     width = max(7, *(len(t) for t in targets)) + 1
@@ -573,9 +658,10 @@ def report(cells: dict[tuple[str, int, str], Cell], workloads: Sequence[str],
                 br = cells[(name, conc, t)]
                 cpu_ratio = ratio_of_rounds(br, ba, lambda b: b.cpu_us)
                 p50_ratio = ratio_of_rounds(br, ba, lambda b: pct(b.latencies, 50))
-                extra = ""
+                added = {q: delta_of_rounds(br, ba, lambda b, q=q: pct(b.latencies, q) * 1e3) for q in (50, 99)}
+                extra = f", added p50 {added[50]:+.2f} ms, p99 {added[99]:+.2f} ms"
                 if WORKLOADS[name].stream:
-                    extra = f", TTFB {br.ttfb - ba.ttfb:+.2f} ms vs bare"
+                    extra += f", TTFB {br.ttfb - ba.ttfb:+.2f} ms vs bare"
                     if (name, conc, "direct") in cells:
                         extra += f", {br.ttfb - cells[(name, conc, 'direct')].ttfb:+.2f} ms vs direct"
                 if t == "bridge":
@@ -589,7 +675,7 @@ def report(cells: dict[tuple[str, int, str], Cell], workloads: Sequence[str],
                 lines.append(f"{'':<24}{t}/bare: CPU {fmt(cpu_ratio, '.2f')}x{verdict}, p50 {fmt(p50_ratio, '.2f')}x"
                              f"{extra}")
                 rows.append({"workload": name, "concurrency": conc, "target": t, "ratio_cpu_vs_bare": cpu_ratio,
-                             "ratio_p50_vs_bare": p50_ratio,
+                             "ratio_p50_vs_bare": p50_ratio, "added_p50_ms": added[50], "added_p99_ms": added[99],
                              "ttfb_delta_ms_vs_bare": br.ttfb - ba.ttfb if WORKLOADS[name].stream else None})
         lines.append("")
     return "\n".join(lines), rows
@@ -659,7 +745,7 @@ def parse_variants(specs: Sequence[str]) -> dict[str, str]:
 
 async def run(args: argparse.Namespace) -> int:
     variants = parse_variants(args.variant)
-    stack = Stack(keep=args.keep)
+    stack = Stack(keep=args.keep, pinned=not args.no_pin)
     main_task = asyncio.current_task()
     assert main_task is not None
     # Ctrl-C cancels this task (asyncio.run does that); SIGTERM too, so the finally below always runs.
@@ -679,10 +765,15 @@ async def run(args: argparse.Namespace) -> int:
             print("answers of the fake upstream (scenario bench):")
             gen = LoadGen(session, await learn_sizes(session, targets["direct"]))
 
+            workloads = QUICK_WORKLOADS if args.quick and not args.all else ALL_WORKLOADS
+
+            def runs(t: str, name: str) -> bool:
+                return t != "litellm" or name in LITELLM_WORKLOADS
+
             print(f"warming up ({args.warmup} requests per target and workload) …")
-            for name in (*MAIN_WORKLOADS, *EXTRA_WORKLOADS):
+            for name in workloads:
                 for t in order_names:
-                    if t != "litellm" or name in MAIN_WORKLOADS:
+                    if runs(t, name):
                         await gen.batch(targets[t], WORKLOADS[name], args.warmup, 16)
             if gen.first_error:
                 raise RuntimeError(f"warm-up failed: {gen.first_error}")
@@ -692,23 +783,16 @@ async def run(args: argparse.Namespace) -> int:
             started = time.monotonic()
             for rnd in range(0 if args.profile_only else args.rounds):
                 order = order_names if rnd % 2 == 0 else order_names[::-1]
-                for name in MAIN_WORKLOADS:
+                for name in workloads:
                     for conc in CONCURRENCIES:
                         for t in order:
-                            b = await gen.batch(targets[t], WORKLOADS[name], n_for[conc], conc)
-                            cells.setdefault((name, conc, t), Cell()).batches.append(b)
+                            if runs(t, name):
+                                b = await gen.batch(targets[t], WORKLOADS[name], n_for[conc], conc)
+                                cells.setdefault((name, conc, t), Cell()).batches.append(b)
                 print(f"  round {rnd + 1}/{args.rounds} done ({time.monotonic() - started:.0f} s)")
 
-            if not args.profile_only:
-                print("the Anthropic messages stream and the Responses stream, one round …")
-                for name in EXTRA_WORKLOADS:
-                    for conc in CONCURRENCIES:
-                        for t in ("bridge", "bare"):
-                            b = await gen.batch(targets[t], WORKLOADS[name], n_for[conc], conc)
-                            cells.setdefault((name, conc, t), Cell()).batches.append(b)
-
             if args.py_spy or args.profile_only:
-                for name in MAIN_WORKLOADS:
+                for name in ("chat blocking", "chat stream"):
                     for t in ("bridge", "bare"):
                         out = Path(args.py_spy_dir) / f"py-spy-{t}-{name.replace(' ', '-')}.txt"
                         await py_spy(gen, targets[t], WORKLOADS[name], args.requests * 2, out)
@@ -720,11 +804,12 @@ async def run(args: argparse.Namespace) -> int:
                 recorded[bridge.name] = (count, expected, sample)
 
         if not args.profile_only:
-            table, rows = report(cells, (*MAIN_WORKLOADS, *EXTRA_WORKLOADS), order_names)
+            table, rows = report(cells, workloads, order_names)
             print()
-            print(f"CPU = utime+stime of the proxy process (all threads) per request, median of {args.rounds} "
-                  f"rounds of {n_for[1]} requests at c=1 and {n_for[64]} at c=64; the ratio is the median of the "
-                  "per-round ratios; latency and TTFB (first body byte) measured by the aiohttp client.")
+            print(f"CPU = utime+stime of the proxy's whole process tree (all threads and processes) per request, "
+                  f"median of {args.rounds} rounds of {n_for[1]} requests at c=1 and {n_for[64]} at c=64; the ratio "
+                  "is the median of the per-round ratios; latency and TTFB (first body byte) measured by the "
+                  f"aiohttp client; {stack.pinning()}.")
             print()
             print(table)
         else:
@@ -778,6 +863,9 @@ def main() -> None:
                         help="skip the measurements: warm up, then only record the py-spy profiles")
     parser.add_argument("--py-spy-dir", default=".", help="where the py-spy profiles go (default: here)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, SQLite databases)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the proxies to one CPU (and the fake and load generator to the others)")
+    parser.add_argument("--all", action="store_true", help="with --quick: every workload, not only the chat ones")
     parser.add_argument("--litellm", default="", metavar="VENV",
                         help="also run the LiteLLM proxy from this virtualenv (pip install 'litellm[proxy]' there; "
                              "e.g. bench/.litellm-venv), on the chat workloads")

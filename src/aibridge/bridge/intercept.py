@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import itertools
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +30,7 @@ from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequ
 from aibridge.bridge.providers.http import forwardable_headers, relayable_headers
 from aibridge.bridge.sse import SSEDecoder
 from aibridge.identity.roles import Actor
+from aibridge.store.records import new_id
 
 # The client going away shows up as one of these when we write to it.
 CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionError)
@@ -60,7 +60,7 @@ async def intercept(request: web.Request, actor: Actor, provider: Provider, api:
     info = api.request_info(body)
     info.size = len(await request.read())       # already read: aiohttp keeps the bytes
     client, session_id = detect_client(request.headers)
-    flow = Flow(id=uuid.uuid4(), actor=actor, provider=provider, api=api, route="/" + tail,
+    flow = Flow(id=new_id(), actor=actor, provider=provider, api=api, route="/" + tail,
                 method=request.method, info=info, model=provider.upstream_model(info.model),
                 client=client, session_id=session_id, user_agent=request.headers.get("User-Agent", ""),
                 headers=request.headers, door=door, arrived_ns=arrived_ns or time.time_ns())
@@ -161,7 +161,7 @@ async def _relay_stream(request: web.Request, flow: Flow, upstream: UpstreamResp
             finally:
                 flow.upstream_seconds += time.perf_counter() - waited
             await response.write(chunk)
-            for event in decoder.feed(chunk):
+            for event in decoder.events(chunk, observer.skips):
                 for finding in observer.feed(event):
                     addons.finding(flow, finding)
         for event in decoder.flush():

@@ -7,6 +7,7 @@ is stripped. Chunk boundaries may fall anywhere, including inside a CRLF pair.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 
@@ -18,6 +19,9 @@ class SSEEvent:
 
 
 class SSEDecoder:
+    """Bytes in, events out. Works an event (a block up to its blank line) at a time, so that
+    ``skip`` can pass over the events a reader has no use for before anything is decoded."""
+
     __slots__ = ("_buffer", "_data", "_event", "_id", "_pending_cr")
 
     def __init__(self) -> None:
@@ -28,38 +32,45 @@ class SSEDecoder:
         self._pending_cr = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """The events ``chunk`` completes."""
+        return list(self.events(chunk))
+
+    def events(self, chunk: bytes, skip: Callable[[bytes], bool] | None = None) -> Iterator[SSEEvent]:
+        """The events ``chunk`` completes, one at a time. ``skip(block)`` sees an event's raw lines
+        (no blank line) once the events before it were handled; an event it picks is passed over
+        undecoded."""
         if self._pending_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]          # the LF of a CRLF split across chunks
         self._pending_cr = chunk.endswith(b"\r")
-        buffer = self._buffer + chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *lines, self._buffer = buffer.split(b"\n")
-        events: list[SSEEvent] = []
-        for raw in lines:
-            event = self._line(raw.decode("utf-8", "replace"))
-            if event is not None:
-                events.append(event)
-        return events
+        *blocks, self._buffer = buffer.split(b"\n\n")
+        for block in blocks:
+            if not block or (skip is not None and skip(block)):
+                continue
+            if (event := self._block(block)) is not None:
+                yield event
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: a final event without its blank line still counts."""
-        events = self.feed(b"\n") if self._buffer else []
-        if self._data:
-            event = self._line("")
-            if event is not None:
-                events.append(event)
-        return events
+        block, self._buffer = self._buffer, b""
+        event = self._block(block, at_end=True)
+        return [event] if event is not None else []
 
-    def _line(self, line: str) -> SSEEvent | None:
-        if not line:
-            if not self._data and self._event is None:
-                return None
-            event = SSEEvent(self._event, "\n".join(self._data), self._id)
-            self._event, self._data = None, []
-            return event if event.data or event.event else None
-        if line.startswith(":"):
+    def _block(self, block: bytes, at_end: bool = False) -> SSEEvent | None:
+        for raw in block.split(b"\n"):
+            self._line(raw.decode("utf-8", "replace"))
+        if not self._data and (self._event is None or at_end):
+            self._event = None
             return None
+        event = SSEEvent(self._event, "\n".join(self._data), self._id)
+        self._event, self._data = None, []
+        return event if event.data or event.event else None
+
+    def _line(self, line: str) -> None:
+        if not line or line.startswith(":"):
+            return
         name, _, value = line.partition(":")
         if value.startswith(" "):
             value = value[1:]
@@ -69,7 +80,6 @@ class SSEDecoder:
             self._event = value
         elif name == "id":
             self._id = value
-        return None
 
 
 def encode_event(data: str | bytes, event: str | None = None) -> bytes:

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+_RAND_B = (1 << 62) - 1
+
+
+def new_id() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7: 48 bits of Unix milliseconds, then random bits).
+
+    Records get these instead of random (version 4) ids: each new row lands at the end of its
+    primary-key and interception-id indexes instead of on a random page, so a batch of a hundred
+    interceptions dirties a few pages per index instead of hundreds (SQLite's commit, PostgreSQL's
+    WAL and cache). The export orders by time anyway; nothing reads meaning into the id.
+    """
+    rand = int.from_bytes(os.urandom(10))
+    return uuid.UUID(int=(time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 68) << 64
+                     | 0b10 << 62 | rand & _RAND_B)
 
 
 def _now() -> dt.datetime:
@@ -46,7 +63,7 @@ class TokenUsageRecord:
     cache_read_input_tokens: int
     cache_write_input_tokens: int
     metadata: dict[str, Any]
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=new_id)
     created_at: dt.datetime = field(default_factory=_now)
 
 
@@ -56,7 +73,7 @@ class PromptRecord:
     provider_response_id: str
     prompt: str
     metadata: dict[str, Any]
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=new_id)
     created_at: dt.datetime = field(default_factory=_now)
 
 
@@ -71,7 +88,7 @@ class ToolUsageRecord:
     server_url: str | None
     invocation_error: str | None
     metadata: dict[str, Any]
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=new_id)
     created_at: dt.datetime = field(default_factory=_now)
 
 
@@ -80,7 +97,7 @@ class ThoughtRecord:
     interception_id: uuid.UUID
     content: str
     metadata: dict[str, Any]
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=new_id)
     created_at: dt.datetime = field(default_factory=_now)
 
 

@@ -67,6 +67,10 @@ class StreamObserver(Protocol):
     def feed(self, event: SSEEvent) -> list[Finding]:
         """Findings completed by this event (most events complete none)."""
 
+    def skips(self, block: bytes) -> bool:
+        """True for an event (its raw lines) that ``feed`` would pass over, recognised without
+        decoding it: most of a stream is text deltas. Any doubt answers False (only costs a parse)."""
+
     def finish(self) -> list[Finding]:
         """End of stream (normal or not): whatever is complete or partially seen, once."""
 

@@ -135,6 +135,16 @@ class ObserverBase:
     def error(self) -> str | None:
         return self._error
 
+    def skips(self, block: bytes) -> bool:
+        return False
+
+
+def event_name(block: bytes) -> bytes | None:
+    """The ``event:`` name of a raw SSE event written the usual way (its first line), else None."""
+    if not block.startswith(b"event: "):
+        return None
+    return block[7:].partition(b"\n")[0]
+
 
 class ApiAdapter:
     """What the three APIs do alike; each module adds its readers and error shapes."""

@@ -20,6 +20,7 @@ from aibridge.bridge.apis.common import (
     counts,
     dumps_text,
     error_message,
+    event_name,
     loads_object,
 )
 from aibridge.bridge.sse import SSEEvent, encode_event
@@ -165,6 +166,10 @@ class _MessagesObserver(ObserverBase):
             return []
         return handler(self, data)
 
+    def skips(self, block: bytes) -> bool:
+        name = event_name(block)
+        return name is not None and (name not in _HANDLED or (name == b"content_block_delta" and not self._blocks))
+
     def finish(self) -> list[Finding]:
         findings = [f for block in self._blocks.values() if (f := block.finding(self._message_id, False))]
         self._blocks.clear()
@@ -231,6 +236,7 @@ _HANDLERS: dict[str, Callable[[_MessagesObserver, dict[str, Any]], list[Finding]
     "message_stop": _MessagesObserver._message_stop,
     "error": _MessagesObserver._stream_error,
 }
+_HANDLED = frozenset(kind.encode() for kind in _HANDLERS)     # as raw event names (skips)
 
 
 class MessagesApi(ApiAdapter):

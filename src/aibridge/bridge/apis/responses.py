@@ -22,6 +22,7 @@ from aibridge.bridge.apis.common import (
     counts,
     dumps_text,
     error_message,
+    event_name,
     last_user_message,
     loads_object,
 )
@@ -31,6 +32,7 @@ from aibridge.bridge.sse import SSEEvent, encode_event
 _CALL_ITEMS = frozenset({"function_call", "custom_tool_call"})
 _FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 _DELTA_EVENTS = ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta")
+_DELTA_NAMES = frozenset(kind.encode() for kind in _DELTA_EVENTS)
 
 
 def _prompt(value: object) -> str | None:
@@ -151,6 +153,10 @@ class _ResponsesObserver(ObserverBase):
             return []
         return handler(self, data)
 
+    def skips(self, block: bytes) -> bool:
+        name = event_name(block)
+        return name is not None and (name not in _HANDLED or (name in _DELTA_NAMES and not self._calls))
+
     def finish(self) -> list[Finding]:
         findings: list[Finding] = [c for call in self._calls.values() if (c := call.finding(self._id))]
         for parts in self._summaries.values():
@@ -234,6 +240,7 @@ _HANDLERS: dict[str, Callable[[_ResponsesObserver, dict[str, Any]], list[Finding
     **dict.fromkeys(_FINAL_EVENTS, _ResponsesObserver._final),
     "error": _ResponsesObserver._stream_error,
 }
+_HANDLED = frozenset(kind.encode() for kind in _HANDLERS)     # as raw event names (skips)
 
 
 class ResponsesApi(ApiAdapter):
