@@ -14,6 +14,10 @@ Nothing here is a supported mode of the product: these patches exist so that ``b
                auto-decompression; the bridge still sends its own Accept-Encoding)
 - ``gcfreeze``: ``gc.freeze()`` once the server is listening (the start-up heap leaves the
                collector's view)
+- ``gcdefault``: the collector's default thresholds (700, 10, 10) instead of the server's
+- ``cprofile``: (changes nothing but adds cProfile's overhead) profiles the event loop's thread
+               and writes the stats to ``$AIBRIDGE_BENCH_CPROFILE`` (default ``cprofile.out`` in the
+               data dir) when the server stops; read with ``python -m pstats``
 - ``gcstats``: (changes nothing) counts the cyclic garbage collector's passes and time, written
                to stderr as ``bench-gc: …`` when the server stops
 """
@@ -24,7 +28,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-ABLATIONS = ("record", "dbwrite", "auth", "client", "session", "gcfreeze", "gcstats")
+ABLATIONS = ("record", "dbwrite", "auth", "client", "session", "gcfreeze", "gcstats", "cprofile", "gcdefault")
 
 
 def apply(names: set[str]) -> None:
@@ -79,6 +83,26 @@ def apply(names: set[str]) -> None:
         server.serve = serve
     if "gcstats" in names:
         _gc_stats()
+    if "gcdefault" in names:
+        import gc
+        gc.set_threshold = lambda *args: None     # the server's own call changes nothing
+    if "cprofile" in names:
+        _cprofile()
+
+
+def _cprofile() -> None:
+    import atexit
+    import cProfile
+
+    profile = cProfile.Profile()
+    out = os.environ.get("AIBRIDGE_BENCH_CPROFILE") or os.path.join(
+        os.environ.get("CODER_AIBRIDGE_DATA_DIR", "."), "cprofile.out")
+    profile.enable()
+
+    def dump() -> None:
+        profile.disable()
+        profile.dump_stats(out)
+    atexit.register(dump)
 
 
 def _gc_stats() -> None:

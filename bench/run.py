@@ -765,7 +765,7 @@ async def run(args: argparse.Namespace) -> int:
             print("answers of the fake upstream (scenario bench):")
             gen = LoadGen(session, await learn_sizes(session, targets["direct"]))
 
-            workloads = QUICK_WORKLOADS if args.quick and not args.all else ALL_WORKLOADS
+            workloads = args.workload or (QUICK_WORKLOADS if args.quick and not args.all else ALL_WORKLOADS)
 
             def runs(t: str, name: str) -> bool:
                 return t != "litellm" or name in LITELLM_WORKLOADS
@@ -784,7 +784,7 @@ async def run(args: argparse.Namespace) -> int:
             for rnd in range(0 if args.profile_only else args.rounds):
                 order = order_names if rnd % 2 == 0 else order_names[::-1]
                 for name in workloads:
-                    for conc in CONCURRENCIES:
+                    for conc in args.concurrency or CONCURRENCIES:
                         for t in order:
                             if runs(t, name):
                                 b = await gen.batch(targets[t], WORKLOADS[name], n_for[conc], conc)
@@ -866,6 +866,10 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the proxies to one CPU (and the fake and load generator to the others)")
     parser.add_argument("--all", action="store_true", help="with --quick: every workload, not only the chat ones")
+    parser.add_argument("--workload", action="append", choices=ALL_WORKLOADS, metavar="NAME",
+                        help=f"only this workload (repeatable): {', '.join(ALL_WORKLOADS)}")
+    parser.add_argument("--concurrency", action="append", type=int, choices=CONCURRENCIES,
+                        help="only this concurrency (repeatable)")
     parser.add_argument("--litellm", default="", metavar="VENV",
                         help="also run the LiteLLM proxy from this virtualenv (pip install 'litellm[proxy]' there; "
                              "e.g. bench/.litellm-venv), on the chat workloads")

@@ -11,13 +11,13 @@ from __future__ import annotations
 import random
 
 import pytest
-from tests.fakes.upstream import load_scenarios
 
 from aibridge.bridge.apis.base import Api, Finding
 from aibridge.bridge.apis.chat_completions import CHAT_COMPLETIONS
 from aibridge.bridge.apis.messages import MESSAGES
 from aibridge.bridge.apis.responses import RESPONSES
 from aibridge.bridge.sse import SSEDecoder
+from tests.fakes.upstream import load_scenarios
 
 APIS: dict[str, Api] = {"chat": CHAT_COMPLETIONS, "messages": MESSAGES, "responses": RESPONSES}
 STREAMS = [(api, name, key, b"".join(c for c, _ in reply.chunks))

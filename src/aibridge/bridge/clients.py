@@ -167,9 +167,29 @@ _SESSION_HEADERS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The headers whose values the rules read; the others count by name only.
+_VALUE_HEADERS = ("user-agent", "originator", "x-title", "http-referer", "editor-plugin-version",
+                  "x-interaction-type")
+_CACHE_SIZE = 4096
+_cache: dict[tuple[object, ...], str] = {}
+
+
+def _client(h: _Headers) -> str:
+    # A tool sends the same headers on every request: the rules run once per distinct set of
+    # header names and rule-relevant values (about 8 µs), a lookup after that (about 2 µs).
+    key = (*h, *(h.get(name) for name in _VALUE_HEADERS))
+    client = _cache.get(key)
+    if client is None:
+        client = next((name for name, matches in _RULES if matches(h)), UNKNOWN)
+        if len(_cache) >= _CACHE_SIZE:
+            _cache.clear()
+        _cache[key] = client
+    return client
+
+
 def detect_client(headers: Mapping[str, str]) -> tuple[str, str | None]:
     """(client name, session id or None) for the request headers, case-insensitively."""
     h = _lower(headers)
-    client = next((name for name, matches in _RULES if matches(h)), UNKNOWN)
+    client = _client(h)
     session = next((v for name in _SESSION_HEADERS.get(client, ()) if (v := h.get(name, "").strip())), None)
     return client, session

@@ -98,7 +98,7 @@ class _Buffered:
 
 
 class Recorder:
-    def __init__(self, engine: AsyncEngine, journal_dir: Path, *, batch_size: int = 500, linger: float = 0.05,
+    def __init__(self, engine: AsyncEngine, journal_dir: Path, *, batch_size: int = 2000, linger: float = 0.2,
                  max_pending: int = 20_000, fsync: bool = True) -> None:
         self._writer = BatchWriter(engine)
         self.journal = Journal(journal_dir)

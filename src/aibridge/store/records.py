@@ -6,10 +6,30 @@ import datetime as dt
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 _RAND_B = (1 << 62) - 1
+
+
+def _random_bits() -> Iterator[int]:
+    """80 random bits at a time, drawn from the OS 256 ids' worth at once (one system call, not one per id)."""
+    while True:
+        block = os.urandom(10 * 256)
+        for start in range(0, len(block), 10):
+            yield int.from_bytes(block[start:start + 10])
+
+
+_random = _random_bits()
+
+
+def _reset_random() -> None:
+    global _random
+    _random = _random_bits()      # a forked worker must not hand out its parent's ids
+
+
+os.register_at_fork(after_in_child=_reset_random)
 
 
 def new_id() -> uuid.UUID:
@@ -20,7 +40,10 @@ def new_id() -> uuid.UUID:
     interceptions dirties a few pages per index instead of hundreds (SQLite's commit, PostgreSQL's
     WAL and cache). The export orders by time anyway; nothing reads meaning into the id.
     """
-    rand = int.from_bytes(os.urandom(10))
+    try:
+        rand = next(_random)
+    except ValueError:              # drawn from two threads at once: the OS directly
+        rand = int.from_bytes(os.urandom(10))
     return uuid.UUID(int=(time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 68) << 64
                      | 0b10 << 62 | rand & _RAND_B)
 

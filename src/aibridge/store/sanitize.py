@@ -15,6 +15,7 @@ import re
 import uuid
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from aibridge.store.records import (
@@ -69,34 +70,60 @@ def clean_json(value: Any, depth: int = 0) -> Any:
     return clean_text(str(value), MAX_JSON_STRING)
 
 
-def _limits(table: sa.Table) -> dict[str, int]:
-    found = {}
-    for column in table.columns:
-        if isinstance(column.type, sa.String):
-            found[column.name] = column.type.length or MAX_TEXT
-    return found
+def _clean_json_already(value: Any) -> bool:
+    """Metadata that JSON holds as it is (orjson refuses lone surrogates, non-string keys and
+    integers beyond 64 bits), with no NUL and no string long enough to cut: most of it."""
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError:
+        return False
+    return len(encoded) <= MAX_JSON_STRING and b"\\u0000" not in encoded
 
 
-_LIMITS = {kind: _limits(table) for kind, table in _TABLES.items()}
-_FIELDS = {kind: [f.name for f in dataclasses.fields(kind)] for kind in _TABLES}
+def _plan(kind: type, table: sa.Table) -> tuple[tuple[str, str, int], ...]:
+    """The fields of a record type that may need cleaning: (name, what, length limit)."""
+    plan = []
+    for f in dataclasses.fields(kind):
+        column = table.columns.get(f.name)
+        if f.name == "metadata":
+            plan.append((f.name, "json", 0))
+        elif column is not None and isinstance(column.type, sa.String):
+            plan.append((f.name, "text", column.type.length or MAX_TEXT))
+        elif column is not None and isinstance(column.type, sa.Uuid):
+            plan.append((f.name, "uuid", 0))
+        elif column is not None and isinstance(column.type, sa.Integer | sa.BigInteger):
+            plan.append((f.name, "int", 0))
+    return tuple(plan)
+
+
+_PLANS = {kind: _plan(kind, table) for kind, table in _TABLES.items()}
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
 
 def clean_record(record: Record) -> Record:
     """The record with every value storable (a new record only when something had to change)."""
-    limits = _LIMITS[type(record)]
     changes: dict[str, Any] = {}
-    for name in _FIELDS[type(record)]:
+    for name, what, limit in _PLANS[type(record)]:
         value = getattr(record, name)
-        if isinstance(value, str):
-            fixed: Any = clean_text(value, limits.get(name, MAX_TEXT))
-        elif isinstance(value, uuid.UUID) and type(value) is not uuid.UUID:
-            fixed = uuid.UUID(int=value.int)        # e.g. asyncpg's own UUID type
-        elif isinstance(value, int) and not isinstance(value, bool):
-            fixed = clean_int(value)
-        elif name == "metadata" and value is not None:
-            fixed = clean_json(value)
-        else:
+        if value is None:
             continue
+        if what == "text":
+            # The clean case, in three quick checks: short enough, no NUL, nothing to look for.
+            if type(value) is str and len(value) <= limit and "\x00" not in value and value.isascii():
+                continue
+            fixed: Any = clean_text(str(value), limit)
+        elif what == "int":
+            if type(value) is int and _INT_MIN <= value <= _INT_MAX:
+                continue
+            fixed = clean_int(value) if isinstance(value, int) else value
+        elif what == "uuid":
+            if type(value) is uuid.UUID:
+                continue
+            fixed = uuid.UUID(int=value.int) if isinstance(value, uuid.UUID) else value    # e.g. asyncpg's own type
+        else:
+            if not value or _clean_json_already(value):
+                continue
+            fixed = clean_json(value)
         if fixed != value or type(fixed) is not type(value):
             changes[name] = fixed
     return dataclasses.replace(record, **changes) if changes else record

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import operator
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -123,14 +124,16 @@ async def write_batch(engine: AsyncEngine, batch: Sequence[Record]) -> None:
 
 
 def _sqlite_time(value: dt.datetime) -> str:
-    # The text SQLAlchemy's SQLite DATETIME stores (UTCDateTime keeps it in UTC).
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # The text SQLAlchemy's SQLite DATETIME stores (UTCDateTime keeps it in UTC):
+    # "%Y-%m-%d %H:%M:%S.%f", written by isoformat (strftime costs several times more).
+    if value.tzinfo is not dt.UTC:
+        value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _sqlite_converter(column: sa.Column[Any]) -> Callable[[Any], Any]:
-    """How SQLAlchemy's types store a Python value on SQLite, for the columns this schema uses."""
+def _sqlite_converter(column: sa.Column[Any]) -> Callable[[Any], Any] | None:
+    """How SQLAlchemy's types store a Python value on SQLite, for the columns this schema uses
+    (None: as it is)."""
     kind = column.type
     if isinstance(kind, sa.Uuid):
         return lambda v: v.hex
@@ -140,7 +143,29 @@ def _sqlite_converter(column: sa.Column[Any]) -> Callable[[Any], Any]:
         return json_dumps
     if isinstance(kind, sa.Boolean):
         return int
-    return lambda v: v
+    return None
+
+
+class _RowMaker:
+    """One record type's row for ``sqlite3``: its fields read in one C call, then only the
+    columns whose stored form differs (UUIDs, times, JSON, booleans) converted."""
+
+    def __init__(self, kind: type, table: sa.Table) -> None:
+        self.names = _FIELDS[kind] + (("ended_at", "cost_usd") if kind is InterceptionStart else ())
+        self.extra = (None, None) if kind is InterceptionStart else ()
+        self.get = operator.attrgetter(*_FIELDS[kind])
+        self.convert = [(i, conv) for i, name in enumerate(self.names)
+                        if (conv := _sqlite_converter(table.c[name])) is not None]
+        action = _UPSERT_END if table is interceptions else " DO NOTHING"
+        self.sql = (f"INSERT INTO {table.name} ({', '.join(self.names)}) "
+                    f"VALUES ({', '.join('?' for _ in self.names)}) ON CONFLICT (id){action}")
+
+    def __call__(self, record: Record) -> list[Any]:
+        row = [*self.get(record), *self.extra]
+        for i, conv in self.convert:
+            if (value := row[i]) is not None:
+                row[i] = conv(value)
+        return row
 
 
 class SQLiteWriter:
@@ -151,37 +176,58 @@ class SQLiteWriter:
     rows are exactly what SQLAlchemy would have written (the export reads them back through it).
     """
 
+    _ENDED = len(_FIELDS[InterceptionStart])        # where a start row holds ended_at, then cost_usd
+
     def __init__(self, path: str) -> None:
         self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         for pragma in SQLITE_PRAGMAS:
             self._conn.execute(pragma)
-        self._inserts: dict[str, tuple[str, list[tuple[str, Callable[[Any], Any]]]]] = {}
+        # The index pages new rows land on stay in memory: no re-reading them for every batch.
+        self._conn.execute("PRAGMA cache_size=-32768")
+        self._rows = {kind: _RowMaker(kind, table) for kind, table in _INSERT_TABLES}
 
-    def _insert_sql(self, table: sa.Table, names: Sequence[str]) -> tuple[str, list[tuple[str, Callable[[Any], Any]]]]:
-        key = table.name + ":" + ",".join(names)
-        found = self._inserts.get(key)
-        if found is None:
-            columns = ", ".join(names)
-            marks = ", ".join("?" for _ in names)
-            action = _UPSERT_END if table is interceptions else " DO NOTHING"
-            sql = f"INSERT INTO {table.name} ({columns}) VALUES ({marks}) ON CONFLICT (id){action}"
-            found = self._inserts[key] = (sql, [(n, _sqlite_converter(table.c[n])) for n in names])
-        return found
+    def _sort(self, batch: Sequence[Record]) -> tuple[dict[type, list[list[Any]]], list[tuple[Any, ...]],
+                                                       list[tuple[Any, ...]]]:
+        """Rows per record type, and the ends of interceptions started in an earlier batch."""
+        rows: dict[type, list[list[Any]]] = {kind: [] for kind, _ in _INSERT_TABLES}
+        starts: dict[Any, list[Any]] = {}
+        plain_ends: list[tuple[Any, ...]] = []
+        ends_with_metadata: list[tuple[Any, ...]] = []
+        ended = self._ENDED
+        for record in map(clean_record, batch):
+            if isinstance(record, InterceptionEnd):
+                at = _sqlite_time(record.ended_at)
+                metadata = json_dumps(record.metadata) if record.metadata else None
+                start = starts.get(record.id)
+                if start is not None:   # started and ended within one batch: one INSERT, no UPDATE
+                    start[ended], start[ended + 1] = at, record.cost_usd
+                    if metadata is not None:
+                        start[_START_METADATA] = metadata
+                elif metadata is not None:
+                    ends_with_metadata.append((at, record.cost_usd, metadata, record.id.hex))
+                else:
+                    plain_ends.append((at, record.cost_usd, record.id.hex))
+                continue
+            row = self._rows[type(record)](record)
+            rows[type(record)].append(row)
+            if isinstance(record, InterceptionStart):
+                starts[record.id] = row
+        return rows, plain_ends, ends_with_metadata
 
     def write(self, batch: Sequence[Record]) -> None:
-        rows = collect(batch)
+        rows, plain_ends, ends_with_metadata = self._sort(batch)
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for table, table_rows in rows.inserts:
-                sql, converters = self._insert_sql(table, list(table_rows[0]))
-                conn.executemany(sql, [tuple(None if row[n] is None else conv(row[n]) for n, conv in converters)
-                                       for row in table_rows])
-            conn.executemany(f"UPDATE {interceptions.name} SET ended_at = ?, cost_usd = ? WHERE id = ?",
-                             [(_sqlite_time(e["end_at"]), e["end_cost"], e["end_id"].hex) for e in rows.plain_ends])
-            conn.executemany(f"UPDATE {interceptions.name} SET ended_at = ?, cost_usd = ?, metadata = ? WHERE id = ?",
-                             [(_sqlite_time(e["end_at"]), e["end_cost"], json_dumps(e["end_metadata"]),
-                               e["end_id"].hex) for e in rows.ends_with_metadata])
+            for kind, _ in _INSERT_TABLES:
+                if rows[kind]:
+                    conn.executemany(self._rows[kind].sql, rows[kind])
+            if plain_ends:
+                conn.executemany(f"UPDATE {interceptions.name} SET ended_at = ?, cost_usd = ? WHERE id = ?",
+                                 plain_ends)
+            if ends_with_metadata:
+                conn.executemany(f"UPDATE {interceptions.name} SET ended_at = ?, cost_usd = ?, metadata = ? "
+                                 "WHERE id = ?", ends_with_metadata)
             conn.execute("COMMIT")
         except BaseException:
             # SQLite may already have rolled back (a full disk does): a second ROLLBACK would
@@ -193,6 +239,9 @@ class SQLiteWriter:
 
     def close(self) -> None:
         self._conn.close()
+
+
+_START_METADATA = _FIELDS[InterceptionStart].index("metadata")
 
 
 # Errors that say a batch's data is refused (it would fail again as it is), as opposed to the
