@@ -15,6 +15,7 @@ Nothing here is a supported mode of the product: these patches exist so that ``b
 - ``gcfreeze``: ``gc.freeze()`` once the server is listening (the start-up heap leaves the
                collector's view)
 - ``gcdefault``: the collector's default thresholds (700, 10, 10) instead of the server's
+- ``noyield``: the SQLite writer thread does not pause every ``YIELD_EVERY`` records
 - ``cprofile``: (changes nothing but adds cProfile's overhead) profiles the event loop's thread
                and writes the stats to ``$AIBRIDGE_BENCH_CPROFILE`` (default ``cprofile.out`` in the
                data dir) when the server stops; read with ``python -m pstats``
@@ -28,7 +29,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-ABLATIONS = ("record", "dbwrite", "auth", "client", "session", "gcfreeze", "gcstats", "cprofile", "gcdefault")
+ABLATIONS = ("record", "dbwrite", "auth", "client", "session", "gcfreeze", "gcstats", "cprofile", "gcdefault", "noyield")
 
 
 def apply(names: set[str]) -> None:
@@ -88,6 +89,9 @@ def apply(names: set[str]) -> None:
         gc.set_threshold = lambda *args: None     # the server's own call changes nothing
     if "cprofile" in names:
         _cprofile()
+    if "noyield" in names:
+        from aibridge.store import writer
+        writer.YIELD_EVERY = 0
 
 
 def _cprofile() -> None:

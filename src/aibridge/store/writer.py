@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import operator
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -168,6 +169,11 @@ class _RowMaker:
         return row
 
 
+# The writer thread gives the event loop its turn (the GIL, and the core when the server has one)
+# every this many records: a batch of hundreds must not hold a request up for milliseconds.
+YIELD_EVERY = 32
+
+
 class SQLiteWriter:
     """The recorder's writer for SQLite: plain ``sqlite3`` executemany in one transaction.
 
@@ -194,7 +200,9 @@ class SQLiteWriter:
         plain_ends: list[tuple[Any, ...]] = []
         ends_with_metadata: list[tuple[Any, ...]] = []
         ended = self._ENDED
-        for record in map(clean_record, batch):
+        for count, record in enumerate(map(clean_record, batch), 1):
+            if YIELD_EVERY and count % YIELD_EVERY == 0:
+                time.sleep(0)
             if isinstance(record, InterceptionEnd):
                 at = _sqlite_time(record.ended_at)
                 metadata = json_dumps(record.metadata) if record.metadata else None
@@ -220,8 +228,11 @@ class SQLiteWriter:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for kind, _ in _INSERT_TABLES:
-                if rows[kind]:
-                    conn.executemany(self._rows[kind].sql, rows[kind])
+                step = YIELD_EVERY * 2 or max(1, len(rows[kind]))
+                for start in range(0, len(rows[kind]), step):
+                    if start:
+                        time.sleep(0)
+                    conn.executemany(self._rows[kind].sql, rows[kind][start:start + step])
             if plain_ends:
                 conn.executemany(f"UPDATE {interceptions.name} SET ended_at = ?, cost_usd = ? WHERE id = ?",
                                  plain_ends)
