@@ -44,6 +44,8 @@ async def read_body(request: web.Request, timeout: float) -> bytes:
     """The whole body (aiohttp keeps it for later reads), or BodyError: a body that never arrives
     must not hold a connection and a task forever."""
     try:
+        if request.content.is_eof():        # the usual case: it came with the headers (no timer needed)
+            return await request.read()
         async with asyncio.timeout(timeout or None):
             return await request.read()
     except TimeoutError:
