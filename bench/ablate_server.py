@@ -29,7 +29,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-ABLATIONS = ("record", "dbwrite", "auth", "client", "session", "gcfreeze", "gcstats", "cprofile", "gcdefault", "noyield")
+ABLATIONS = ("record", "dbwrite", "auth", "client", "session", "gcfreeze", "gcstats", "cprofile", "gcdefault",
+             "noyield")
 
 
 def apply(names: set[str]) -> None:

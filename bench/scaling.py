@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import statistics
@@ -32,7 +31,6 @@ import aiohttp
 
 from aibridge.config import parse_workers
 from bench.run import (
-    CLK_TCK,
     WORKLOADS,
     Bridge,
     LoadGen,
@@ -41,6 +39,7 @@ from bench.run import (
     Target,
     central_headers,
     child_env,
+    cpu_sample,
     learn_sizes,
     wait_records,
 )
@@ -49,16 +48,9 @@ SCALING_WORKLOADS = ("chat blocking", "chat stream")
 
 
 def tree_cpu(pid: int) -> float:
-    """utime + stime (seconds) of ``pid`` and its live children (the workers)."""
-    total = 0.0
-    pids = [pid]
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{pid}/children") as fh:
-        pids += [int(p) for p in fh.read().split()]
-    for one in pids:
-        with contextlib.suppress(OSError), open(f"/proc/{one}/stat", "rb") as fh:
-            fields = fh.read().rpartition(b")")[2].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
+    """utime + stime (seconds) of the supervisor and its workers (bench.run's process-tree CPU)."""
+    used = cpu_sample(pid)
+    return used.user + used.sys
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -359,9 +359,6 @@ async def serve(settings: Settings, worker: Worker | None = None, sock: socket.s
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    # The recorder's writer thread turns a batch of records into rows holding the GIL; by default
-    # the event loop could wait 5 ms for it (a latency spike on whichever request was running).
-    sys.setswitchinterval(SWITCH_INTERVAL)
     if worker is None:
         log_listening(settings)
     stop = asyncio.Event()
@@ -453,7 +450,6 @@ def run(settings: Settings) -> None:
 # objects of requests in flight to the older generations, to be scanned again there. One young
 # collection per ~50,000 allocations costs a fraction of that (bench/README.md, "GC").
 GC_THRESHOLDS = (50_000, 20, 20)
-SWITCH_INTERVAL = 0.0005      # seconds another thread may hold the GIL while the loop waits
 
 
 def run_workers(settings: Settings, factory: Callable[[], asyncio.AbstractEventLoop] | None) -> int:

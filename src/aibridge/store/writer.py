@@ -170,8 +170,9 @@ class _RowMaker:
 
 
 # The writer thread gives the event loop its turn (the GIL, and the core when the server has one)
-# every this many records: a batch of hundreds must not hold a request up for milliseconds.
-YIELD_EVERY = 32
+# every this many records (about 0.3 ms of work): a batch of hundreds must not hold a request up
+# for milliseconds (bench/README.md: p99 at concurrency 1).
+YIELD_EVERY = 64
 
 
 class SQLiteWriter:
