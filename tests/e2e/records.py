@@ -25,7 +25,18 @@ async def latest(client: Client, q: str = "", after: set[str] | None = None, tim
     return result
 
 
+async def settled(client: Client, timeout: float = 10) -> None:
+    """Wait until the recorder has written everything it holds (``/healthz``): an earlier test's
+    last record, still lingering in a batch, must not pass for this test's."""
+    async def idle() -> bool:
+        status, body = await client.get("/healthz")
+        return status == 200 and body.get("recording") is not None and body["recording"]["pending"] == 0
+    assert await wait_for(idle, timeout), "the recorder did not write what it holds"
+
+
 async def ids(client: Client) -> set[str]:
+    """The interceptions recorded so far (once the recorder has written what it holds)."""
+    await settled(client)
     status, body = await client.get("/api/v2/aibridge/interceptions?limit=1000")
     assert status == 200
     return {r["id"] for r in body["results"]}

@@ -59,6 +59,12 @@ class SSEDecoder:
         return [event] if event is not None else []
 
     def _block(self, block: bytes, at_end: bool = False) -> SSEEvent | None:
+        # The shapes providers send, without the line-by-line walk: "data: …" and "event: …\ndata: …".
+        if block.startswith(b"data: ") and b"\n" not in block:
+            return SSEEvent(None, block[6:].decode("utf-8", "replace"), self._id) if len(block) > 6 else None
+        first, _, rest = block.partition(b"\n")
+        if first.startswith(b"event: ") and rest.startswith(b"data: ") and b"\n" not in rest:
+            return SSEEvent(first[7:].decode("utf-8", "replace"), rest[6:].decode("utf-8", "replace"), self._id)
         for raw in block.split(b"\n"):
             self._line(raw.decode("utf-8", "replace"))
         if not self._data and (self._event is None or at_end):

@@ -164,18 +164,6 @@ class _ChatObserver(ObserverBase):
         self._choices.clear()
         return findings + self._flush_usage()
 
-    def skips(self, block: bytes) -> bool:
-        return (
-            bool(self._id)
-            and not self._choices
-            and block.startswith(b"data: {")
-            and b"\n" not in block                  # one data line, no event or comment lines
-            and b'"tool_calls"' not in block
-            and b"reasoning" not in block
-            and b'"error"' not in block
-            and (b'"usage"' not in block or b'"usage":null' in block)
-        )
-
     def _is_plain_delta(self, data: str) -> bool:
         """A text delta carries nothing to record; recognise it without parsing. Any doubt
         (a word in the text, spacing we do not expect) only costs a parse."""
