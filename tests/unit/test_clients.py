@@ -110,3 +110,21 @@ def test_first_value_of_a_repeated_header_wins() -> None:
 def test_odd_values_are_ignored() -> None:
     headers: dict[object, object] = {"User-Agent": b"claude-cli/2.1.0", "X-Title": None, 3: "x"}
     assert detect_client(headers) == ("Unknown", None)  # type: ignore[arg-type]
+
+
+def test_the_detection_cache_tells_apart_what_the_rules_read() -> None:
+    """Detection is cached per header set: names and the values the rules read are the key."""
+    base = {"Host": "h", "Content-Type": "application/json", "Content-Length": "10"}
+    for _ in range(2):                                   # the second pass answers from the cache
+        assert detect_client(CIMultiDict({**base, "User-Agent": "claude-cli/2.1.0"}))[0] == "Claude Code"
+        assert detect_client(CIMultiDict({**base, "User-Agent": "zed/0.200"}))[0] == "Zed"
+        assert detect_client(CIMultiDict({**base, "User-Agent": "python-httpx/0.28"}))[0] == "Unknown"
+        assert detect_client(CIMultiDict({**base, "User-Agent": "python-httpx/0.28", "X-Cline-Version": "3"}))[0] \
+            == "Cline"
+        assert detect_client(CIMultiDict({**base, "User-Agent": "python-httpx/0.28", "X-Title": "Roo Code"}))[0] \
+            == "Roo Code"
+    # The session id is read per request, not cached with the client.
+    assert detect_client(CIMultiDict({**base, "User-Agent": "claude-cli/2.1.0", "X-Claude-Code-Session-Id": "a"})) \
+        == ("Claude Code", "a")
+    assert detect_client(CIMultiDict({**base, "User-Agent": "claude-cli/2.1.0", "X-Claude-Code-Session-Id": "b"})) \
+        == ("Claude Code", "b")
