@@ -18,7 +18,7 @@ import pytest
 
 from tests.e2e.clients import INSTALL_TIMEOUT, client_env, npm_clients
 from tests.e2e.conftest import bridge_env
-from tests.e2e.records import ids, latest
+from tests.e2e.records import ids, latest, settled
 from tests.e2e.test_web import ROWS, Page, devtools, page, rows_loaded, sign_in  # noqa: F401 (fixtures)
 from tests.fakes.mcp_server import McpServerProcess, free_port
 from tests.fakes.upstream import FakeUpstream, expected_usage
@@ -422,6 +422,8 @@ async def test_server_down_at_start_comes_up_later_and_lists_are_cached(
     await asyncio.sleep(3.2)
     assert await offered() == names
     assert mcp.stats()["tools_list"] == 2         # refreshed once it was due
+    # This server shares the module's database: its last records must not land in the next test's.
+    await settled(Client(server.url, token))
 
 
 # ---------------------------------------------------------------- the real Claude Code CLI
