@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -306,11 +307,16 @@ async def test_client_disconnect_cancels_upstream_and_keeps_the_record(bridge: B
 
 
 async def test_unreachable_upstream_is_a_502_in_provider_shape(bridge: Bridge, module_database: Any) -> None:
-    from tests.harness import ServerProcess, free_port
+    from tests.harness import ServerProcess
 
+    # A port bound here and never listened on refuses connections, and no other process can take
+    # it while the test runs (a port that was merely free once may be some server's by then).
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
     env = {"CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_ANTHROPIC_KEY": "k",
-           "CODER_AIBRIDGE_ANTHROPIC_BASE_URL": f"http://127.0.0.1:{free_port()}/",
-           "CODER_AIBRIDGE_OPENAI_KEY": "k", "CODER_AIBRIDGE_OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1/"}
+           "CODER_AIBRIDGE_ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}/",
+           "CODER_AIBRIDGE_OPENAI_KEY": "k", "CODER_AIBRIDGE_OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1/"}
     server = await ServerProcess(module_database, env=env).start()
     try:
         token = server.create_user("carl")
@@ -329,6 +335,7 @@ async def test_unreachable_upstream_is_a_502_in_provider_shape(bridge: Bridge, m
         assert record["metadata"]["outcome"] == "error"
     finally:
         server.stop()
+        closed.close()
 
 
 async def test_bad_requests_get_provider_shaped_errors(bridge: Bridge) -> None:
