@@ -77,32 +77,46 @@ class Rows:
     ends_with_metadata: list[dict[str, Any]]
 
 
-def collect(batch: Sequence[Record]) -> Rows:
-    """Rows for the batch, every value made storable first (store/sanitize.py)."""
+def _row(record: Record) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in _FIELDS[type(record)]}
+
+
+def _end(record: InterceptionEnd) -> dict[str, Any]:
+    end = {"end_id": record.id, "end_at": record.ended_at, "end_cost": record.cost_usd}
+    if record.metadata:
+        end["end_metadata"] = record.metadata
+    return end
+
+
+def collect(batch: Sequence[Record], row: Callable[[Record], dict[str, Any]] = _row,
+            end: Callable[[InterceptionEnd], dict[str, Any]] = _end, pause_every: int = 0) -> Rows:
+    """Rows for the batch, every value made storable first (store/sanitize.py). ``row`` and
+    ``end`` give a record's values as the driver takes them; ``pause_every``: yield the GIL (and
+    the core) every so many records, for a caller on a thread beside the event loop."""
     rows: dict[type, list[dict[str, Any]]] = {kind: [] for kind, _ in _INSERT_TABLES}
     starts: dict[Any, dict[str, Any]] = {}
     plain_ends: list[dict[str, Any]] = []
     ends_with_metadata: list[dict[str, Any]] = []
-    for record in map(clean_record, batch):
+    for count, record in enumerate(map(clean_record, batch), 1):
+        if pause_every and count % pause_every == 0:
+            time.sleep(0)
         if isinstance(record, InterceptionEnd):
+            values = end(record)
             start = starts.get(record.id)
             if start is not None:       # started and ended within one batch: one INSERT, no UPDATE
-                start["ended_at"] = record.ended_at
-                start["cost_usd"] = record.cost_usd
-                if record.metadata:
-                    start["metadata"] = record.metadata
-            elif record.metadata:
-                ends_with_metadata.append({"end_id": record.id, "end_at": record.ended_at,
-                                           "end_cost": record.cost_usd, "end_metadata": record.metadata})
+                start["ended_at"], start["cost_usd"] = values["end_at"], values["end_cost"]
+                if "end_metadata" in values:
+                    start["metadata"] = values["end_metadata"]
+            elif "end_metadata" in values:
+                ends_with_metadata.append(values)
             else:
-                plain_ends.append({"end_id": record.id, "end_at": record.ended_at, "end_cost": record.cost_usd})
+                plain_ends.append(values)
         else:
-            row = {name: getattr(record, name) for name in _FIELDS[type(record)]}
-            rows[type(record)].append(row)
+            values = row(record)
+            rows[type(record)].append(values)
             if isinstance(record, InterceptionStart):
-                row["ended_at"] = None
-                row["cost_usd"] = None
-                starts[record.id] = row
+                values["ended_at"] = values["cost_usd"] = None
+                starts[record.id] = values
     inserts = [(table, rows[kind]) for kind, table in _INSERT_TABLES if rows[kind]]
     return Rows(inserts, plain_ends, ends_with_metadata)
 
@@ -152,21 +166,38 @@ class _RowMaker:
     columns whose stored form differs (UUIDs, times, JSON, booleans) converted."""
 
     def __init__(self, kind: type, table: sa.Table) -> None:
-        self.names = _FIELDS[kind] + (("ended_at", "cost_usd") if kind is InterceptionStart else ())
-        self.extra = (None, None) if kind is InterceptionStart else ()
-        self.get = operator.attrgetter(*_FIELDS[kind])
-        self.convert = [(i, conv) for i, name in enumerate(self.names)
+        self.names = _FIELDS[kind]
+        self.get = operator.attrgetter(*self.names)
+        self.convert = [(name, conv) for name in self.names
                         if (conv := _sqlite_converter(table.c[name])) is not None]
-        action = _UPSERT_END if table is interceptions else " DO NOTHING"
-        self.sql = (f"INSERT INTO {table.name} ({', '.join(self.names)}) "
-                    f"VALUES ({', '.join('?' for _ in self.names)}) ON CONFLICT (id){action}")
 
-    def __call__(self, record: Record) -> list[Any]:
-        row = [*self.get(record), *self.extra]
-        for i, conv in self.convert:
-            if (value := row[i]) is not None:
-                row[i] = conv(value)
+    def __call__(self, record: Record) -> dict[str, Any]:
+        row = dict(zip(self.names, self.get(record), strict=True))
+        for name, conv in self.convert:
+            if (value := row[name]) is not None:
+                row[name] = conv(value)
         return row
+
+
+def _sqlite_end(record: InterceptionEnd) -> dict[str, Any]:
+    end: dict[str, Any] = {"end_id": record.id.hex, "end_at": _sqlite_time(record.ended_at),
+                           "end_cost": record.cost_usd}
+    if record.metadata:
+        end["end_metadata"] = json_dumps(record.metadata)
+    return end
+
+
+def _sqlite_insert(table: sa.Table, names: Sequence[str]) -> str:
+    action = _UPSERT_END if table is interceptions else " DO NOTHING"
+    return (f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)}) "
+            f"ON CONFLICT (id){action}")
+
+
+# Positional parameters: sqlite3 binds them faster than names, so the rows become tuples (in C).
+_SQLITE_END_PLAIN = (f"UPDATE {interceptions.name} SET ended_at = ?, cost_usd = ? WHERE id = ?",
+                     operator.itemgetter("end_at", "end_cost", "end_id"))
+_SQLITE_END_WITH_METADATA = (f"UPDATE {interceptions.name} SET ended_at = ?, cost_usd = ?, metadata = ? WHERE id = ?",
+                             operator.itemgetter("end_at", "end_cost", "end_metadata", "end_id"))
 
 
 # The writer thread gives the event loop its turn (the GIL, and the core when the server has one)
@@ -183,8 +214,6 @@ class SQLiteWriter:
     rows are exactly what SQLAlchemy would have written (the export reads them back through it).
     """
 
-    _ENDED = len(_FIELDS[InterceptionStart])        # where a start row holds ended_at, then cost_usd
-
     def __init__(self, path: str) -> None:
         self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         for pragma in SQLITE_PRAGMAS:
@@ -192,54 +221,30 @@ class SQLiteWriter:
         # The index pages new rows land on stay in memory: no re-reading them for every batch.
         self._conn.execute("PRAGMA cache_size=-32768")
         self._rows = {kind: _RowMaker(kind, table) for kind, table in _INSERT_TABLES}
+        self._inserts = {}
+        for kind, table in _INSERT_TABLES:
+            names = _FIELDS[kind] + (("ended_at", "cost_usd") if kind is InterceptionStart else ())
+            self._inserts[table] = (_sqlite_insert(table, names), operator.itemgetter(*names))
 
-    def _sort(self, batch: Sequence[Record]) -> tuple[dict[type, list[list[Any]]], list[tuple[Any, ...]],
-                                                       list[tuple[Any, ...]]]:
-        """Rows per record type, and the ends of interceptions started in an earlier batch."""
-        rows: dict[type, list[list[Any]]] = {kind: [] for kind, _ in _INSERT_TABLES}
-        starts: dict[Any, list[Any]] = {}
-        plain_ends: list[tuple[Any, ...]] = []
-        ends_with_metadata: list[tuple[Any, ...]] = []
-        ended = self._ENDED
-        for count, record in enumerate(map(clean_record, batch), 1):
-            if YIELD_EVERY and count % YIELD_EVERY == 0:
-                time.sleep(0)
-            if isinstance(record, InterceptionEnd):
-                at = _sqlite_time(record.ended_at)
-                metadata = json_dumps(record.metadata) if record.metadata else None
-                start = starts.get(record.id)
-                if start is not None:   # started and ended within one batch: one INSERT, no UPDATE
-                    start[ended], start[ended + 1] = at, record.cost_usd
-                    if metadata is not None:
-                        start[_START_METADATA] = metadata
-                elif metadata is not None:
-                    ends_with_metadata.append((at, record.cost_usd, metadata, record.id.hex))
-                else:
-                    plain_ends.append((at, record.cost_usd, record.id.hex))
-                continue
-            row = self._rows[type(record)](record)
-            rows[type(record)].append(row)
-            if isinstance(record, InterceptionStart):
-                starts[record.id] = row
-        return rows, plain_ends, ends_with_metadata
+    def _row(self, record: Record) -> dict[str, Any]:
+        return self._rows[type(record)](record)
 
     def write(self, batch: Sequence[Record]) -> None:
-        rows, plain_ends, ends_with_metadata = self._sort(batch)
+        rows = collect(batch, self._row, _sqlite_end, YIELD_EVERY)
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for kind, _ in _INSERT_TABLES:
-                step = YIELD_EVERY * 2 or max(1, len(rows[kind]))
-                for start in range(0, len(rows[kind]), step):
+            step = YIELD_EVERY * 2 or len(batch) or 1
+            for table, table_rows in rows.inserts:
+                sql, values = self._inserts[table]
+                for start in range(0, len(table_rows), step):
                     if start:
                         time.sleep(0)
-                    conn.executemany(self._rows[kind].sql, rows[kind][start:start + step])
-            if plain_ends:
-                conn.executemany(f"UPDATE {interceptions.name} SET ended_at = ?, cost_usd = ? WHERE id = ?",
-                                 plain_ends)
-            if ends_with_metadata:
-                conn.executemany(f"UPDATE {interceptions.name} SET ended_at = ?, cost_usd = ?, metadata = ? "
-                                 "WHERE id = ?", ends_with_metadata)
+                    conn.executemany(sql, map(values, table_rows[start:start + step]))
+            for (sql, values), ends in ((_SQLITE_END_PLAIN, rows.plain_ends),
+                                        (_SQLITE_END_WITH_METADATA, rows.ends_with_metadata)):
+                if ends:
+                    conn.executemany(sql, map(values, ends))
             conn.execute("COMMIT")
         except BaseException:
             # SQLite may already have rolled back (a full disk does): a second ROLLBACK would
@@ -251,9 +256,6 @@ class SQLiteWriter:
 
     def close(self) -> None:
         self._conn.close()
-
-
-_START_METADATA = _FIELDS[InterceptionStart].index("metadata")
 
 
 # Errors that say a batch's data is refused (it would fail again as it is), as opposed to the
