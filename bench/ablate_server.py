@@ -98,8 +98,11 @@ def apply(names: set[str]) -> None:
 def _cprofile() -> None:
     import atexit
     import cProfile
+    import time
 
-    profile = cProfile.Profile()
+    # The thread's CPU time, not the wall clock: time the loop spends preempted or waiting for the
+    # GIL would otherwise land on whatever function was running.
+    profile = cProfile.Profile(time.thread_time)
     out = os.environ.get("AIBRIDGE_BENCH_CPROFILE") or os.path.join(
         os.environ.get("CODER_AIBRIDGE_DATA_DIR", "."), "cprofile.out")
     profile.enable()
@@ -136,6 +139,8 @@ def _gc_stats() -> None:
 
 
 def main() -> None:
+    from bench import cpusampler
+    cpusampler.install_from_env()
     apply({n.strip() for n in os.environ.get("AIBRIDGE_BENCH_ABLATE", "").split(",") if n.strip()})
     from aibridge.cli.main import main as aibridge_main
     aibridge_main()

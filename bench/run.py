@@ -793,7 +793,7 @@ async def run(args: argparse.Namespace) -> int:
 
             if args.py_spy or args.profile_only:
                 for name in ("chat blocking", "chat stream"):
-                    for t in ("bridge", "bare"):
+                    for t in (*stack.bridges, "bare"):
                         out = Path(args.py_spy_dir) / f"py-spy-{t}-{name.replace(' ', '-')}.txt"
                         await py_spy(gen, targets[t], WORKLOADS[name], args.requests * 2, out)
 
@@ -857,8 +857,8 @@ def main() -> None:
                         help="also run a bridge with parts switched off (bench/ablate_server.py), e.g. "
                              "--variant no-rec=record --variant bare-ish=record,auth,client; repeatable")
     parser.add_argument("--py-spy", action="store_true",
-                        help="after the measurements, record py-spy profiles of the bridge and of the bare "
-                             "pass-through under load (c=64)")
+                        help="after the measurements, record py-spy profiles of the bridge (and its variants) and of "
+                             "the bare pass-through under load (c=64)")
     parser.add_argument("--profile-only", action="store_true",
                         help="skip the measurements: warm up, then only record the py-spy profiles")
     parser.add_argument("--py-spy-dir", default=".", help="where the py-spy profiles go (default: here)")

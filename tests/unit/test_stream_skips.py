@@ -1,20 +1,23 @@
-"""The observers' ``skips``: passing over events undecoded never changes what a stream records.
+"""The observers' ``skips`` and ``skips_all``: passing over events undecoded never changes what a
+stream records.
 
 Every streamed reply of the fake upstream's scenarios (tool calls, thinking, parallel calls,
-errors, cache usage, for the three APIs) is observed twice, with and without the skip, cut into
-chunks at random places; the findings and the error must be the same. The skip must also pass
-over most of a long text stream, or it is not worth having (Messages and Responses: their event
-names tell; a chat chunk is plain only by its content, which costs as much to check as to read).
+errors, cache usage, for the three APIs) is observed twice, with and without the skips, cut into
+chunks at random places; the findings and the error must be the same. The skips must also pass
+over most of a long text stream, or they are not worth having: a chunk of several text deltas is
+passed over whole (``skips_all``), without splitting it into events.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
 
-from aibridge.bridge.apis.base import Api, Finding
+from aibridge.bridge.apis.base import Api, Finding, Usage
 from aibridge.bridge.apis.chat_completions import CHAT_COMPLETIONS
+from aibridge.bridge.apis.common import event_lines, only_events
 from aibridge.bridge.apis.messages import MESSAGES
 from aibridge.bridge.apis.responses import RESPONSES
 from aibridge.bridge.sse import SSEDecoder
@@ -31,7 +34,8 @@ def observe(api: Api, stream: bytes, cuts: list[int], use_skip: bool) -> tuple[l
     findings: list[Finding] = []
     decoded = 0
     for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
-        for event in decoder.events(stream[start:end], observer.skips if use_skip else None):
+        skips = (observer.skips, observer.skips_all) if use_skip else (None, None)
+        for event in decoder.events(stream[start:end], *skips):
             decoded += 1
             findings += observer.feed(event)
     for event in decoder.flush():
@@ -50,10 +54,47 @@ def test_skipping_changes_no_finding(api: str, name: str, key: str, stream: byte
         assert skipped[:2] == plain[:2]
 
 
-@pytest.mark.parametrize("api", ["messages", "responses"])
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
 def test_text_deltas_are_not_decoded(api: str) -> None:
-    stream = b"".join(c for c, _ in load_scenarios()[(api, "bench")].replies["streaming"].chunks)
-    findings, _, decoded = observe(APIS[api], stream, [], use_skip=True)
-    _, _, all_events = observe(APIS[api], stream, [], use_skip=False)
-    assert findings                        # the usage is still found
+    chunks = [c for c, _ in load_scenarios()[(api, "bench")].replies["streaming"].chunks]
+    stream = b"".join(chunks)
+    cuts = list(itertools.accumulate(len(c) for c in chunks[:-1]))     # as the upstream writes it
+    findings, _, decoded = observe(APIS[api], stream, cuts, use_skip=True)
+    plain_findings, _, all_events = observe(APIS[api], stream, cuts, use_skip=False)
+    assert findings == plain_findings and any(isinstance(f, Usage) for f in findings)
     assert all_events >= 50 and decoded <= 8, (decoded, all_events)
+
+
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
+def test_a_chunk_of_text_deltas_is_passed_over_whole(api: str) -> None:
+    chunks = [c for c, _ in load_scenarios()[(api, "bench")].replies["streaming"].chunks]
+    middle = chunks[len(chunks) // 2]
+    assert middle.count(b"\n\n") >= 5          # the fake writes several events at a time
+    decoder, observer = SSEDecoder(), APIS[api].new_stream_observer()
+    for chunk in chunks[:len(chunks) // 2]:
+        for event in decoder.events(chunk, observer.skips, observer.skips_all):
+            observer.feed(event)
+    asked: tuple[list[bytes], list[bytes]] = ([], [])
+
+    def skips(raw: bytes) -> bool:
+        asked[0].append(raw)
+        return observer.skips(raw)
+
+    def skips_all(raw: bytes) -> bool:
+        asked[1].append(raw)
+        return observer.skips_all(raw)
+    assert list(decoder.events(middle, skips, skips_all)) == []
+    assert len(asked[1]) == 1 and asked[0] == []     # one question for the chunk, none per event
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b"event: ping\ndata: {}", True),
+    (b"event: ping\ndata: {}\n\nevent: ping\ndata: {}", True),
+    (b"event: ping\ndata: {}\n\nevent: message_stop\ndata: {}", False),
+    (b"data: {}\n\nevent: ping\ndata: {}", False),                        # an event without its name
+    (b"event: ping\ndata: {}\n\nevent: ping\nevent: ping\ndata: {}", False),  # two names in one
+    (b'event: ping\ndata: {"text":"event: ping"}\n\nevent: ping\ndata: {}', False),  # in the text
+    (b"event: pings\ndata: {}\n\nevent: ping\ndata: {}", False),
+])
+def test_only_events(raw: bytes, expected: bool) -> None:
+    assert only_events(raw, event_lines("ping")) is expected

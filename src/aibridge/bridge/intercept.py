@@ -161,7 +161,7 @@ async def _relay_stream(request: web.Request, flow: Flow, upstream: UpstreamResp
             finally:
                 flow.upstream_seconds += time.perf_counter() - waited
             await response.write(chunk)
-            for event in decoder.events(chunk, observer.skips):
+            for event in decoder.events(chunk, observer.skips, observer.skips_all):
                 for finding in observer.feed(event):
                     addons.finding(flow, finding)
         for event in decoder.flush():

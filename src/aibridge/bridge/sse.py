@@ -35,10 +35,12 @@ class SSEDecoder:
         """The events ``chunk`` completes."""
         return list(self.events(chunk))
 
-    def events(self, chunk: bytes, skip: Callable[[bytes], bool] | None = None) -> Iterator[SSEEvent]:
+    def events(self, chunk: bytes, skip: Callable[[bytes], bool] | None = None,
+               skip_all: Callable[[bytes], bool] | None = None) -> Iterator[SSEEvent]:
         """The events ``chunk`` completes, one at a time. ``skip(block)`` sees an event's raw lines
         (no blank line) once the events before it were handled; an event it picks is passed over
-        undecoded."""
+        undecoded. ``skip_all(raw)``, asked first when the chunk completes several events, sees
+        their raw lines at once (blank lines between): True passes over all of them."""
         if self._pending_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]          # the LF of a CRLF split across chunks
         self._pending_cr = chunk.endswith(b"\r")
@@ -46,11 +48,19 @@ class SSEDecoder:
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         *blocks, self._buffer = buffer.split(b"\n\n")
-        for block in blocks:
+        ask_all = skip_all if len(blocks) > 1 else None
+        if ask_all is not None and ask_all(buffer[:len(buffer) - len(self._buffer) - 2]):
+            return
+        for index, block in enumerate(blocks):
             if not block or (skip is not None and skip(block)):
                 continue
             if (event := self._block(block)) is not None:
                 yield event
+            if ask_all is not None and len(blocks) - index > 2:
+                # Once more for the rest, after the first event read (a stream's first names its id).
+                rest, ask_all = b"\n\n".join(blocks[index + 1:]), None
+                if skip_all is not None and skip_all(rest):
+                    return
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: a final event without its blank line still counts."""

@@ -95,7 +95,7 @@ class Redactor:
                 folded = text.lower() if folded is None else folded
                 haystack = folded
                 regex = rule.regex if len(folded) == len(text) else rule.ignorecase
-            if not any(anchor in haystack for anchor in rule.anchors):
+            if not any(map(haystack.__contains__, rule.anchors)):      # no generator frame per rule
                 continue
             for match in regex.finditer(haystack if regex is rule.regex else text):
                 start, end = match.span("v") if rule.partial else match.span()

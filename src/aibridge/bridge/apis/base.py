@@ -71,6 +71,11 @@ class StreamObserver(Protocol):
         """True for an event (its raw lines) that ``feed`` would pass over, recognised without
         decoding it: most of a stream is text deltas. Any doubt answers False (only costs a parse)."""
 
+    def skips_all(self, raw: bytes) -> bool:
+        """True when none of several events (their raw lines, blank lines between: what one
+        chunk completed) has anything ``feed`` would use; a stream's chunks are mostly text
+        deltas. Asked before ``skips``; any doubt answers False."""
+
     def finish(self) -> list[Finding]:
         """End of stream (normal or not): whatever is complete or partially seen, once."""
 

@@ -164,6 +164,20 @@ class _ChatObserver(ObserverBase):
         self._choices.clear()
         return findings + self._flush_usage()
 
+    def skips(self, raw: bytes) -> bool:
+        """The raw form of ``_is_plain_delta``, for one event or several (the checks are
+        substrings: what holds for the whole holds for each event)."""
+        return (
+            bool(self._id)
+            and not self._choices
+            and b"tool_calls" not in raw
+            and b"reasoning" not in raw
+            and b'"error"' not in raw
+            and raw.count(b'"usage"') == raw.count(b'"usage":null')
+        )
+
+    skips_all = skips
+
     def _is_plain_delta(self, data: str) -> bool:
         """A text delta carries nothing to record; recognise it without parsing. Any doubt
         (a word in the text, spacing we do not expect) only costs a parse."""

@@ -27,7 +27,8 @@ def as_str(value: object) -> str:
 
 
 def as_int(value: object) -> int:
-    # bool is an int subclass, but never a token count
+    if type(value) is int:          # the common case first; bool (a subclass) is never a count
+        return value
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -138,12 +139,30 @@ class ObserverBase:
     def skips(self, block: bytes) -> bool:
         return False
 
+    def skips_all(self, raw: bytes) -> bool:
+        return False
+
 
 def event_name(block: bytes) -> bytes | None:
     """The ``event:`` name of a raw SSE event written the usual way (its first line), else None."""
     if not block.startswith(b"event: "):
         return None
     return block[7:].partition(b"\n")[0]
+
+
+def event_lines(*names: str) -> tuple[bytes, ...]:
+    """The raw first lines of events with these names (for ``only_events``)."""
+    return tuple(b"event: " + name.encode() + b"\n" for name in names)
+
+
+def only_events(raw: bytes, lines: tuple[bytes, ...]) -> bool:
+    """True when every event in ``raw`` (whole raw events, blank lines between) starts with one
+    of ``lines`` (see ``event_lines``) and has no other ``event:``. Counted in C, no event split:
+    any ``event: `` elsewhere (say in a model's text) only makes the answer False."""
+    events = raw.count(b"\n\n") + 1
+    return (raw.startswith(b"event: ") and raw.count(b"event: ") == events
+            and raw.count(b"\n\nevent: ") == events - 1
+            and sum(map(raw.count, lines)) == events)
 
 
 class ApiAdapter:
