@@ -42,7 +42,7 @@ def install(out: str) -> None:
     counts: collections.Counter[str] = collections.Counter()
 
     def sample(signum: int, frame: FrameType | None) -> None:
-        stack = []
+        stack: list[str] = []
         while frame is not None and len(stack) < 60:
             stack.append(_frame(frame))
             frame = frame.f_back
