@@ -38,7 +38,7 @@ def as_int(value: object) -> int:
 
 def counts(**values: object) -> dict[str, Any]:
     """Metadata of the non-zero counts only, so that absent and zero extras compare equal."""
-    return {key: n for key, value in values.items() if (n := as_int(value))}
+    return {key: n for key, value in values.items() if value is not None and (n := as_int(value))}
 
 
 def loads_object(data: str | bytes) -> dict[str, Any] | None:

@@ -50,13 +50,31 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 900.0
 
 
-def forwardable_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    return CIMultiDict((k, v) for k, v in headers.items()
-                       if (name := k.lower()) not in DROPPED_REQUEST_HEADERS and not name.startswith(ACTOR_PREFIX))
+class _HeaderFilter:
+    """Which header names pass, decided once per name as spelled (a request carries a dozen,
+    always the same few): a dict lookup instead of ``lower()`` and set lookups per header."""
+
+    __slots__ = ("_passes", "_rule")
+
+    def __init__(self, rule: Callable[[str], bool]) -> None:
+        self._rule = rule
+        self._passes: dict[str, bool] = {}
+
+    def __call__(self, headers: Mapping[str, str]) -> CIMultiDict[str]:
+        passes = self._passes
+        if len(passes) > 4096:          # names made up per request: do not grow without bound
+            passes.clear()
+        return CIMultiDict([(k, v) for k, v in headers.items()
+                            if passes.get(k) or (k not in passes and self._learn(k))])
+
+    def _learn(self, name: str) -> bool:
+        self._passes[name] = passes = self._rule(name.lower())
+        return passes
 
 
-def relayable_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in DROPPED_RESPONSE_HEADERS)
+forwardable_headers = _HeaderFilter(
+    lambda name: name not in DROPPED_REQUEST_HEADERS and not name.startswith(ACTOR_PREFIX))
+relayable_headers = _HeaderFilter(lambda name: name not in DROPPED_RESPONSE_HEADERS)
 
 
 def join_url(base: str, tail: str, query: str = "") -> str:
