@@ -89,6 +89,8 @@ class Rules:
 
     def alias(self, model: str, provider: str) -> str | None:
         """What ``model`` is served as: an exact alias (this provider's, then any provider's), then a glob."""
+        if not self.aliases:            # most deployments: asked for every request
+            return None
         for key in ((model, provider), (model, "")):
             if key in self.aliases:
                 return self.aliases[key]
