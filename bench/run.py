@@ -265,8 +265,10 @@ def central_headers() -> dict[str, dict[str, str]]:
 class Bridge:
     """One ``aibridge server`` with its own data dir (SQLite), user and token."""
 
-    def __init__(self, name: str, ablate: str, work_dir: Path, upstream_url: str, workers: str = "1") -> None:
+    def __init__(self, name: str, ablate: str, work_dir: Path, upstream_url: str, workers: str = "1",
+                 src: Path | None = None) -> None:
         self.name = name
+        self.src = src                # another checkout's src/ (--baseline); None: this one
         self.workers = workers        # CODER_AIBRIDGE_WORKERS (bench.scaling varies it)
         self.ablate = ablate          # bench.ablate_server's AIBRIDGE_BENCH_ABLATE; "" = the real thing
         self.data_dir = work_dir / f"data-{name}"
@@ -290,6 +292,8 @@ class Bridge:
                "CODER_AIBRIDGE_ANTHROPIC_KEY": ANTHROPIC_KEY, "CODER_AIBRIDGE_ANTHROPIC_BASE_URL": f"{up}/"}
         if self.ablate:
             env["AIBRIDGE_BENCH_ABLATE"] = self.ablate
+        if self.src is not None:        # ahead of the installed (editable) aibridge
+            env["PYTHONPATH"] = os.pathsep.join([str(self.src), str(ROOT)])
         return child_env(env)
 
     def start(self) -> Proc:
@@ -387,8 +391,9 @@ class Stack:
         self.upstream_url = self.bare_url = ""
         self.bare: Proc | None = None
         self.litellm: LiteLLM | None = None
+        self.worktree: Path | None = None
 
-    async def start(self, variants: Mapping[str, str], litellm_venv: str = "") -> None:
+    async def start(self, variants: Mapping[str, str], litellm_venv: str = "", baseline: str = "") -> None:
         py = sys.executable
         upstream = Proc("upstream", [py, "-m", "tests.fakes.upstream", "--port", "0"], child_env(),
                         self.dir, ready_line=True)
@@ -402,7 +407,10 @@ class Stack:
         self._pin(self.bare, self.proxy_cpus)
         self.bare_url = f"http://127.0.0.1:{self.bare.read_ready_port()}"
         for name, ablate in {"bridge": "", **variants}.items():
-            bridge = self.bridges[name] = Bridge(name, ablate, self.dir, self.upstream_url)
+            self.bridges[name] = Bridge(name, ablate, self.dir, self.upstream_url)
+        if baseline:
+            self.bridges["base"] = Bridge("base", "", self.dir, self.upstream_url, src=self._worktree(baseline) / "src")
+        for bridge in self.bridges.values():
             self.procs.append(bridge.start())
             self._pin(bridge.proc, self.proxy_cpus)
         if litellm_venv:
@@ -416,6 +424,14 @@ class Stack:
                 await self.litellm.wait_healthy(session)
         for bridge in self.bridges.values():
             bridge.create_user()
+
+    def _worktree(self, ref: str) -> Path:
+        """A detached checkout of ``ref`` in the work dir (removed by ``stop``)."""
+        path = self.dir / "baseline"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), ref],
+                       check=True, capture_output=True, timeout=120)
+        self.worktree = path
+        return path
 
     @staticmethod
     def _pin(proc: Proc | None, cpus: set[int]) -> None:
@@ -445,6 +461,9 @@ class Stack:
         for proc in reversed(self.procs):
             with contextlib.suppress(Exception):
                 proc.stop()
+        if self.worktree is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(self.worktree)],
+                           check=False, capture_output=True, timeout=120)
         if not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -751,9 +770,9 @@ async def run(args: argparse.Namespace) -> int:
     # Ctrl-C cancels this task (asyncio.run does that); SIGTERM too, so the finally below always runs.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
-        print(f"starting the fake upstream, the bridge{'s' if variants else ''} and the bare pass-through "
-              f"(work dir {stack.dir}) …")
-        await stack.start(variants, args.litellm)
+        several = "s" if variants or args.baseline else ""
+        print(f"starting the fake upstream, the bridge{several} and the bare pass-through (work dir {stack.dir}) …")
+        await stack.start(variants, args.litellm, args.baseline)
         targets = stack.targets()
         order_names = [*stack.bridges, "bare", "direct", *(["litellm"] if args.litellm else [])]
         print(f"  upstream {stack.upstream_url}, bare {stack.bare_url} (pid {stack.bare.pid}), "  # type: ignore[union-attr]
@@ -862,6 +881,9 @@ def main() -> None:
     parser.add_argument("--profile-only", action="store_true",
                         help="skip the measurements: warm up, then only record the py-spy profiles")
     parser.add_argument("--py-spy-dir", default=".", help="where the py-spy profiles go (default: here)")
+    parser.add_argument("--baseline", metavar="GIT_REF", default="",
+                        help="also run the bridge as of this commit (e.g. HEAD~3), from a temporary git worktree, "
+                             "as target 'base': what a change bought, measured side by side")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, SQLite databases)")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the proxies to one CPU (and the fake and load generator to the others)")

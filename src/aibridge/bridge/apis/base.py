@@ -12,6 +12,7 @@ lifecycle and calls these functions at its moments:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -71,10 +72,12 @@ class StreamObserver(Protocol):
         """True for an event (its raw lines) that ``feed`` would pass over, recognised without
         decoding it: most of a stream is text deltas. Any doubt answers False (only costs a parse)."""
 
-    def skips_all(self, raw: bytes) -> bool:
-        """True when none of several events (their raw lines, blank lines between: what one
-        chunk completed) has anything ``feed`` would use; a stream's chunks are mostly text
-        deltas. Asked before ``skips``; any doubt answers False."""
+    @property
+    def skips_all(self) -> Callable[[bytes], bool] | None:
+        """Asked before ``skips`` with several events (their raw lines, blank lines between: what
+        one chunk completed): True when none has anything ``feed`` would use; any doubt answers
+        False. None for an observer that tells one event at a time (Messages and Responses: their
+        events are told by name, and checking a chunk would cost what checking its events does)."""
 
     def finish(self) -> list[Finding]:
         """End of stream (normal or not): whatever is complete or partially seen, once."""

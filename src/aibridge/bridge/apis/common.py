@@ -139,8 +139,7 @@ class ObserverBase:
     def skips(self, block: bytes) -> bool:
         return False
 
-    def skips_all(self, raw: bytes) -> bool:
-        return False
+    skips_all: Callable[[bytes], bool] | None = None
 
 
 def event_name(block: bytes) -> bytes | None:
@@ -148,21 +147,6 @@ def event_name(block: bytes) -> bytes | None:
     if not block.startswith(b"event: "):
         return None
     return block[7:].partition(b"\n")[0]
-
-
-def event_lines(*names: str) -> tuple[bytes, ...]:
-    """The raw first lines of events with these names (for ``only_events``)."""
-    return tuple(b"event: " + name.encode() + b"\n" for name in names)
-
-
-def only_events(raw: bytes, lines: tuple[bytes, ...]) -> bool:
-    """True when every event in ``raw`` (whole raw events, blank lines between) starts with one
-    of ``lines`` (see ``event_lines``) and has no other ``event:``. Counted in C, no event split:
-    any ``event: `` elsewhere (say in a model's text) only makes the answer False."""
-    events = raw.count(b"\n\n") + 1
-    return (raw.startswith(b"event: ") and raw.count(b"event: ") == events
-            and raw.count(b"\n\nevent: ") == events - 1
-            and sum(map(raw.count, lines)) == events)
 
 
 class ApiAdapter:

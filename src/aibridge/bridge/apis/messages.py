@@ -20,10 +20,8 @@ from aibridge.bridge.apis.common import (
     counts,
     dumps_text,
     error_message,
-    event_lines,
     event_name,
     loads_object,
-    only_events,
 )
 from aibridge.bridge.sse import SSEEvent, encode_event
 
@@ -172,9 +170,6 @@ class _MessagesObserver(ObserverBase):
         name = event_name(block)
         return name is not None and (name not in _HANDLED or (name == b"content_block_delta" and not self._blocks))
 
-    def skips_all(self, raw: bytes) -> bool:
-        return only_events(raw, _PING if self._blocks else _PING_OR_DELTA)
-
     def finish(self) -> list[Finding]:
         findings = [f for block in self._blocks.values() if (f := block.finding(self._message_id, False))]
         self._blocks.clear()
@@ -242,8 +237,6 @@ _HANDLERS: dict[str, Callable[[_MessagesObserver, dict[str, Any]], list[Finding]
     "error": _MessagesObserver._stream_error,
 }
 _HANDLED = frozenset(kind.encode() for kind in _HANDLERS)     # as raw event names (skips)
-_PING = event_lines("ping")
-_PING_OR_DELTA = event_lines("ping", "content_block_delta")
 
 
 class MessagesApi(ApiAdapter):

@@ -22,11 +22,9 @@ from aibridge.bridge.apis.common import (
     counts,
     dumps_text,
     error_message,
-    event_lines,
     event_name,
     last_user_message,
     loads_object,
-    only_events,
 )
 from aibridge.bridge.loop.responses import continuation_id
 from aibridge.bridge.sse import SSEEvent, encode_event
@@ -159,9 +157,6 @@ class _ResponsesObserver(ObserverBase):
         name = event_name(block)
         return name is not None and (name not in _HANDLED or (name in _DELTA_NAMES and not self._calls))
 
-    def skips_all(self, raw: bytes) -> bool:
-        return only_events(raw, _TEXT_EVENTS if self._calls else _TEXT_OR_CALL_DELTAS)
-
     def finish(self) -> list[Finding]:
         findings: list[Finding] = [c for call in self._calls.values() if (c := call.finding(self._id))]
         for parts in self._summaries.values():
@@ -246,10 +241,6 @@ _HANDLERS: dict[str, Callable[[_ResponsesObserver, dict[str, Any]], list[Finding
     "error": _ResponsesObserver._stream_error,
 }
 _HANDLED = frozenset(kind.encode() for kind in _HANDLERS)     # as raw event names (skips)
-# The events of an answer's text, which no handler reads (skips_all).
-_TEXT_EVENTS = event_lines("response.output_text.delta", "response.output_text.done",
-                           "response.content_part.added", "response.content_part.done")
-_TEXT_OR_CALL_DELTAS = _TEXT_EVENTS + event_lines(*_DELTA_EVENTS)
 
 
 class ResponsesApi(ApiAdapter):
