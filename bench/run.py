@@ -49,7 +49,11 @@ ANTHROPIC_KEY = "sk-ant-central"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 REQUEST_TIMEOUT = 30.0
-SETTLE = 0.15            # after a batch, before reading CPU: lets the recorder's writer finish
+SETTLE = 0.15            # after a batch, before reading CPU: lets the process finish what it does
+# A bridge's recorder writes a batch's last records up to 0.2 s (its linger) after the answers: the
+# batch waits for them (its /healthz shows nothing pending), up to this long, so that the writer
+# neither escapes the bridge's CPU figure nor runs on the proxies' CPU during the next target's batch.
+RECORDER_SETTLE_TIMEOUT = 10.0
 CONCURRENCIES = (1, 64)
 
 PROMPT = "Write one short paragraph for the benchmark; nothing else."
@@ -558,12 +562,24 @@ class LoadGen:
         cpu_us = sys_us = switches = None
         if proc and cpu0:
             await asyncio.sleep(SETTLE)
+            if target.is_bridge:
+                await self.recorder_settled(target)
             used = proc.cpu() - cpu0
             cpu_us, sys_us = (used.user + used.sys) / n * 1e6, used.sys / n * 1e6
             # Threads that ended during the batch take their counts with them: then it is unknown.
             switches = used.switches / n if used.switches >= 0 else None
         return Batch(w.name, target.name, concurrency, n, cpu_us, sys_us, switches, latencies,
                      ttfbs if w.stream else [], wall, errors)
+
+
+    async def recorder_settled(self, target: Target) -> None:
+        deadline = time.monotonic() + RECORDER_SETTLE_TIMEOUT
+        while time.monotonic() < deadline:
+            async with self.session.get(f"{target.base}/healthz") as resp:
+                recording = (await resp.json()).get("recording") or {}
+            if not recording.get("pending"):
+                return
+            await asyncio.sleep(0.02)
 
 
 async def learn_sizes(session: aiohttp.ClientSession, direct: Target) -> dict[str, int]:
