@@ -15,7 +15,7 @@ Nothing here is a supported mode of the product: these patches exist so that ``b
 - ``gcfreeze``: ``gc.freeze()`` once the server is listening (the start-up heap leaves the
                collector's view)
 - ``gcdefault``: the collector's default thresholds (700, 10, 10) instead of the server's
-- ``noyield``: the SQLite writer thread does not pause every ``YIELD_EVERY`` records
+- ``noyield``: the SQLite writer thread never pauses (``YIELD_AFTER`` infinite)
 - ``cprofile``: (changes nothing but adds cProfile's overhead) profiles the event loop's thread
                and writes the stats to ``$AIBRIDGE_BENCH_CPROFILE`` (default ``cprofile.out`` in the
                data dir) when the server stops; read with ``python -m pstats``
@@ -92,7 +92,7 @@ def apply(names: set[str]) -> None:
         _cprofile()
     if "noyield" in names:
         from aibridge.store import writer
-        writer.YIELD_EVERY = 0
+        writer.YIELD_AFTER = float("inf")
 
 
 def _cprofile() -> None:

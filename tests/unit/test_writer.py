@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from aibridge.store import records as rec
@@ -71,15 +72,24 @@ async def test_the_sqlite_writer_writes_what_sqlalchemy_writes(tmp_path: Path) -
     assert written == expected
 
 
-async def test_a_batch_written_in_steps_is_written_whole(tmp_path: Path) -> None:
-    """A batch of several of the writer's yielding steps (it pauses between them) is all written."""
+async def test_a_batch_written_in_steps_is_written_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of several of the writer's steps, pausing all along, is all written."""
     from aibridge.store import writer as writer_module
     path = tmp_path / "a.db"
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     await migrate(engine)
     user = await user_store.create_user(engine, "u", "member")
     await engine.dispose()
-    step = writer_module.YIELD_EVERY
+    monkeypatch.setattr(writer_module, "YIELD_AFTER", 0.0)      # a pause at every chance
+    pauses = 0
+    real_sleep = time.sleep
+
+    def counted(seconds: float) -> None:
+        nonlocal pauses
+        pauses += 1
+        real_sleep(seconds)
+    monkeypatch.setattr(time, "sleep", counted)
+    step = writer_module.STEP_ROWS
     batch: list[rec.Record] = []
     for _ in range(step * 3):
         iid = rec.new_id()
@@ -88,6 +98,7 @@ async def test_a_batch_written_in_steps_is_written_whole(tmp_path: Path) -> None
     writer = SQLiteWriter(str(path))
     writer.write(batch)
     writer.close()
+    assert pauses >= len(batch)                      # between records, and between the statements' steps
     tables = dump(path)
     assert len(tables["aibridge_interceptions"]) == len(tables["aibridge_user_prompts"]) == step * 3
     assert all(row[interceptions.columns.keys().index("ended_at")] for row in tables["aibridge_interceptions"])

@@ -89,17 +89,18 @@ def _end(record: InterceptionEnd) -> dict[str, Any]:
 
 
 def collect(batch: Sequence[Record], row: Callable[[Record], dict[str, Any]] = _row,
-            end: Callable[[InterceptionEnd], dict[str, Any]] = _end, pause_every: int = 0) -> Rows:
+            end: Callable[[InterceptionEnd], dict[str, Any]] = _end,
+            pause: Callable[[], None] | None = None) -> Rows:
     """Rows for the batch, every value made storable first (store/sanitize.py). ``row`` and
-    ``end`` give a record's values as the driver takes them; ``pause_every``: yield the GIL (and
-    the core) every so many records, for a caller on a thread beside the event loop."""
+    ``end`` give a record's values as the driver takes them; ``pause`` is called between records
+    (a ``Pacer``, for a caller on a thread beside the event loop)."""
     rows: dict[type, list[dict[str, Any]]] = {kind: [] for kind, _ in _INSERT_TABLES}
     starts: dict[Any, dict[str, Any]] = {}
     plain_ends: list[dict[str, Any]] = []
     ends_with_metadata: list[dict[str, Any]] = []
-    for count, record in enumerate(map(clean_record, batch), 1):
-        if pause_every and count % pause_every == 0:
-            time.sleep(0)
+    for record in map(clean_record, batch):
+        if pause is not None:
+            pause()
         if isinstance(record, InterceptionEnd):
             values = end(record)
             start = starts.get(record.id)
@@ -201,9 +202,27 @@ _SQLITE_END_WITH_METADATA = (f"UPDATE {interceptions.name} SET ended_at = ?, cos
 
 
 # The writer thread gives the event loop its turn (the GIL, and the core when the server has one)
-# every this many records (about 0.3 ms of work): a batch of hundreds must not hold a request up
-# for milliseconds (bench/README.md: p99 at concurrency 1).
-YIELD_EVERY = 64
+# after this long at most: a batch of hundreds of records must not hold a request up for
+# milliseconds (bench/README.md: p99 at concurrency 1). Measured on time, not records: what a
+# record costs depends on the machine and the record.
+YIELD_AFTER = 0.0003
+# Rows per executemany call: the pacer is asked between calls.
+STEP_ROWS = 32
+
+
+class Pacer:
+    """Called often by a thread beside the event loop; yields the GIL once ``YIELD_AFTER`` has
+    passed since it last did (``time.sleep(0)`` lets a waiting thread take it)."""
+
+    __slots__ = ("_due",)
+
+    def __init__(self) -> None:
+        self._due = time.perf_counter() + YIELD_AFTER
+
+    def __call__(self) -> None:
+        if time.perf_counter() >= self._due:
+            time.sleep(0)
+            self._due = time.perf_counter() + YIELD_AFTER
 
 
 class SQLiteWriter:
@@ -230,17 +249,16 @@ class SQLiteWriter:
         return self._rows[type(record)](record)
 
     def write(self, batch: Sequence[Record]) -> None:
-        rows = collect(batch, self._row, _sqlite_end, YIELD_EVERY)
+        pace = Pacer()
+        rows = collect(batch, self._row, _sqlite_end, pace)
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            step = YIELD_EVERY * 2 or len(batch) or 1
             for table, table_rows in rows.inserts:
                 sql, values = self._inserts[table]
-                for start in range(0, len(table_rows), step):
-                    if start:
-                        time.sleep(0)
-                    conn.executemany(sql, map(values, table_rows[start:start + step]))
+                for start in range(0, len(table_rows), STEP_ROWS):
+                    pace()
+                    conn.executemany(sql, map(values, table_rows[start:start + STEP_ROWS]))
             for (sql, values), ends in ((_SQLITE_END_PLAIN, rows.plain_ends),
                                         (_SQLITE_END_WITH_METADATA, rows.ends_with_metadata)):
                 if ends:
