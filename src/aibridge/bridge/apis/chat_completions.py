@@ -138,7 +138,7 @@ class _ChatObserver(ObserverBase):
         data = event.data
         if data == "[DONE]":
             return self._flush_usage()
-        if self.skips(data.encode()):       # fed without the decoder's skips (the turn loop)
+        if self._is_plain_delta(data):
             return []
         chunk = loads_object(data)
         if chunk is None:
@@ -165,9 +165,8 @@ class _ChatObserver(ObserverBase):
         return findings + self._flush_usage()
 
     def skips(self, raw: bytes) -> bool:
-        """A text delta carries nothing to record: recognised in its raw bytes, for one event or
-        several (the checks are substrings: what holds for the whole holds for each event). Any
-        doubt (a word in the text, spacing we do not expect) only costs a parse."""
+        """The raw form of ``_is_plain_delta``, for one event or several (the checks are
+        substrings: what holds for the whole holds for each event)."""
         return (
             bool(self._id)
             and not self._choices
@@ -178,6 +177,18 @@ class _ChatObserver(ObserverBase):
         )
 
     skips_all = skips
+
+    def _is_plain_delta(self, data: str) -> bool:
+        """A text delta carries nothing to record; recognise it without parsing. Any doubt
+        (a word in the text, spacing we do not expect) only costs a parse."""
+        return (
+            bool(self._id)
+            and not self._choices
+            and "tool_calls" not in data
+            and "reasoning" not in data
+            and '"error"' not in data
+            and ('"usage"' not in data or '"usage":null' in data)
+        )
 
     def _choice(self, choice: dict[str, Any]) -> list[Finding]:
         index = as_int(choice.get("index"))
