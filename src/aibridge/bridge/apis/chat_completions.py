@@ -166,7 +166,8 @@ class _ChatObserver(ObserverBase):
 
     def skips(self, raw: bytes) -> bool:
         """The raw form of ``_is_plain_delta``, for one event or several (the checks are
-        substrings: what holds for the whole holds for each event)."""
+        substrings: what holds for the whole holds for each event). Kept apart from it: feeding
+        a str through this (encode, two counts) made the turn loop's per-event check ~30% dearer."""
         return (
             bool(self._id)
             and not self._choices
