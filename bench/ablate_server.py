@@ -19,6 +19,7 @@ Nothing here is a supported mode of the product: these patches exist so that ``b
 - ``cprofile``: (changes nothing but adds cProfile's overhead) profiles the event loop's thread
                and writes the stats to ``$AIBRIDGE_BENCH_CPROFILE`` (default ``cprofile.out`` in the
                data dir) when the server stops; read with ``python -m pstats``
+- ``calls``:   (changes nothing) a bridge for ``bench.calls`` to count calls in (``bench/callcount.py``)
 - ``gcstats``: (changes nothing) counts the cyclic garbage collector's passes and time, written
                to stderr as ``bench-gc: …`` when the server stops
 """
@@ -30,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 ABLATIONS = ("record", "dbwrite", "auth", "client", "session", "gcfreeze", "gcstats", "cprofile", "gcdefault",
-             "noyield")
+             "noyield", "calls")
 
 
 def apply(names: set[str]) -> None:
@@ -139,8 +140,9 @@ def _gc_stats() -> None:
 
 
 def main() -> None:
-    from bench import cpusampler
+    from bench import callcount, cpusampler
     cpusampler.install_from_env()
+    callcount.install_from_env()
     apply({n.strip() for n in os.environ.get("AIBRIDGE_BENCH_ABLATE", "").split(",") if n.strip()})
     from aibridge.cli.main import main as aibridge_main
     aibridge_main()

@@ -80,8 +80,9 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:8080")
     parser.add_argument("--no-uvloop", action="store_true", help="asyncio's default event loop instead of uvloop")
     args = parser.parse_args()
-    from bench import cpusampler
+    from bench import callcount, cpusampler
     cpusampler.install_from_env()
+    callcount.install_from_env()
     if args.no_uvloop:
         asyncio.run(serve(args.port, args.upstream, args.host))
     else:

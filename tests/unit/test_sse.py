@@ -60,7 +60,8 @@ def random_stream(rng: random.Random) -> bytes:
         if rng.random() < 0.5:
             lines.append(f"event: {rng.choice(['message_start', 'ping', 'response.completed'])}")
         for _ in range(rng.randint(0, 3)):
-            lines.append(rng.choice(["data: ", "data:", "data"]) + rng.choice(['{"a":1}', "", "é ü", " two  spaces"]))
+            value = rng.choice(['{"a":1}', "", "é ü", " two  spaces", "KEEP"])
+            lines.append(rng.choice(["data: ", "data:", "data"]) + value)
         if rng.random() < 0.2:
             lines.append(": keep-alive comment")
         if rng.random() < 0.1:
@@ -75,6 +76,27 @@ def test_matches_the_spec_reading_on_random_streams_and_chunkings() -> None:
     for _ in range(3000):
         stream = random_stream(rng)
         assert decode(stream, rng) == reference(stream), stream
+
+
+def test_events_passed_over_leave_the_rest_as_the_spec_reads_them() -> None:
+    """``skip`` and ``skip_all`` pass over the events without the marker, whole chunks at a time
+    where they can: the spec's events with it in their data are read as the spec reads them, at
+    any chunking."""
+    rng = random.Random(11)
+
+    def unmarked(raw: bytes) -> bool:
+        return b"KEEP" not in raw
+
+    for _ in range(3000):
+        stream = random_stream(rng)
+        decoder, at = SSEDecoder(), 0
+        events: list[SSEEvent] = []
+        while at < len(stream):
+            size = rng.randint(1, 120)
+            events += decoder.events(stream[at:at + size], unmarked, unmarked)
+            at += size
+        got = [(e.event, e.data) for e in events + decoder.flush() if "KEEP" in e.data]
+        assert got == [(e.event, e.data) for e in reference(stream) if "KEEP" in e.data], stream
 
 
 def test_real_shapes() -> None:

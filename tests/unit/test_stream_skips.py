@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -87,3 +88,23 @@ def test_a_chunk_of_chat_text_deltas_is_passed_over_whole() -> None:
     assert len(asked[1]) == 1 and asked[0] == []     # one question for the chunk, none per event
 
 
+
+
+def test_a_whole_chat_stream_in_one_chunk_costs_a_few_questions() -> None:
+    """Its first event (the id) and its last ones (usage) need reading: the events between are
+    passed over by halves, not asked about one by one."""
+    stream = b"".join(c for c, _ in load_scenarios()[("chat", "bench")].replies["streaming"].chunks)
+    decoder, observer = SSEDecoder(), CHAT_COMPLETIONS.new_stream_observer()
+    check_all = observer.skips_all
+    assert check_all is not None
+    asked = [0]
+
+    def counted(check: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
+        def ask(raw: bytes) -> bool:
+            asked[0] += 1
+            return check(raw)
+        return ask
+    events = decoder.events(stream, counted(observer.skips), counted(check_all))
+    findings = [f for event in events for f in observer.feed(event)] + observer.finish()
+    assert any(isinstance(f, Usage) for f in findings)
+    assert stream.count(b"\n\n") >= 50 and asked[0] <= 25, asked[0]

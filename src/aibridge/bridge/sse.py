@@ -18,6 +18,9 @@ class SSEEvent:
     id: str | None = None
 
 
+_FEW = 3      # blocks asked about one by one rather than halved
+
+
 class SSEDecoder:
     """Bytes in, events out. Works an event (a block up to its blank line) at a time, so that
     ``skip`` can pass over the events a reader has no use for before anything is decoded."""
@@ -39,28 +42,40 @@ class SSEDecoder:
                skip_all: Callable[[bytes], bool] | None = None) -> Iterator[SSEEvent]:
         """The events ``chunk`` completes, one at a time. ``skip(block)`` sees an event's raw lines
         (no blank line) once the events before it were handled; an event it picks is passed over
-        undecoded. ``skip_all(raw)``, asked first when the chunk completes several events, sees
-        their raw lines at once (blank lines between): True passes over all of them."""
+        undecoded. ``skip_all(raw)`` sees the raw lines of several events at once (blank lines
+        between), also once the events before them were handled: True passes over all of them.
+        It is asked first about all the events the chunk completes, before they are split."""
         if self._pending_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]          # the LF of a CRLF split across chunks
         self._pending_cr = chunk.endswith(b"\r")
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if skip_all is not None and (end := buffer.rfind(b"\n\n")) > 0 and skip_all(buffer[:end]):
+            self._buffer = buffer[end + 2:]
+            return iter(())
         *blocks, self._buffer = buffer.split(b"\n\n")
-        ask_all = skip_all if len(blocks) > 1 else None
-        if ask_all is not None and ask_all(buffer[:len(buffer) - len(self._buffer) - 2]):
-            return
-        for index, block in enumerate(blocks):
-            if not block or (skip is not None and skip(block)):
-                continue
-            if (event := self._block(block)) is not None:
+        if skip_all is not None and len(blocks) > _FEW:
+            return self._halves(blocks, skip, skip_all)
+        return self._each(blocks, skip)
+
+    def _halves(self, blocks: list[bytes], skip: Callable[[bytes], bool] | None,
+                skip_all: Callable[[bytes], bool]) -> Iterator[SSEEvent]:
+        """Blocks that ``skip_all`` refused as a whole, asked about half by half: the few events
+        worth reading among many (a stream's first, its usage at the end) cost a few questions,
+        not one per event."""
+        half = len(blocks) // 2
+        for part in (blocks[:half], blocks[half:]):
+            if len(part) <= _FEW:
+                if not skip_all(b"\n\n".join(part)):
+                    yield from self._each(part, skip)
+            elif not skip_all(b"\n\n".join(part)):
+                yield from self._halves(part, skip, skip_all)
+
+    def _each(self, blocks: list[bytes], skip: Callable[[bytes], bool] | None) -> Iterator[SSEEvent]:
+        for block in blocks:
+            if block and not (skip is not None and skip(block)) and (event := self._block(block)) is not None:
                 yield event
-            if ask_all is not None and len(blocks) - index > 2:
-                # Once more for the rest, after the first event read (a stream's first names its id).
-                rest, ask_all = b"\n\n".join(blocks[index + 1:]), None
-                if skip_all is not None and skip_all(rest):
-                    return
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: a final event without its blank line still counts."""

@@ -74,8 +74,8 @@ class StreamObserver(Protocol):
 
     @property
     def skips_all(self) -> Callable[[bytes], bool] | None:
-        """Asked before ``skips`` with several events (their raw lines, blank lines between: what
-        one chunk completed): True when none has anything ``feed`` would use; any doubt answers
+        """Asked before ``skips`` with the events one chunk completed, one or several (their raw lines,
+        blank lines between): True when none has anything ``feed`` would use; any doubt answers
         False. None for an observer that tells one event at a time (Messages and Responses: their
         events are told by name, and checking a chunk would cost what checking its events does)."""
 
