@@ -97,6 +97,7 @@ def test_detect_client(headers: dict[str, str], expected: tuple[str, str | None]
 @pytest.mark.parametrize(("headers", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_header_names_are_case_insensitive(headers: dict[str, str], expected: tuple[str, str | None]) -> None:
     assert detect_client({name.upper(): value for name, value in headers.items()}) == expected
+    assert detect_client(CIMultiDict({name.upper(): value for name, value in headers.items()})) == expected
     lowered = MappingProxyType({name.lower(): value for name, value in headers.items()})
     assert detect_client(lowered) == expected
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 CLAUDE_CODE = "Claude Code"
 CODEX = "Codex"
 ZED = "Zed"
@@ -174,12 +176,12 @@ _CACHE_SIZE = 4096
 _cache: dict[tuple[object, ...], str] = {}
 
 
-def _client(h: _Headers) -> str:
+def _client(key: tuple[object, ...], headers: Mapping[str, str]) -> str:
     # A tool sends the same headers on every request: the rules run once per distinct set of
-    # header names and rule-relevant values (about 8 µs), a lookup after that (about 2 µs).
-    key = (*h, *(h.get(name) for name in _VALUE_HEADERS))
+    # header names and rule-relevant values (about 8 µs), a lookup after that.
     client = _cache.get(key)
     if client is None:
+        h = _lower(headers)
         client = next((name for name, matches in _RULES if matches(h)), UNKNOWN)
         if len(_cache) >= _CACHE_SIZE:
             _cache.clear()
@@ -189,7 +191,9 @@ def _client(h: _Headers) -> str:
 
 def detect_client(headers: Mapping[str, str]) -> tuple[str, str | None]:
     """(client name, session id or None) for the request headers, case-insensitively."""
-    h = _lower(headers)
-    client = _client(h)
+    # aiohttp's headers already look names up case-insensitively: the names as sent make the key
+    # (a tool writes them the same way each time), with no lower-cased copy unless the rules run.
+    h: Mapping[str, str] = headers if isinstance(headers, CIMultiDictProxy | CIMultiDict) else _lower(headers)
+    client = _client((*h.keys(), *map(h.get, _VALUE_HEADERS)), headers)
     session = next((v for name in _SESSION_HEADERS.get(client, ()) if (v := h.get(name, "").strip())), None)
     return client, session
