@@ -1,7 +1,7 @@
 """The one flow every intercepted API shares: parse → upstream → relay → end.
 
 Streams are relayed chunk by chunk as they arrive; the SSE decoder and the API's observer
-read the same bytes beside the relay to find usage, tool calls and thoughts. Whatever
+read the same bytes beside the relay, a few KiB at a time, to find usage, tool calls and thoughts. Whatever
 happens (upstream error, client gone, shutdown), the interception is ended exactly once.
 
 When an addon runs tools inside the interception (``flow.inner_tools``, set in ``prepare``),
@@ -34,6 +34,8 @@ from aibridge.store.records import new_id
 
 # The client going away shows up as one of these when we write to it.
 CLIENT_GONE = (ConnectionResetError, BrokenPipeError, ConnectionError)
+# A stream's relayed bytes are read (decoded, observed) once this much is held, and at its end.
+READ_AFTER_BYTES = 4096
 
 
 def provider_error(api: Api, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -148,8 +150,7 @@ async def _relay_stream(request: web.Request, flow: Flow, upstream: UpstreamResp
                         addons: Addons) -> web.StreamResponse:
     response = web.StreamResponse(status=upstream.status, headers=relayable_headers(upstream.headers))
     await response.prepare(request)
-    decoder = SSEDecoder()
-    observer = flow.api.new_stream_observer()
+    reader = _StreamReader(flow, addons)
     chunks = upstream.iter_chunks()
     try:
         while True:
@@ -161,14 +162,8 @@ async def _relay_stream(request: web.Request, flow: Flow, upstream: UpstreamResp
             finally:
                 flow.upstream_seconds += time.perf_counter() - waited
             await response.write(chunk)
-            for event in decoder.events(chunk, observer.skips, observer.skips_all):
-                for finding in observer.feed(event):
-                    addons.finding(flow, finding)
-        for event in decoder.flush():
-            for finding in observer.feed(event):
-                addons.finding(flow, finding)
-        if observer.error:
-            flow.fail("error", observer.error)
+            reader.hold(chunk)
+        reader.end()
     except UpstreamError as exc:
         # The upstream broke mid-stream: tell the client in the provider's own words.
         flow.fail("error", exc.message)
@@ -178,9 +173,57 @@ async def _relay_stream(request: web.Request, flow: Flow, upstream: UpstreamResp
         flow.fail("canceled", "client disconnected")
     finally:
         await chunks.aclose()       # releases the upstream connection at once
-        for finding in observer.finish():
-            addons.finding(flow, finding)
+        reader.finish()
     return response         # intercept() writes the end once the interception has ended
+
+
+class _StreamReader:
+    """Reads what was relayed, beside the relay: the SSE decoder and the API's observer, fed the
+    chunks a few KiB at a time. One look at several chunks costs much less than a look at each
+    (an event per chunk is the rule when the upstream writes as it generates), and nothing reads
+    the findings before the interception ends."""
+
+    __slots__ = ("_addons", "_decoder", "_flow", "_held", "_held_size", "_observer")
+
+    def __init__(self, flow: Flow, addons: Addons) -> None:
+        self._flow, self._addons = flow, addons
+        self._decoder = SSEDecoder()
+        self._observer = flow.api.new_stream_observer()
+        self._held: list[bytes] = []
+        self._held_size = 0
+
+    def hold(self, chunk: bytes) -> None:
+        self._held.append(chunk)
+        self._held_size += len(chunk)
+        if self._held_size >= READ_AFTER_BYTES:
+            self._read()
+
+    def end(self) -> None:
+        """The whole stream came: the last event may lack its blank line; an error event fails the flow."""
+        self._read()
+        for event in self._decoder.flush():
+            self._report(self._observer.feed(event))
+        if self._observer.error:
+            self._flow.fail("error", self._observer.error)
+
+    def finish(self) -> None:
+        """Whatever happened: what was relayed is read, and the observer tells what it holds."""
+        self._read()
+        self._report(self._observer.finish())
+
+    def _read(self) -> None:
+        if not self._held:
+            return
+        raw = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+        self._held.clear()
+        self._held_size = 0
+        observer = self._observer
+        for event in self._decoder.events(raw, observer.skips, observer.skips_all):
+            self._report(observer.feed(event))
+
+    def _report(self, findings: list[Finding]) -> None:
+        for finding in findings:
+            self._addons.finding(self._flow, finding)
 
 
 # ---------------------------------------------------------------- several turns in one answer
