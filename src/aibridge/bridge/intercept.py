@@ -172,8 +172,10 @@ async def _relay_stream(request: web.Request, flow: Flow, upstream: UpstreamResp
     except CLIENT_GONE:
         flow.fail("canceled", "client disconnected")
     finally:
-        await chunks.aclose()       # releases the upstream connection at once
-        reader.finish()
+        try:
+            reader.finish()         # first: a cancelled task may not get past the await below
+        finally:
+            await chunks.aclose()   # releases the upstream connection at once
     return response         # intercept() writes the end once the interception has ended
 
 
