@@ -1,8 +1,9 @@
 """The one flow every intercepted API shares: parse → upstream → relay → end.
 
 Streams are relayed chunk by chunk as they arrive; the SSE decoder and the API's observer
-read the same bytes beside the relay, a few KiB at a time, to find usage, tool calls and thoughts. Whatever
-happens (upstream error, client gone, shutdown), the interception is ended exactly once.
+read the same bytes beside the relay, a few KiB at a time, to find usage, tool calls and
+thoughts. Whatever happens (upstream error, client gone, shutdown), the interception is ended
+exactly once.
 
 When an addon runs tools inside the interception (``flow.inner_tools``, set in ``prepare``),
 the flow makes one upstream call per turn and joins the turns into one answer: streamed
