@@ -20,8 +20,9 @@ Nothing here is a supported mode of the product: these patches exist so that ``b
                and writes the stats to ``$AIBRIDGE_BENCH_CPROFILE`` (default ``cprofile.out`` in the
                data dir) when the server stops; read with ``python -m pstats``
 - ``calls``:   (changes nothing) a bridge for ``bench.calls`` to count calls in (``bench/callcount.py``)
-- ``gcstats``: (changes nothing) counts the cyclic garbage collector's passes and time, written
-               to stderr as ``bench-gc: …`` when the server stops
+- ``gcstats``: (changes nothing) counts the cyclic garbage collector's passes and time once the
+               server has frozen its start-up heap, written to stderr as ``bench-gc: …`` when
+               the server stops
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def _gc_stats() -> None:
     started = [0.0]
 
     def callback(phase: str, info: dict[str, int]) -> None:
+        if not gc.get_freeze_count():       # start-up, until the server froze its heap: not per request
+            return
         if phase == "start":
             started[0] = time.process_time()
         else:
