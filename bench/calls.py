@@ -21,6 +21,7 @@ import asyncio
 import collections
 import os
 import pstats
+import shutil
 import signal
 import sys
 import tempfile
@@ -132,6 +133,7 @@ async def run(args: argparse.Namespace) -> None:
                 report(w, bare, bridge, top=args.top)
     finally:
         stack.stop()
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def main() -> None:
