@@ -44,6 +44,14 @@ def observe(api: Api, stream: bytes, cuts: list[int], use_skip: bool) -> tuple[l
     return findings + observer.finish(), observer.error, decoded
 
 
+def noting(check: Callable[[bytes], bool], asked: list[bytes]) -> Callable[[bytes], bool]:
+    """``check``, noting each question in ``asked``."""
+    def ask(raw: bytes) -> bool:
+        asked.append(raw)
+        return check(raw)
+    return ask
+
+
 @pytest.mark.parametrize(("api", "name", "key", "stream"), STREAMS, ids=[f"{a}-{n}-{k}" for a, n, k, _ in STREAMS])
 def test_skipping_changes_no_finding(api: str, name: str, key: str, stream: bytes) -> None:
     rng = random.Random(f"{api}{name}{key}")
@@ -75,19 +83,10 @@ def test_a_chunk_of_chat_text_deltas_is_passed_over_whole() -> None:
     for chunk in chunks[:len(chunks) // 2]:
         for event in decoder.events(chunk, observer.skips, observer.skips_all):
             observer.feed(event)
-    asked: tuple[list[bytes], list[bytes]] = ([], [])
-
-    def skips(raw: bytes) -> bool:
-        asked[0].append(raw)
-        return observer.skips(raw)
-
-    def skips_all(raw: bytes) -> bool:
-        asked[1].append(raw)
-        return check_all(raw)
-    assert list(decoder.events(middle, skips, skips_all)) == []
-    assert len(asked[1]) == 1 and asked[0] == []     # one question for the chunk, none per event
-
-
+    per_event: list[bytes] = []
+    per_chunk: list[bytes] = []
+    assert list(decoder.events(middle, noting(observer.skips, per_event), noting(check_all, per_chunk))) == []
+    assert len(per_chunk) == 1 and per_event == []     # one question for the chunk, none per event
 
 
 def test_a_whole_chat_stream_in_one_chunk_costs_a_few_questions() -> None:
@@ -97,14 +96,8 @@ def test_a_whole_chat_stream_in_one_chunk_costs_a_few_questions() -> None:
     decoder, observer = SSEDecoder(), CHAT_COMPLETIONS.new_stream_observer()
     check_all = observer.skips_all
     assert check_all is not None
-    asked = [0]
-
-    def counted(check: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
-        def ask(raw: bytes) -> bool:
-            asked[0] += 1
-            return check(raw)
-        return ask
-    events = decoder.events(stream, counted(observer.skips), counted(check_all))
+    asked: list[bytes] = []
+    events = decoder.events(stream, noting(observer.skips, asked), noting(check_all, asked))
     findings = [f for event in events for f in observer.feed(event)] + observer.finish()
     assert any(isinstance(f, Usage) for f in findings)
-    assert stream.count(b"\n\n") >= 50 and asked[0] <= 25, asked[0]
+    assert stream.count(b"\n\n") >= 50 and len(asked) <= 25, len(asked)

@@ -194,6 +194,6 @@ def detect_client(headers: Mapping[str, str]) -> tuple[str, str | None]:
     # aiohttp's headers already look names up case-insensitively: the names as sent make the key
     # (a tool writes them the same way each time), with no lower-cased copy unless the rules run.
     h: Mapping[str, str] = headers if isinstance(headers, CIMultiDictProxy | CIMultiDict) else _lower(headers)
-    client = _client((*h.keys(), *map(h.get, _VALUE_HEADERS)), headers)
+    client = _client((*h.keys(), *map(h.get, _VALUE_HEADERS)), h)
     session = next((v for name in _SESSION_HEADERS.get(client, ()) if (v := h.get(name, "").strip())), None)
     return client, session

@@ -217,7 +217,7 @@ class _StreamReader:
     def _read(self) -> None:
         if not self._held:
             return
-        raw = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+        raw = b"".join(self._held)        # one chunk: the chunk itself, no copy
         self._held.clear()
         self._held_size = 0
         observer = self._observer

@@ -66,11 +66,9 @@ class SSEDecoder:
         not one per event."""
         half = len(blocks) // 2
         for part in (blocks[:half], blocks[half:]):
-            if len(part) <= _FEW:
-                if not skip_all(b"\n\n".join(part)):
-                    yield from self._each(part, skip)
-            elif not skip_all(b"\n\n".join(part)):
-                yield from self._halves(part, skip, skip_all)
+            if skip_all(b"\n\n".join(part)):
+                continue
+            yield from self._each(part, skip) if len(part) <= _FEW else self._halves(part, skip, skip_all)
 
     def _each(self, blocks: list[bytes], skip: Callable[[bytes], bool] | None) -> Iterator[SSEEvent]:
         for block in blocks:
