@@ -40,6 +40,7 @@ from aibridge.recording.recorder import Recorder
 from aibridge.redaction.addon import RedactionAddon, redact_tree
 from aibridge.redaction.secrets import Redactor
 from aibridge.store import users as user_store
+from aibridge.store.changes import Generations
 from aibridge.store.db import create_engine, migrate
 from aibridge.store.records import InterceptionEnd, InterceptionStart, PromptRecord, Record, TokenUsageRecord, new_id
 from aibridge.store.writer import SQLiteWriter, write_batch
@@ -103,7 +104,7 @@ async def main_async(seconds: float) -> None:
     user = await user_store.create_user(engine, "bench", "member")
     _, token = await user_store.create_api_key(engine, user.id, dt.timedelta(days=1))
     auth_headers = CIMultiDictProxy(CIMultiDict({**REQUEST_HEADERS, "Authorization": f"Bearer {token}"}))
-    authenticator = Authenticator(engine)
+    authenticator = Authenticator(engine, Generations())
     actor = await authenticator.authenticate(auth_headers)
 
     results: list[tuple[str, str, float]] = []

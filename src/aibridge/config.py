@@ -298,7 +298,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("aibridge_max_concurrency", "CODER_AIBRIDGE_MAX_CONCURRENCY", "0", "int",
            "Maximum concurrent intercepted requests (0: unlimited)."),
     Option("aibridge_rate_limit", "CODER_AIBRIDGE_RATE_LIMIT", "0", "float",
-           "Requests per second allowed per token (0: unlimited)."),
+           "Requests per second allowed per user, all its tokens together (0: unlimited)."),
     Option("aibridge_redis_url", "CODER_AIBRIDGE_REDIS_URL", "", "str",
            "Redis URL for rate limits shared by several replicas (empty: counted in this process).",
            secret=True),
@@ -349,6 +349,10 @@ OPTIONS: tuple[Option, ...] = (
            yaml="aibridge.uvloop"),
     Option("request_read_timeout", "CODER_AIBRIDGE_REQUEST_READ_TIMEOUT", "60s", "duration",
            "How long a client may take to send a request body; a slower one gets 408."),
+    # propagate (issue 20, 2.2): live tokens per user (the rate limit counts per user)
+    Option("max_tokens_per_user", "CODER_MAX_TOKENS_PER_USER", "100", "int",
+           "Most live (not revoked, not expired) API tokens a user may hold; creating another is refused "
+           "(0: unlimited).", yaml="aibridge.max_tokens_per_user", storage=True),
 )
 
 OPTIONS_BY_KEY = {opt.key: opt for opt in OPTIONS}
@@ -443,6 +447,7 @@ class Settings:
     workers: int
     uvloop: bool
     request_read_timeout: float
+    max_tokens_per_user: int        # propagate (issue 20, 2.2)
     providers: tuple[ProviderConfig, ...] = field(default=())
     mcp_servers: tuple[McpServerConfig, ...] = field(default=())
     governance: dict[str, Any] = field(default_factory=dict)    # aibridge.{prices,budgets,model_rules} of the YAML

@@ -54,8 +54,9 @@ from aibridge.rest import interceptions as interceptions_api
 from aibridge.rest import openapi as openapi_api
 from aibridge.rest import users as users_api
 from aibridge.rest.common import APIError, json_response
-from aibridge.server_keys import AUTHENTICATOR, ENGINE, GOVERNANCE, SETTINGS
+from aibridge.server_keys import AUTHENTICATOR, CHANGES, ENGINE, GOVERNANCE, SETTINGS
 from aibridge.store import users as user_store
+from aibridge.store.changes import Changes
 from aibridge.store.db import DatabaseUnavailable, create_engine, migrate, unavailable_message
 from aibridge.web import ui as web_ui
 from aibridge.workers import Supervisor, Worker, event_loop_factory, listen_sockets, metrics_directory
@@ -211,9 +212,12 @@ def watch_addons(metrics: Metrics, addons: list[Addon]) -> None:
 
 def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = None) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=64 * 1024 * 1024)
-    authenticator = Authenticator(engine)
+    # One listener per server (the leader worker); every worker shares the generations (DESIGN §2.6).
+    changes = Changes(engine, worker.generations if worker else None, listen=worker is None or worker.leader)
+    authenticator = Authenticator(engine, changes.generations)
     metrics = Metrics() if settings.prometheus_enable else None
-    governance = Governance(engine, parse_configured(settings.governance), settings.aibridge_governance_refresh)
+    governance = Governance(engine, parse_configured(settings.governance), changes.generations,
+                            settings.aibridge_governance_refresh)
     addon_list = build_addons(settings, engine, metrics, governance, worker)
     if metrics is not None:
         watch_addons(metrics, addon_list)
@@ -227,7 +231,7 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
     bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled,
                     read_timeout=settings.request_read_timeout)
     app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[BRIDGE] = settings, engine, authenticator, bridge
-    app[GOVERNANCE] = governance
+    app[GOVERNANCE], app[CHANGES] = governance, changes
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -248,11 +252,13 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
         app.router.add_get("/metrics", owner_or_auditor(metrics.handle))
 
     async def on_startup(app: web.Application) -> None:
+        await changes.start()
         await addons.start()
 
     async def on_cleanup(app: web.Application) -> None:
         await app[BRIDGE].close()
         await addons.close()
+        await changes.close()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

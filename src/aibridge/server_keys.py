@@ -11,8 +11,10 @@ if TYPE_CHECKING:
     from aibridge.config import Settings
     from aibridge.governance.rules import Governance
     from aibridge.identity.auth import Authenticator
+    from aibridge.store.changes import Changes
 
 ENGINE = web.AppKey("engine", AsyncEngine)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 GOVERNANCE: web.AppKey[Governance] = web.AppKey("governance")
+CHANGES: web.AppKey[Changes] = web.AppKey("changes")     # publish() after a change, before answering

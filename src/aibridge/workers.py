@@ -11,10 +11,11 @@ listening sockets and forks the workers. Each worker runs its own event loop (uv
   connections to whichever worker wakes first). The supervisor keeps its copy of each socket, so
   connections waiting in a dead worker's queue are served by the worker that replaces it.
   Without ``SO_REUSEPORT`` all workers share one inherited socket.
-- Once per server, in worker 0 only: the retention purge and the ``--prometheus-address``
-  listener (``Worker.leader``).
+- Once per server, in worker 0 only: the retention purge, the ``--prometheus-address``
+  listener and the listener for changes made by other replicas or the CLI (``Worker.leader``).
 - Shared between the workers (``resilience/shared.py``): the concurrency limit and, without
-  Redis, the rate-limit counts. Metrics: prometheus_client's multiprocess mode
+  Redis, the rate-limit counts; the generations of tokens, users and rules, which tell every
+  worker to drop its caches (``store/changes.py``). Metrics: prometheus_client's multiprocess mode
   (``observability/metrics.py``), so any worker's ``/metrics`` shows the whole server.
 - SIGTERM or SIGINT: the supervisor closes its sockets and sends SIGTERM to every worker; each
   stops accepting, finishes its in-flight requests (``--shutdown-grace``) and flushes its records.
@@ -44,6 +45,7 @@ from pathlib import Path
 from aibridge.config import Settings
 from aibridge.observability.metrics import enable_multiprocess, worker_exited
 from aibridge.resilience.shared import SharedSlots, SharedWindowCounter
+from aibridge.store.changes import Generations
 
 log = logging.getLogger("aibridge.workers")
 _CTX = multiprocessing.get_context("fork")
@@ -61,6 +63,7 @@ class Worker:
     count: int
     slots: SharedSlots
     rate: SharedWindowCounter
+    generations: Generations       # what changed (tokens, users, rules): store/changes.py
 
     @property
     def leader(self) -> bool:
@@ -139,9 +142,9 @@ class Supervisor:
 
     def run(self) -> int:
         count = self.settings.workers
-        shared_slots, shared_rate = SharedSlots(count), SharedWindowCounter()
-        self.slots = [_Slot(Worker(i, count, shared_slots, shared_rate), self.sockets[i % len(self.sockets)])
-                      for i in range(count)]
+        shared_slots, shared_rate, generations = SharedSlots(count), SharedWindowCounter(), Generations()
+        self.slots = [_Slot(Worker(i, count, shared_slots, shared_rate, generations),
+                            self.sockets[i % len(self.sockets)]) for i in range(count)]
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         os.set_blocking(wake_r, False)

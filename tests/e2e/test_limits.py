@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import bridge_env
 from tests.fakes.upstream import FakeUpstream
-from tests.harness import Database, ServerProcess
+from tests.harness import Client, Database, ServerProcess
 
 REDIS_URL = os.environ.get("AIBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -65,6 +65,49 @@ async def test_rate_limit_per_token(database: Database, fake: FakeUpstream) -> N
         server.stop()
 
 
+async def test_rate_limit_counts_per_user_not_per_token(database: Database, fake: FakeUpstream) -> None:
+    """Issue 20: six fresh tokens of one member sent 18 requests in 1 s under a 3/s limit, all 200."""
+    server = await ServerProcess(database, env={**bridge_env(fake), "CODER_AIBRIDGE_RATE_LIMIT": "3"}).start()
+    try:
+        server.create_user("mint")
+        owner = Client(server.url, server.admin_token)
+        tokens = [(await owner.post("/api/v2/users/mint/keys/tokens", {}))[1]["key"] for _ in range(6)]
+        await next_second()
+        results = await asyncio.gather(*(chat(server, token) for token in tokens * 3))
+        assert sorted(r[0] for r in results) == [200] * 3 + [429] * 15
+        _, body, _ = next(r for r in results if r[0] == 429)
+        assert "3 requests per second per user" in body["error"]["message"]
+    finally:
+        server.stop()
+
+
+async def test_live_tokens_per_user_are_capped(database: Database, fake: FakeUpstream) -> None:
+    server = await ServerProcess(database, env={**bridge_env(fake), "CODER_MAX_TOKENS_PER_USER": "2"}).start()
+    try:
+        first = server.create_user("capped")                        # one live token
+        owner = Client(server.url, server.admin_token)
+        assert (await owner.post("/api/v2/users/capped/keys/tokens", {}))[0] == 201      # two: the cap
+        status, body = await owner.post("/api/v2/users/capped/keys/tokens", {})
+        assert status == 409, body
+        assert "2 live API tokens" in body["message"] and "CODER_MAX_TOKENS_PER_USER = 2" in body["message"]
+        assert "DELETE /api/v2/users/capped/keys/{id}" in body["detail"]
+        done = server.cli("tokens", "create", "capped")
+        assert done.returncode != 0 and done.stdout == ""
+        error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(error) == 1 and "--max-tokens-per-user" in error[0] and "aibridge tokens revoke" in error[0]
+
+        status, _ = await owner.request("DELETE", f"/api/v2/users/capped/keys/{first.split('-')[0]}")
+        assert status == 204                                        # a revoked token is not live
+        assert (await owner.post("/api/v2/users/capped/keys/tokens", {"lifetime": "2s"}))[0] == 201
+        assert (await owner.post("/api/v2/users/capped/keys/tokens", {}))[0] == 409
+        await asyncio.sleep(2.1)                                    # nor is an expired one
+        done = server.cli("tokens", "create", "capped")
+        assert done.returncode == 0, done.stderr
+        assert (await chat(server, done.stdout.strip()))[0] == 200
+    finally:
+        server.stop()
+
+
 async def test_rate_limit_is_shared_by_replicas_through_redis(database: Database, fake: FakeUpstream) -> None:
     env = {**bridge_env(fake), "CODER_AIBRIDGE_RATE_LIMIT": "3", "CODER_AIBRIDGE_REDIS_URL": REDIS_URL}
     first = await ServerProcess(database, env=env).start()
@@ -79,7 +122,8 @@ async def test_rate_limit_is_shared_by_replicas_through_redis(database: Database
         assert sum(r[0] == 429 for r in results) == 5
         client = aioredis.Redis.from_url(REDIS_URL)
         try:
-            keys = await client.keys(f"aibridge:rate:{token.split('-')[0]}:*")
+            me = (await Client(first.url, token).get("/api/v2/users/me"))[1]
+            keys = await client.keys(f"aibridge:rate:{me['id']}:*")
             assert keys
             for key in keys:
                 assert 0 < await client.ttl(key) <= 2

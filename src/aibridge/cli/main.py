@@ -121,14 +121,14 @@ def _set_suspended(username: str, suspended: bool, kwargs: dict[str, Any]) -> No
 
     with_database(kwargs, work)
     click.echo(f"{'suspended' if suspended else 'activated'} user {username}"
-               + (" (its tokens stop working within 10 seconds)" if suspended else ""))
+               + (" (its tokens stop working within a second on running servers)" if suspended else ""))
 
 
 @users.command("suspend")
 @click.argument("username")
 @storage_options
 def users_suspend(username: str, **kwargs: Any) -> None:
-    """Suspend a user: its tokens stop working within 10 seconds; its records stay."""
+    """Suspend a user: its tokens stop working within a second on running servers; its records stay."""
     _set_suspended(username, True, kwargs)
 
 
@@ -172,9 +172,15 @@ def tokens_create(username: str, lifetime: str, token_name: str, **kwargs: Any) 
     except ValueError as exc:
         fail(f"--lifetime: {exc}")
 
+    cap = settings_from(dict(kwargs), storage_only=True).max_tokens_per_user
+
     async def work(engine: AsyncEngine) -> str:
         user = await store.get_user(engine, username)
-        _, token = await store.create_api_key(engine, user.id, duration, token_name)
+        try:
+            _, token = await store.create_api_key(engine, user.id, duration, token_name, cap)
+        except store.TooManyTokens as exc:
+            fail(f"cannot create a token for {username!r}: {exc}; revoke one first "
+                 f"(`aibridge tokens list {username}`, then `aibridge tokens revoke ID`)")
         return token
 
     click.echo(with_database(kwargs, work))
@@ -199,7 +205,7 @@ def tokens_list(username: str, **kwargs: Any) -> None:
 @click.argument("token_id")
 @storage_options
 def tokens_revoke(token_id: str, **kwargs: Any) -> None:
-    """Revoke a token by its id (the part before the dash). Takes effect within 10 seconds."""
+    """Revoke a token by its id (the part before the dash). Running servers refuse it within a second."""
     with_database(kwargs, lambda engine: store.revoke_api_key(engine, token_id.split("-", 1)[0]))
     click.echo(f"revoked token {token_id.split('-', 1)[0]}")
 

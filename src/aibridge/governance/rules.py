@@ -3,8 +3,10 @@
 Three sources, each overriding the one before: shipped prices, the YAML configuration
 (``aibridge.prices``, ``aibridge.budgets``, ``aibridge.model_rules``) and what owners set through
 the REST API or CLI (stored in the database, so every replica sees it). The merged snapshot is
-cached in memory and re-read at most every ``refresh`` seconds, so the bridge's hot path does not
-read these tables per request; a change made through this process applies at once.
+cached in memory, so the bridge's hot path does not read these tables per request. Every change
+bumps the governance generation (``store/changes.py``): the snapshot is read again on the first
+use after the generation moved (at once on every worker of the server that made the change,
+within 1 s on the others), and at least every ``refresh`` seconds in any case.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from aibridge.config import ConfigError
 from aibridge.governance.prices import Price, PriceTable, is_glob, parse_price, shipped_prices
 from aibridge.identity.roles import ROLES
 from aibridge.store import governance as store
+from aibridge.store.changes import Generations
 
 log = logging.getLogger("aibridge.governance")
 
@@ -200,38 +203,44 @@ def merge(configured: Configured, stored: store.StoredRules | None) -> Rules:
 
 
 class Governance:
-    """The rules snapshot, re-read from the database at most every ``refresh`` seconds."""
+    """The rules snapshot, re-read when the governance generation moves or ``refresh`` seconds passed."""
 
-    def __init__(self, engine: AsyncEngine, configured: Configured, refresh: float = 10.0) -> None:
+    def __init__(self, engine: AsyncEngine, configured: Configured, generations: Generations,
+                 refresh: float = 10.0) -> None:
         self.engine = engine
         self.configured = configured
+        self.generations = generations
         self.refresh = refresh
         self.snapshot = merge(configured, None)     # until the database is first read
         self._read_at = -float("inf")
+        self._generation = -1                       # the snapshot is as of this generation
         self._lock = asyncio.Lock()
         self._warned = False
 
+    def _stale(self) -> bool:
+        return (self.generations.governance != self._generation
+                or time.monotonic() - self._read_at >= self.refresh)
+
     async def rules(self) -> Rules:
-        if time.monotonic() - self._read_at < self.refresh:
+        if not self._stale():
             return self.snapshot
         async with self._lock:
-            if time.monotonic() - self._read_at >= self.refresh:
+            if self._stale():
                 await self._reload()
         return self.snapshot
 
     async def _reload(self) -> None:
+        generation = self.generations.governance    # before the read: a change during it reads again
         try:
             stored = await store.load_rules(self.engine)
         except Exception as exc:        # keep the last rules: a database hiccup must not stop the bridge
             if not self._warned:
                 log.warning("governance rules could not be read (%s); using the last ones", exc)
                 self._warned = True
-            self._read_at = time.monotonic() - self.refresh + 1.0      # retry in a second
+            self._read_at = time.monotonic() - self.refresh + 1.0      # retry in a second, not per request
+            self._generation = generation
             return
         self._warned = False
         self.snapshot = merge(self.configured, stored)
         self._read_at = time.monotonic()
-
-    def invalidate(self) -> None:
-        """A rule changed through this process: read them again on next use."""
-        self._read_at = -float("inf")
+        self._generation = generation

@@ -1,7 +1,10 @@
-"""Authentication: token from the request headers → Actor, cached briefly in memory.
+"""Authentication: token from the request headers → Actor, cached in memory.
 
-The bridge's hot path must not read the database per request: a validated token is cached
-for ``ttl`` seconds, so a revocation, suspension or role change takes effect within that time.
+The bridge's hot path must not read the database per request: a validated token is cached for
+``ttl`` seconds. A revocation, suspension or deletion does not wait for that: it bumps the auth
+generation (``store/changes.py``), and the cache is dropped on the first request that sees the
+generation move (at once on every worker of the server that made the change, within 1 s on the
+others). The TTL only bounds how stale an entry can get if those signals stop arriving.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.identity.roles import Actor
+from aibridge.store.changes import Generations
 from aibridge.store.tokens import secret_matches, split_token
 from aibridge.store.users import ApiKey, User, get_api_key
 
@@ -45,8 +49,10 @@ def token_from_headers(headers: Mapping[str, str]) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, engine: AsyncEngine, ttl: float = CACHE_TTL) -> None:
+    def __init__(self, engine: AsyncEngine, generations: Generations, ttl: float = CACHE_TTL) -> None:
         self._engine = engine
+        self._generations = generations
+        self._generation = generations.auth         # what the cache holds is as of this generation
         self._ttl = ttl
         self._cache: dict[str, tuple[float, ApiKey, User]] = {}
         # One database read per token at a time: when a cached entry expires under load, every
@@ -90,6 +96,11 @@ class Authenticator:
                       type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
 
     async def _lookup(self, token_id: str) -> tuple[ApiKey | None, User | None]:
+        generation = self._generations.auth
+        if generation != self._generation:          # a token or user changed somewhere: start afresh
+            self._cache.clear()
+            self._loading = {}
+            self._generation = generation
         now = time.monotonic()
         cached = self._cache.get(token_id)
         if cached is not None and cached[0] > now:
@@ -97,6 +108,8 @@ class Authenticator:
         found = await self._load(token_id)
         if found is None:
             return None, None
+        if self._generations.auth != generation:    # read while a change landed: use it once, keep nothing
+            return found
         if len(self._cache) >= _MAX_CACHE:
             self._cache.clear()
         self._cache[token_id] = (now + self._ttl, *found)
@@ -107,7 +120,8 @@ class Authenticator:
         if loading is not None:
             return await asyncio.shield(loading)
         future: asyncio.Future[tuple[ApiKey, User] | None] = asyncio.get_running_loop().create_future()
-        self._loading[token_id] = future
+        waiting = self._loading           # replaced (not emptied) when the generation moves
+        waiting[token_id] = future
         try:
             found = await get_api_key(self._engine, token_id)
         except asyncio.CancelledError:
@@ -118,10 +132,6 @@ class Authenticator:
             future.exception()          # the waiters re-raise it; don't warn that nobody read it
             raise
         finally:
-            del self._loading[token_id]
+            del waiting[token_id]
         future.set_result(found)
         return found
-
-    def forget(self, token_id: str) -> None:
-        """Drop a token at once (revocation through this process's own API)."""
-        self._cache.pop(token_id, None)

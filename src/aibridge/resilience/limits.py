@@ -1,9 +1,10 @@
-"""Per-token rate limits and a global concurrency limit, as one addon on the flow.
+"""Per-user rate limits and a global concurrency limit, as one addon on the flow.
 
 Both checks run when a request is parsed, before anything is recorded or sent upstream; a
 refused request gets the provider's own error shape (429 with Retry-After, or 503).
 
-Rate limits count requests per token in one-second windows. With a Redis URL the count is
+Rate limits count requests per user (all its tokens together: minting more tokens buys no more
+requests) in one-second windows. With a Redis URL the count is
 shared by every replica (INCR on a per-second key that expires); without one it is counted by
 this server (in shared memory when it runs several workers, see ``shared.py``). If Redis is
 unreachable the limiter lets requests through and logs it: an outage of the limiter must not
@@ -64,7 +65,7 @@ class LocalCounter:
         start, count = self._windows.get(key, (window, 0))
         count = count + 1 if start == window else 1
         self._windows[key] = (window, count)
-        if len(self._windows) > 100_000:        # forget idle tokens
+        if len(self._windows) > 100_000:        # forget idle users
             self._windows = {k: v for k, v in self._windows.items() if v[0] == window}
         return count
 
@@ -111,9 +112,9 @@ class LimitsAddon(Addon):
     async def admit(self, flow: Flow) -> None:
         """Raise Reject when the request may not go ahead (called by the flow before request_parsed)."""
         if self.rate_limit > 0:
-            count = await self.counter.hit(flow.actor.token_id, int(time.time()))
+            count = await self.counter.hit(str(flow.actor.id), int(time.time()))
             if count > self.rate_limit:
-                raise Reject(429, f"rate limit exceeded: at most {self.rate_limit:g} requests per second per token",
+                raise Reject(429, f"rate limit exceeded: at most {self.rate_limit:g} requests per second per user",
                              {"Retry-After": "1"}, reason="rate_limit")
         if self.max_concurrency > 0:
             if not self.slots.take(self.max_concurrency):

@@ -8,7 +8,7 @@ Each operation is a few microseconds (two uncontended lock calls and some ctypes
 - ``SharedSlots``: the concurrency limit per server. Each worker counts its own in-flight
   requests in its own cell and admits one only while the sum of all cells is under the limit;
   when a worker dies, the supervisor zeroes its cell, so slots held by the dead are not leaked.
-- ``SharedWindowCounter``: per-token request counts in one-second windows (the rate limit when
+- ``SharedWindowCounter``: per-user request counts in one-second windows (the rate limit when
   no Redis is configured), in a fixed open-addressing table. Entries of past windows are reused;
   a table full of current-window entries lets the request through (counted as 0), like the
   Redis counter does when Redis cannot answer.
@@ -79,7 +79,7 @@ class SharedSlots:
 class SharedWindowCounter:
     """A ``WindowCounter`` (see ``limits.py``) whose counts every worker of this server shares."""
 
-    SIZE = 16_384         # distinct tokens counted within one second
+    SIZE = 16_384         # distinct users counted within one second
     PROBES = 32
 
     def __init__(self) -> None:

@@ -13,7 +13,7 @@ from aibridge.governance.rules import SCOPES, check_budget, check_patterns
 from aibridge.identity.roles import ROLES
 from aibridge.rest.common import APIError, actor, json_body, json_response, require
 from aibridge.rest.interceptions import parse_time
-from aibridge.server_keys import ENGINE, GOVERNANCE
+from aibridge.server_keys import CHANGES, ENGINE, GOVERNANCE
 from aibridge.store import governance as store
 from aibridge.store import users as user_store
 
@@ -45,7 +45,7 @@ async def put_price(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise APIError(400, str(exc), f"fields: {', '.join(PRICE_FIELDS)} (USD per million tokens)") from None
     await store.set_price(request.app[ENGINE], model, price.as_tuple())
-    request.app[GOVERNANCE].invalidate()
+    await request.app[CHANGES].publish()
     return json_response({"model": model, **price.to_json(), "source": "owner"})
 
 
@@ -54,7 +54,7 @@ async def delete_price(request: web.Request) -> web.Response:
     model = _model(request)
     if not await store.delete_price(request.app[ENGINE], model):
         raise APIError(404, f"no price set by an owner for {model!r}")
-    request.app[GOVERNANCE].invalidate()
+    await request.app[CHANGES].publish()
     return web.Response(status=204)
 
 
@@ -91,7 +91,7 @@ async def put_budget(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise APIError(400, str(exc)) from None
     await store.set_budget(request.app[ENGINE], scope, subject, period, limit)
-    request.app[GOVERNANCE].invalidate()
+    await request.app[CHANGES].publish()
     return json_response({"scope": scope, "subject": subject, "period": period, "limit_usd": limit,
                           "source": "owner"})
 
@@ -101,7 +101,7 @@ async def delete_budget(request: web.Request) -> web.Response:
     scope, subject = await _subject(request, request.match_info["target"])
     if not await store.delete_budget(request.app[ENGINE], scope, subject):
         raise APIError(404, f"no budget set by an owner for {scope}:{subject}")
-    request.app[GOVERNANCE].invalidate()
+    await request.app[CHANGES].publish()
     return web.Response(status=204)
 
 
@@ -146,7 +146,7 @@ async def put_model_rules(request: web.Request) -> web.Response:
         await store.set_allowed(engine, scope, subject, patterns)
     for source, provider, target in checked_aliases:
         await store.set_alias(engine, source, provider, target)
-    request.app[GOVERNANCE].invalidate()
+    await request.app[CHANGES].publish()
     return json_response((await request.app[GOVERNANCE].rules()).to_model_rules_json())
 
 

@@ -7,11 +7,10 @@ import datetime as dt
 from aiohttp import web
 
 from aibridge.governance.addons import budget_status
-from aibridge.identity.auth import Authenticator
 from aibridge.identity.roles import ROLES
 from aibridge.identity.validation import parse_lifetime, validate_email, validate_username
 from aibridge.rest.common import APIError, actor, json_body, json_response, require, string_field
-from aibridge.server_keys import AUTHENTICATOR, ENGINE, GOVERNANCE
+from aibridge.server_keys import CHANGES, ENGINE, GOVERNANCE, SETTINGS
 from aibridge.store import users as store
 from aibridge.store.users import User
 
@@ -91,8 +90,13 @@ async def create_token(request: web.Request) -> web.Response:
         lifetime = parse_lifetime(lifetime_raw) if lifetime_raw else DEFAULT_LIFETIME
     except ValueError as exc:
         raise APIError(400, f"invalid lifetime: {exc}") from None
-    key, token = await store.create_api_key(request.app[ENGINE], user.id, lifetime,
-                                            string_field(body, "token_name"))
+    try:
+        key, token = await store.create_api_key(request.app[ENGINE], user.id, lifetime,
+                                                string_field(body, "token_name"),
+                                                request.app[SETTINGS].max_tokens_per_user)
+    except store.TooManyTokens as exc:
+        raise APIError(409, f"cannot create a token for user {user.username!r}: {exc}",
+                       exc.HINT.replace("{user}", user.username)) from None
     return json_response({"key": token, "id": key.id, "expires_at": key.to_json()["expires_at"]}, 201)
 
 
@@ -109,8 +113,7 @@ async def delete_token(request: web.Request) -> web.Response:
         await store.revoke_api_key(request.app[ENGINE], token_id, user.id)
     except store.NotFound as exc:
         raise APIError(404, str(exc)) from None
-    authenticator: Authenticator = request.app[AUTHENTICATOR]
-    authenticator.forget(token_id)
+    await request.app[CHANGES].publish()
     return web.Response(status=204)
 
 
@@ -127,28 +130,22 @@ async def _other_user(request: web.Request) -> User:
     return user
 
 
-async def _forget_tokens(request: web.Request, user: User) -> None:
-    """This process stops accepting the user's tokens at once; other replicas within the cache TTL."""
-    authenticator: Authenticator = request.app[AUTHENTICATOR]
-    for key in await store.list_api_keys(request.app[ENGINE], user.id):
-        authenticator.forget(key.id)
-
-
 async def set_status(request: web.Request) -> web.Response:
+    """Its tokens stop (or start again) working on every worker before this answers (DESIGN §2.6)."""
     action = request.match_info["action"]
     user = await _other_user(request)
     await store.set_suspended(request.app[ENGINE], user.id, action == "suspend")
-    await _forget_tokens(request, user)
+    await request.app[CHANGES].publish()
     return json_response((await store.get_user(request.app[ENGINE], str(user.id))).to_json())
 
 
 async def delete_user(request: web.Request) -> web.Response:
     user = await _other_user(request)
-    await _forget_tokens(request, user)
     try:
         await store.delete_user(request.app[ENGINE], user.id)
     except store.Conflict as exc:
         raise APIError(409, f"cannot delete user {user.username!r}", str(exc)) from None
+    await request.app[CHANGES].publish()
     return web.Response(status=204)
 
 

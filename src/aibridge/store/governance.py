@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from aibridge.store.changes import GOVERNANCE, bump
 from aibridge.store.schema import budget_usage, budgets, interceptions, model_aliases, model_allow, prices, users
 from aibridge.store.users import now
 
@@ -62,11 +63,14 @@ async def set_price(engine: AsyncEngine, model: str, values: tuple[float, float,
     row = dict(zip(("input", "output", "cache_read", "cache_write"), values, strict=True))
     async with engine.begin() as conn:
         await conn.execute(_upsert(conn, prices, {"model": model, **row, "updated_at": now()}, ["model"]))
+        await bump(conn, GOVERNANCE)
 
 
 async def delete_price(engine: AsyncEngine, model: str) -> bool:
     async with engine.begin() as conn:
-        return (await conn.execute(prices.delete().where(prices.c.model == model))).rowcount > 0
+        deleted = (await conn.execute(prices.delete().where(prices.c.model == model))).rowcount > 0
+        await bump(conn, GOVERNANCE)
+        return deleted
 
 
 async def set_budget(engine: AsyncEngine, scope: str, subject: str, period: str, limit_usd: float) -> None:
@@ -74,11 +78,13 @@ async def set_budget(engine: AsyncEngine, scope: str, subject: str, period: str,
         await conn.execute(_upsert(conn, budgets, {"scope": scope, "subject": subject, "period": period,
                                                    "limit_usd": limit_usd, "updated_at": now()},
                                    ["scope", "subject"]))
+        await bump(conn, GOVERNANCE)
 
 
 async def delete_budget(engine: AsyncEngine, scope: str, subject: str) -> bool:
     async with engine.begin() as conn:
         result = await conn.execute(budgets.delete().where(budgets.c.scope == scope, budgets.c.subject == subject))
+        await bump(conn, GOVERNANCE)
         return result.rowcount > 0
 
 
@@ -91,6 +97,7 @@ async def set_allowed(engine: AsyncEngine, scope: str, subject: str, patterns: l
         else:
             await conn.execute(_upsert(conn, model_allow, {"scope": scope, "subject": subject, "patterns": patterns,
                                                            "updated_at": now()}, ["scope", "subject"]))
+        await bump(conn, GOVERNANCE)
 
 
 async def set_alias(engine: AsyncEngine, from_model: str, provider: str, to_model: str | None) -> None:
@@ -103,6 +110,7 @@ async def set_alias(engine: AsyncEngine, from_model: str, provider: str, to_mode
             await conn.execute(_upsert(conn, model_aliases, {"from_model": from_model, "provider": provider,
                                                              "to_model": to_model, "updated_at": now()},
                                        ["from_model", "provider"]))
+        await bump(conn, GOVERNANCE)
 
 
 # ---------------------------------------------------------------- the ledger

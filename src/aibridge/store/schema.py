@@ -214,3 +214,11 @@ model_aliases = sa.Table(
     sa.Column("to_model", sa.String(256), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
+
+# One row per kind of state the servers cache ("auth": tokens and users; "governance": rules),
+# its generation bumped in the transaction of every change (store/changes.py).
+generations = sa.Table(
+    "aibridge_generations", metadata,
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("generation", sa.BigInteger(), nullable=False, server_default="0"),
+)

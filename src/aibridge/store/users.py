@@ -10,8 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from aibridge.store.changes import AUTH, bump
 from aibridge.store.schema import api_keys, users
 from aibridge.store.tokens import hash_secret, new_token
 
@@ -22,6 +23,17 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     pass
+
+
+class TooManyTokens(Conflict):
+    """The user holds ``--max-tokens-per-user`` live tokens already."""
+
+    HINT = ("revoke one first: `aibridge tokens list USER` and `aibridge tokens revoke ID`, or "
+            "GET /api/v2/users/{user}/keys/tokens and DELETE /api/v2/users/{user}/keys/{id}")
+
+    def __init__(self, live: int, cap: int) -> None:
+        super().__init__(f"the user already has {live} live API tokens, the most allowed "
+                         f"(--max-tokens-per-user / CODER_MAX_TOKENS_PER_USER = {cap})")
 
 
 @dataclass(frozen=True)
@@ -124,6 +136,7 @@ async def set_suspended(engine: AsyncEngine, user_id: uuid.UUID, suspended: bool
     async with engine.begin() as conn:
         await conn.execute(users.update().where(users.c.id == user_id)
                            .values(suspended=suspended, updated_at=now()))
+        await bump(conn, AUTH)
 
 
 async def delete_user(engine: AsyncEngine, user_id: uuid.UUID) -> None:
@@ -132,26 +145,42 @@ async def delete_user(engine: AsyncEngine, user_id: uuid.UUID) -> None:
         async with engine.begin() as conn:
             await conn.execute(api_keys.delete().where(api_keys.c.user_id == user_id))
             await conn.execute(users.delete().where(users.c.id == user_id))
+            await bump(conn, AUTH)
     except IntegrityError:
         raise Conflict("the user has recorded interceptions, which are kept for audit: suspend it instead "
                        "(its tokens stop working and its records stay attributed)") from None
 
 
 async def create_api_key(engine: AsyncEngine, user_id: uuid.UUID, lifetime: dt.timedelta,
-                         name: str = "") -> tuple[ApiKey, str]:
-    """Create a key; returns it and the full token (shown once, never stored)."""
+                         name: str = "", max_live: int = 0) -> tuple[ApiKey, str]:
+    """Create a key; returns it and the full token (shown once, never stored). ``max_live`` > 0:
+    refused (TooManyTokens) when the user already holds that many live tokens."""
     token_id, secret = new_token()
     stamp = now()
     key = ApiKey(token_id, user_id, name or f"token-{token_id}", hash_secret(secret), stamp,
                  stamp + lifetime, None)
     try:
         async with engine.begin() as conn:
+            if max_live > 0:
+                await _check_live_tokens(conn, user_id, max_live, stamp)
             await conn.execute(api_keys.insert().values(
                 id=key.id, user_id=user_id, name=key.name, hashed_secret=key.hashed_secret,
                 created_at=stamp, expires_at=key.expires_at))
     except IntegrityError:
         raise NotFound("user not found") from None
     return key, f"{token_id}-{secret}"
+
+
+async def _check_live_tokens(conn: AsyncConnection, user_id: uuid.UUID, max_live: int, stamp: dt.datetime) -> None:
+    # A no-op write first: it locks the user's row (PostgreSQL) or the database (SQLite) until
+    # commit, so two concurrent creations cannot both see room for one more.
+    locked = await conn.execute(users.update().where(users.c.id == user_id).values(updated_at=users.c.updated_at))
+    if locked.rowcount == 0:
+        raise NotFound("user not found")
+    live = (await conn.execute(sa.select(sa.func.count()).select_from(api_keys).where(
+        api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None), api_keys.c.expires_at > stamp))).scalar_one()
+    if live >= max_live:
+        raise TooManyTokens(live, max_live)
 
 
 async def list_api_keys(engine: AsyncEngine, user_id: uuid.UUID) -> list[ApiKey]:
@@ -182,5 +211,7 @@ async def revoke_api_key(engine: AsyncEngine, token_id: str, user_id: uuid.UUID 
         condition = sa.and_(condition, api_keys.c.user_id == user_id)
     async with engine.begin() as conn:
         result = await conn.execute(api_keys.update().where(condition).values(revoked_at=now()))
+        if result.rowcount:
+            await bump(conn, AUTH)
     if result.rowcount == 0:
         raise NotFound(f"token {token_id!r} not found")
