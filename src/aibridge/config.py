@@ -308,7 +308,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("aibridge_budget_output_estimate", "CODER_AIBRIDGE_BUDGET_OUTPUT_ESTIMATE", "4096", "int",
            "Output tokens a budget reservation assumes for a request that sets no max_tokens."),
     Option("aibridge_governance_refresh", "CODER_AIBRIDGE_GOVERNANCE_REFRESH", "10s", "duration",
-           "How soon prices, budgets and model rules changed on another replica take effect."),
+           "How often prices, budgets and model rules are re-read even without a change signal (changes "
+           "apply at once on this server and within 1 s on other replicas; this bounds staleness if "
+           "those signals stop)."),
     Option("aibridge_structured_logging", "CODER_AIBRIDGE_STRUCTURED_LOGGING", "false", "bool",
            "Log one structured line per recorded item."),
     Option("aibridge_send_actor_headers", "CODER_AIBRIDGE_SEND_ACTOR_HEADERS", "false", "bool",

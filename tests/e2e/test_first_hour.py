@@ -146,7 +146,7 @@ async def test_off_boarding_over_rest(server: ServerProcess) -> None:
     assert (await owner.get("/api/v2/users/leaver"))[0] == 404
 
 
-async def test_off_boarding_with_the_cli_takes_effect_within_the_cache_ttl(server: ServerProcess) -> None:
+async def test_off_boarding_with_the_cli_takes_effect_within_a_second(server: ServerProcess) -> None:
     token = server.create_user("quitter")
     client = Client(server.url, token)
     assert (await client.get("/api/v2/users/me"))[0] == 200          # now cached by the server
@@ -155,10 +155,7 @@ async def test_off_boarding_with_the_cli_takes_effect_within_the_cache_ttl(serve
     assert "database: " in done.stderr
     listed = server.cli("users", "list")
     assert any(line.split()[:3] == ["quitter", "member", "suspended"] for line in listed.stdout.splitlines())
-    for _ in range(130):                                              # the auth cache holds 10 s at most
-        if (await client.get("/api/v2/users/me"))[0] == 403:
-            break
-        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)                                          # DESIGN §2.6: within 1 s
     status, body = await client.get("/api/v2/users/me")
     assert status == 403 and "suspended" in body["message"]
     assert server.cli("users", "activate", "quitter").returncode == 0

@@ -61,16 +61,13 @@ async def test_authentication_matrix(server: ServerProcess) -> None:
     assert status == 403 and "revoked" in body["message"]
 
 
-async def test_cli_revocation_takes_effect_within_cache_ttl(server: ServerProcess) -> None:
+async def test_cli_revocation_takes_effect_within_a_second(server: ServerProcess) -> None:
     token = server.create_user("erin")
     client = Client(server.url, token)
-    assert (await client.get("/api/v2/users/me"))[0] == 200
+    assert (await client.get("/api/v2/users/me"))[0] == 200          # now cached by the server
     revoked = server.cli("tokens", "revoke", token.split("-", 1)[0])
     assert revoked.returncode == 0, revoked.stderr
-    for _ in range(130):            # the cache holds a validated token for at most 10 s
-        if (await client.get("/api/v2/users/me"))[0] == 403:
-            break
-        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)                                          # DESIGN §2.6: within 1 s
     status, body = await client.get("/api/v2/users/me")
     assert status == 403 and "revoked" in body["message"]
 
