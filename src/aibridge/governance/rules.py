@@ -209,7 +209,7 @@ class Governance:
                  refresh: float = 10.0) -> None:
         self.engine = engine
         self.configured = configured
-        self.generations = generations
+        self._changed = generations.governance      # the shared cell (store/changes.py)
         self.refresh = refresh
         self.snapshot = merge(configured, None)     # until the database is first read
         self._read_at = -float("inf")
@@ -218,7 +218,7 @@ class Governance:
         self._warned = False
 
     def _stale(self) -> bool:
-        return (self.generations.governance != self._generation
+        return (self._changed.value != self._generation
                 or time.monotonic() - self._read_at >= self.refresh)
 
     async def rules(self) -> Rules:
@@ -230,7 +230,7 @@ class Governance:
         return self.snapshot
 
     async def _reload(self) -> None:
-        generation = self.generations.governance    # before the read: a change during it reads again
+        generation = self._changed.value            # before the read: a change during it reads again
         try:
             stored = await store.load_rules(self.engine)
         except Exception as exc:        # keep the last rules: a database hiccup must not stop the bridge

@@ -51,8 +51,8 @@ def token_from_headers(headers: Mapping[str, str]) -> str | None:
 class Authenticator:
     def __init__(self, engine: AsyncEngine, generations: Generations, ttl: float = CACHE_TTL) -> None:
         self._engine = engine
-        self._generations = generations
-        self._generation = generations.auth         # what the cache holds is as of this generation
+        self._changed = generations.auth            # the shared cell (store/changes.py)
+        self._generation = self._changed.value      # what the cache holds is as of this generation
         self._ttl = ttl
         self._cache: dict[str, tuple[float, ApiKey, User]] = {}
         # One database read per token at a time: when a cached entry expires under load, every
@@ -96,7 +96,7 @@ class Authenticator:
                       type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
 
     async def _lookup(self, token_id: str) -> tuple[ApiKey | None, User | None]:
-        generation = self._generations.auth
+        generation = self._changed.value
         if generation != self._generation:          # a token or user changed somewhere: start afresh
             self._cache.clear()
             self._loading = {}
@@ -108,7 +108,7 @@ class Authenticator:
         found = await self._load(token_id)
         if found is None:
             return None, None
-        if self._generations.auth != generation:    # read while a change landed: use it once, keep nothing
+        if self._changed.value != generation:    # read while a change landed: use it once, keep nothing
             return found
         if len(self._cache) >= _MAX_CACHE:
             self._cache.clear()

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import logging
 import multiprocessing
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -69,32 +69,28 @@ async def read(engine: AsyncEngine) -> dict[str, int]:
 
 
 class Generations:
-    """The newest generation of each kind this server knows, shared by its workers (fork)."""
+    """The newest generation of each kind this server knows, shared by its workers (fork).
+
+    Readers on the hot path keep a cell and read its ``.value`` (about 70 ns, no lock: an aligned
+    64-bit load); only ``advance`` takes the lock.
+    """
 
     def __init__(self) -> None:
-        self._cells: Any = _CTX.RawArray("q", len(KINDS))
+        self.auth: ctypes.c_longlong = _CTX.RawValue(ctypes.c_longlong)
+        self.governance: ctypes.c_longlong = _CTX.RawValue(ctypes.c_longlong)
+        self._cells = {AUTH: self.auth, GOVERNANCE: self.governance}
         # lockf on an unlinked file (as resilience/shared.py): released by the kernel if its holder dies
         fd, path = tempfile.mkstemp(prefix="aibridge-generations-")
         os.unlink(path)
         self._lock_fd = fd
 
-    @property
-    def auth(self) -> int:
-        value: int = self._cells[0]
-        return value
-
-    @property
-    def governance(self) -> int:
-        value: int = self._cells[1]
-        return value
-
     def advance(self, seen: Mapping[str, int]) -> None:
         """Raise the cells to ``seen`` (generations read from the database or a notification)."""
         with self._held():
-            for i, kind in enumerate(KINDS):
+            for kind, cell in self._cells.items():
                 value = seen.get(kind)
-                if value is not None and value > self._cells[i]:
-                    self._cells[i] = value
+                if value is not None and value > cell.value:
+                    cell.value = value
 
     @contextlib.contextmanager
     def _held(self) -> Iterator[None]:
