@@ -135,7 +135,8 @@ PATHS: dict[str, Any] = {
     },
     "/api/v2/users/{user}/keys/tokens": {
         "get": operation("a user's tokens", 200, array(ref("Token")), params=[USER]),
-        "post": operation("create a token; the response holds it, shown once", 201, ref("CreatedToken"),
+        "post": operation("create a token; the response holds it, shown once (409: the user already "
+                          "holds --max-tokens-per-user live tokens)", 201, ref("CreatedToken"),
                           body=ref("NewToken"), params=[USER]),
     },
     "/api/v2/users/{user}/keys/{id}": {

@@ -40,6 +40,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aibridge.store.schema import generations
@@ -112,8 +113,15 @@ class Changes:
         self._failing = False
 
     async def publish(self) -> None:
-        """After a change committed: every worker of this server sees it on its next request."""
-        self.generations.advance(await read(self.engine))
+        """After a change committed: every worker of this server sees it on its next request.
+
+        The change is saved either way: if the database stops answering right after it, the
+        listener brings it once the database is back (the call that made it must not fail)."""
+        try:
+            self.generations.advance(await read(self.engine))
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("a change was saved but could not be announced to this server's workers (%s); "
+                        "they apply it once the database answers again", type(exc).__name__)
 
     async def start(self) -> None:
         if self._listen:
