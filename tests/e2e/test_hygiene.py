@@ -106,7 +106,7 @@ async def test_mcp_url_credentials_are_never_shown(hygiene: Hygiene, stream: boo
     status, _, answer = await post(hygiene.server.url, hygiene.token, "chat", orjson.dumps(body),
                                    {"x-fake-tool": "lookup_secret"})
     assert status == 200, answer
-    assert b"AZURE" in answer or b"tool ran fine" in answer
+    assert stream or b"The tool ran fine" in answer
     record = await latest(Client(hygiene.server.url, hygiene.token), after=before)
     injected = [t for t in record["tool_usages"] if t["injected"]]
     assert injected and all(t["server_url"] == masked(hygiene.mcp.url) for t in injected), injected
