@@ -37,7 +37,8 @@ FIELDS = ["model", "messages", "input", "stream", "stream_options", "tools", "to
 WORDS = st.sampled_from(["user", "assistant", "system", "tool", "text", "input_text", "tool_use", "tool_result",
                          "function_call", "function_call_output", "message", "auto", "any", "enabled",
                          "ghp_" + "a" * 36, "data:x", "claude-haiku", "gpt-4.1"])
-SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False) | \
+INTEGERS = st.integers(-(2**63), 2**64 - 1)           # what orjson reads as integers
+SCALARS = st.none() | st.booleans() | INTEGERS | st.floats(allow_nan=False, allow_infinity=False) | \
     st.text(max_size=8) | WORDS
 KEYS = st.sampled_from(FIELDS) | st.text(max_size=5)
 

@@ -82,8 +82,8 @@ class McpAddon(Addon):
         def record(error: str | None, size: int) -> None:
             turn.findings.append(ToolCall(
                 as_str(turn.answer.get("id")), call.id, tool.name, call.raw, injected=True,
-                server_url=shown_url(tool.server.url), invocation_error=error, started_ns=started, ended_ns=time.time_ns(),
-                metadata={"result_size": size}))
+                server_url=shown_url(tool.server.url), invocation_error=error, started_ns=started,
+                ended_ns=time.time_ns(), metadata={"result_size": size}))
 
         try:
             result = await self.toolbox.server(tool.server.id).call(tool.name, call.arguments, self._headers(flow))
