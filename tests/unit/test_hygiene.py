@@ -21,6 +21,7 @@ from aibridge.bridge.providers.openai import OpenAIProvider
 from aibridge.config import McpServerConfig
 from aibridge.mcp.servers import describe, mcp_secrets, shown_url
 from aibridge.observability.logging import HumanFormatter, JSONFormatter, escape
+from tests.unit.test_observability import make_flow
 
 AWS_KEY, AWS_SECRET = "AKIAFAKEFAKEFAKE1234", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYFAKEKEY123"
 
@@ -56,7 +57,8 @@ def test_short_values_are_not_registered() -> None:
 class _Inner:
     """A provider answering one fixed response."""
 
-    type, name, apis = "openai", "openai", {}
+    type, name = "openai", "openai"
+    apis: dict[str, object] = {}
 
     def __init__(self, response: UpstreamResponse) -> None:
         self.response = response
@@ -152,3 +154,11 @@ def test_a_traceback_keeps_its_lines() -> None:
     except ValueError:
         record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, __import__("sys").exc_info())
     assert "\nTraceback" in HumanFormatter().format(record)
+
+
+def test_a_failed_interceptions_error_never_records_a_key(registered: scrub.Scrubber) -> None:
+    """A stream's in-band error event (status 200: not scanned when relayed) becomes the flow's
+    error, which is recorded, traced and logged: it is scrubbed there."""
+    flow = make_flow()
+    flow.fail("error", "upstream stream error: bad key sk-ant-only-key-789")
+    assert flow.error == f"upstream stream error: bad key {scrub.PROVIDER_KEY}"
