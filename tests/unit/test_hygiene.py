@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from aibridge.bridge import scrub
+from aibridge.bridge.apis.base import Api
 from aibridge.bridge.diagnostics import Diagnosed
 from aibridge.bridge.providers.anthropic import AnthropicProvider
 from aibridge.bridge.providers.base import UpstreamRequest, UpstreamResponse
@@ -58,7 +59,7 @@ class _Inner:
     """A provider answering one fixed response."""
 
     type, name = "openai", "openai"
-    apis: dict[str, object] = {}
+    apis: dict[str, Api] = {}
 
     def __init__(self, response: UpstreamResponse) -> None:
         self.response = response
