@@ -30,6 +30,7 @@ from aibridge.bridge.apis.base import Api
 from aibridge.bridge.apis.chat_completions import CHAT_COMPLETIONS
 from aibridge.bridge.apis.messages import MESSAGES
 from aibridge.bridge.apis.responses import RESPONSES
+from aibridge.bridge.bodies import body_problem
 from aibridge.bridge.clients import detect_client
 from aibridge.bridge.flow import Addons, Flow
 from aibridge.bridge.providers.http import forwardable_headers, relayable_headers
@@ -121,9 +122,11 @@ async def main_async(seconds: float) -> None:
 
     def parse() -> None:
         parsed = orjson.loads(body)
+        body_problem(body, parsed)
         CHAT_COMPLETIONS.request_info(parsed)
         CHAT_COMPLETIONS.prepare_upstream(parsed)
-    add("request", "request body: orjson.loads + request_info + prepare_upstream", per_call(parse, seconds))
+    add("request", "request body: orjson.loads + body_problem + request_info + prepare_upstream",
+        per_call(parse, seconds))
     add("request", "headers: forwardable_headers + relayable_headers",
         per_call(lambda: (forwardable_headers(auth_headers), relayable_headers(UPSTREAM_HEADERS)), seconds))
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aibridge.bridge import scrub
 from aibridge.bridge.actor_headers import ActorHeadersAddon
 from aibridge.bridge.diagnostics import Diagnosed
 from aibridge.bridge.flow import Addon, Addons
@@ -27,7 +28,7 @@ from aibridge.governance.rules import Governance, parse_configured
 from aibridge.httpserver import AppRunner
 from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.mcp.addon import McpAddon
-from aibridge.mcp.servers import McpServer
+from aibridge.mcp.servers import McpServer, mcp_secrets
 from aibridge.mcp.tools import Toolbox
 from aibridge.observability.metrics import (
     BudgetThresholdCollector,
@@ -223,6 +224,7 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
         watch_addons(metrics, addon_list)
     addons = Addons(addon_list)
     built = {cfg.name: build_provider(cfg) for cfg in settings.providers}
+    scrub.register({**scrub.provider_secrets(built.values()), **mcp_secrets(settings.mcp_servers)})
     if metrics is not None:
         pools = [pool for p in built.values() if isinstance(pool := getattr(p, "keys", None), KeyPool)]
         metrics.watch(KeyCooldownCollector(pools))

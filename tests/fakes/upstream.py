@@ -66,6 +66,7 @@ _SAMPLES: Final[Mapping[str, Any]] = {
 _TOOL_INPUT_STR = b'"__TOOL_INPUT_STR__"'
 _TOOL_INPUT_OBJ = b'"__TOOL_INPUT_OBJ__"'
 _TOOL_RESULT = b"__TOOL_RESULT__"          # inside a JSON string: the text of the request's last tool result
+_API_KEY = b"__API_KEY__"                  # in an HTTP reply: the key the request presented (a gateway echoing it)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -181,7 +182,8 @@ def _parse_reply(api: str, text: str, per_write: int, where: str) -> Reply:
             if k.strip().lower() != "content-length"
         )
         body = body_text.strip().encode()
-        orjson.loads(body)
+        if any(k.lower() == "content-type" and "json" in v for k, v in headers):
+            orjson.loads(body)
         return Reply("http", status, headers, body, gzip.compress(body, mtime=0), templated=templated)
     if stripped.startswith(("event:", "data:")):
         blocks = _split_sse(stripped)
@@ -435,6 +437,12 @@ class _ToolFill:
             .replace(_TOOL_INPUT_OBJ, self.input_obj)
             .replace(_TOOL_RESULT, self.result)
         )
+
+
+def _presented_key(request: web.Request) -> str:
+    """The API key a request carried (x-api-key, else the bearer token), JSON-escaped."""
+    key = request.headers.get("x-api-key") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+    return orjson.dumps(key).decode()[1:-1]
 
 
 def is_followup(api: str, data: Mapping[str, Any]) -> bool:
@@ -763,6 +771,8 @@ class FakeUpstream:
         if fill is not None:
             body = fill.apply(body)
             body_gzip = b""
+        if _API_KEY in body:
+            body, body_gzip = body.replace(_API_KEY, _presented_key(request).encode()), b""
         forced = request.headers.get(COMPRESS_HEADER, "").lower() == "gzip"
         if forced or (sc.compress == "gzip" and "gzip" in request.headers.get("Accept-Encoding", "")):
             body = body_gzip or gzip.compress(body, mtime=0)

@@ -5,6 +5,8 @@ it unreachable. Both used to reach the client as an unexplained 404 or 502 with 
 server's log. ``Diagnosed`` wraps a provider (for every door and route, intercepted or passed
 through) and turns them into a 502 in the provider's error shape whose message says what to
 check, and one log line per provider naming it and its base URL, until it answers again.
+
+It is also where every upstream error answer has the configured keys taken out (``scrub.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Mapping
 
 from aibridge.bridge.apis.base import Api
 from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest, UpstreamResponse
+from aibridge.bridge.scrub import scrubbed
 
 log = logging.getLogger("aibridge.upstream")
 
@@ -66,7 +69,7 @@ class Diagnosed:
         if self._reported is not None:
             log.info("upstream %s answers again (%s)", self.name, where)
             self._reported = None
-        return response
+        return scrubbed(response)       # an error body may echo the key it was sent
 
     def _report(self, problem: str, message: str) -> None:
         if self._reported != problem:

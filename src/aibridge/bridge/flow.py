@@ -55,6 +55,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
+from aibridge.bridge import scrub
 from aibridge.bridge.apis.base import Api, Finding, RequestInfo
 from aibridge.bridge.providers.base import Provider, UpstreamRequest
 from aibridge.identity.roles import Actor
@@ -137,8 +138,8 @@ class Flow:
         return self.info.stream
 
     def fail(self, outcome: str, message: str) -> None:
-        if self.outcome == "success":
-            self.outcome, self.error = outcome, message
+        if self.outcome == "success":      # the message may quote an upstream that echoed a key
+            self.outcome, self.error = outcome, scrub.current().text(message)
 
     def get(self, key: FlowKey[T]) -> T | None:
         return cast("T | None", self.metadata.get(key))

@@ -24,6 +24,8 @@ import orjson
 from aiohttp import web
 
 from aibridge.bridge.apis.base import Api, Finding, ToolCall
+from aibridge.bridge.apis.common import loads_object
+from aibridge.bridge.bodies import body_problem
 from aibridge.bridge.clients import detect_client
 from aibridge.bridge.flow import Addons, Flow, Reject, Turn, TurnError
 from aibridge.bridge.loop import TURN_APIS, StreamJoiner, TurnApi
@@ -52,6 +54,8 @@ async def parse_body(request: web.Request, api: Api) -> dict[str, Any] | web.Res
         return provider_error(api, 400, f"request body is not valid JSON: {exc.msg} at position {exc.pos}")
     if not isinstance(body, dict):
         return provider_error(api, 400, "request body must be a JSON object")
+    if (problem := body_problem(raw, body)) is not None:
+        return provider_error(api, 400, problem)
     return body
 
 
@@ -335,7 +339,7 @@ async def _read_answer(flow: Flow, upstream: UpstreamResponse,
     response = await _relay_blocking(flow, upstream, addons, report=lambda fs: _report(flow, addons, fs))
     if upstream.status >= 400 or flow.outcome != "success":
         return None, response
-    answer = orjson.loads(response.body) if isinstance(response.body, bytes) else None
+    answer = loads_object(response.body) if isinstance(response.body, bytes) else None    # not JSON: relayed as it came
     return (answer, response) if isinstance(answer, dict) else (None, response)
 
 

@@ -21,7 +21,7 @@ from aibridge.bridge.apis.common import as_str
 from aibridge.bridge.flow import Addon, Flow, FlowKey, Turn, TurnError
 from aibridge.bridge.loop import TURN_APIS, Call, FunctionTool, TurnApi
 from aibridge.bridge.loop.base import Result
-from aibridge.mcp.servers import McpTool
+from aibridge.mcp.servers import McpTool, shown_url
 from aibridge.mcp.tools import Offered, Toolbox
 
 
@@ -82,8 +82,8 @@ class McpAddon(Addon):
         def record(error: str | None, size: int) -> None:
             turn.findings.append(ToolCall(
                 as_str(turn.answer.get("id")), call.id, tool.name, call.raw, injected=True,
-                server_url=tool.server.url, invocation_error=error, started_ns=started, ended_ns=time.time_ns(),
-                metadata={"result_size": size}))
+                server_url=shown_url(tool.server.url), invocation_error=error, started_ns=started,
+                ended_ns=time.time_ns(), metadata={"result_size": size}))
 
         try:
             result = await self.toolbox.server(tool.server.id).call(tool.name, call.arguments, self._headers(flow))

@@ -10,12 +10,14 @@ and retried after a short delay; meanwhile that server offers no tools and reque
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import httpx2
 import mcp.types as mcp_types
@@ -25,13 +27,46 @@ from mcp.client.session import IncomingMessage
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from aibridge.bridge.scrub import CREDENTIAL, current
 from aibridge.config import McpServerConfig
 
 log = logging.getLogger("aibridge.mcp")
+HIDDEN_VALUE = "REDACTED"       # stands for every query value of a URL as shown
 
 RETRY_AFTER_FAILURE = 10.0      # seconds before a failed listing is tried again (at most the refresh interval)
 MAX_LIST_PAGES = 20             # a server that paginates forever is cut off here
 ErrorCounter = Callable[[str, str], None]     # (server id, operation) → count a failure
+
+
+@functools.cache
+def shown_url(url: str) -> str:
+    """An MCP server's URL as recorded, exported, counted, traced and logged: without its userinfo,
+    its fragment and its query values (any may be a credential; the names stay, to tell URLs
+    apart). The server itself is called with the whole URL."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    query = urlencode([(name, HIDDEN_VALUE) for name, _ in parse_qsl(parts.query, keep_blank_values=True)])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def mcp_secrets(configs: Iterable[McpServerConfig]) -> dict[str, str]:
+    """What of the MCP servers' configuration never appears in a log line or a record
+    (``bridge/scrub.py``): each whole URL (shown as ``shown_url``), its userinfo and query values,
+    and the credential of each ``AUTHORIZATION``."""
+    secrets: dict[str, str] = {}
+    for config in configs:
+        parts = urlsplit(config.url)
+        if shown_url(config.url) != config.url:
+            secrets[config.url] = shown_url(config.url)
+        values = [parts.username, parts.password, *(value for _, value in parse_qsl(parts.query))]
+        secrets.update({unquote(v): CREDENTIAL for v in values if v})
+        secrets.update({v: CREDENTIAL for v in values if v})
+        if config.authorization:
+            secrets[config.authorization.split(" ", 1)[-1]] = CREDENTIAL
+    return secrets
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +142,11 @@ class McpServer:
             return
         self._tools = tools
         self._listed_at = time.monotonic()
-        log.info("MCP server %s (%s): %d tools", self.config.id, self.config.url, len(tools))
+        log.info("MCP server %s (%s): %d tools", self.config.id, shown_url(self.config.url), len(tools))
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         self._retry_at = time.monotonic() + min(RETRY_AFTER_FAILURE, self.refresh_interval)
-        log.warning("MCP server %s (%s): %s failed: %s", self.config.id, self.config.url, operation,
+        log.warning("MCP server %s (%s): %s failed: %s", self.config.id, shown_url(self.config.url), operation,
                     describe(exc))
         if self.on_error is not None:
             self.on_error(self.config.id, operation)
@@ -164,8 +199,9 @@ class McpServer:
 
 
 def describe(exc: BaseException) -> str:
-    """One line for a failure, looking inside the SDK's exception groups."""
+    """One line for a failure, looking inside the SDK's exception groups; the URL's credentials
+    taken out (httpx names the whole URL in its errors, and the line is recorded)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = current().text(str(exc).splitlines()[0]) if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

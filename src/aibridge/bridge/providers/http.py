@@ -198,6 +198,10 @@ class HTTPProvider:
         """The headers that carry ``key`` (one key of the pool) upstream."""
         raise NotImplementedError
 
+    def secrets(self) -> list[str]:
+        """Every key of the pool: kept out of relayed errors and logs (``bridge/scrub.py``)."""
+        return list(self.keys.keys)
+
     def upstream_model(self, model: str) -> str:
         return model
 

@@ -157,7 +157,8 @@ def bedrock_body(body: Mapping[str, Any], model: str, beta_headers: Iterable[str
     out["anthropic_version"] = ANTHROPIC_VERSION
 
     existing = body.get("anthropic_beta")
-    flags = split_betas([*beta_headers, *(existing if isinstance(existing, list) else [])])
+    listed = [flag for flag in existing if isinstance(flag, str)] if isinstance(existing, list) else []
+    flags = split_betas([*beta_headers, *listed])
     betas = bedrock_betas(flags, model)
     if betas:
         out["anthropic_beta"] = betas

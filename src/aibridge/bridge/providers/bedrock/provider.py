@@ -89,6 +89,15 @@ class BedrockProvider:
     def region(self) -> str:
         return self._region
 
+    def secrets(self) -> list[str]:
+        """The AWS credentials as resolved at start (refreshed ones are not known here): kept out
+        of relayed errors and logs."""
+        try:
+            frozen = self._credentials.get_frozen_credentials()
+        except Exception:           # a credential chain that cannot refresh now: signing will say so
+            return []
+        return [value for value in (frozen.access_key, frozen.secret_key, frozen.token) if value]
+
     def is_passthrough(self, method: str, tail: str) -> bool:
         return False
 
