@@ -214,3 +214,18 @@ model_aliases = sa.Table(
     sa.Column("to_model", sa.String(256), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
+
+
+# ---------------------------------------------------------------- stored-object ownership (issue 20, 1.2)
+
+# Who made each response and conversation that went through the bridge: only that user may read,
+# continue, cancel or delete it (governance/ownership.py). Purged with the interceptions.
+owned_objects = sa.Table(
+    "aibridge_owned_objects", metadata,
+    sa.Column("provider_name", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(256), primary_key=True),              # resp_… / conv_…
+    sa.Column("kind", sa.String(16), nullable=False),               # "response" | "conversation"
+    sa.Column("user_id", sa.Uuid(as_uuid=True), nullable=False),
+    _created_at(),
+    sa.Index("idx_aibridge_owned_objects_created", "created_at"),
+)
