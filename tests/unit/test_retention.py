@@ -164,10 +164,11 @@ async def test_task_survives_a_database_failure(caplog: pytest.LogCaptureFixture
 
 async def test_purge_forgets_old_owners_of_stored_objects(engine: AsyncEngine) -> None:
     user = await user_store.create_user(engine, "owner1", "member")
-    await owned.remember(engine, "openai", "response", "resp_old", user.id, NOW - dt.timedelta(days=61))
-    await owned.remember(engine, "openai", "conversation", "conv_new", user.id, NOW - dt.timedelta(days=1))
-    await owned.remember(engine, "openai", "response", "resp_old", uuid.uuid4())      # the first maker stays
-    assert await owned.owners(engine, "openai", ["resp_old", "conv_new"]) == {"resp_old": user.id,
-                                                                              "conv_new": user.id}
+    await write_batch(engine, [
+        rec.OwnedObjectRecord("resp_old", "response", "openai", user.id, NOW - dt.timedelta(days=61)),
+        rec.OwnedObjectRecord("conv_new", "conversation", "openai", user.id, NOW - dt.timedelta(days=1))])
+    # the first maker stays (an id is never given twice; a replayed record changes nothing)
+    await write_batch(engine, [rec.OwnedObjectRecord("resp_old", "response", "openai", uuid.uuid4())])
+    assert await owned.owners(engine, ["resp_old", "conv_new"]) == {"resp_old": user.id, "conv_new": user.id}
     await purge(engine, 60 * DAY, now=NOW)
-    assert await owned.owners(engine, "openai", ["resp_old", "conv_new"]) == {"conv_new": user.id}
+    assert await owned.owners(engine, ["resp_old", "conv_new"]) == {"conv_new": user.id}

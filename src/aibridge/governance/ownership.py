@@ -6,8 +6,10 @@ it. This addon remembers who made each one and refuses the others.
 
 - Made: the Responses reader reports the id of every answer (blocking: the answer's ``id``;
   streaming: ``response.created``, as soon as it arrives) and ``POST v1/conversations`` the id of
-  the conversation, as ``Stored``; ``stored`` remembers it in this process at once and writes its
-  row (``aibridge_owned_objects``) in the background, off the request's critical path.
+  the conversation, as ``Stored``. This addon remembers it in this process at once; the recorder
+  (which hears ``stored`` too) writes its row (``aibridge_owned_objects``) in its next batch, with
+  the interception's records: no database round trip on the request's path, and journaled like
+  them (a crash loses no owner of an answer the client has).
 - Checked: a request that names objects (``flow.info.references``: a passed-through path's
   ``{response}`` / ``{conversation}``, a Responses request's ``previous_response_id`` and
   ``conversation``) is refused with 404 in OpenAI's words when another user made one of them.
@@ -17,19 +19,16 @@ it. This addon remembers who made each one and refuses the others.
 The race (a client that asks for its response the moment it has it, maybe from another worker or
 replica): this process answers from memory for what it made itself; a row not found is looked
 up again a few times over ``GRACE`` seconds (only ids without a row pay this), which covers the
-background write of another process. A database that cannot be read refuses (503): isolation
-fails closed.
+recorder's batch delay (0.2 s) in another process. A database that cannot be read refuses
+(503): isolation fails closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,7 +38,7 @@ from aibridge.store import owned
 
 log = logging.getLogger("aibridge.ownership")
 RECENT = 50_000                               # ids this process made, answered from memory
-RETRIES = (0.05, 0.1, 0.2, 0.4)               # pauses before looking again for a row not found
+RETRIES = (0.1, 0.2, 0.3, 0.4)                # pauses before looking again for a row not found
 GRACE = sum(RETRIES)
 
 
@@ -53,39 +52,29 @@ def not_found(kind: str, object_id: str) -> str:
 class OwnershipAddon(Addon):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._recent: OrderedDict[tuple[str, str], uuid.UUID] = OrderedDict()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._warned_at = -float("inf")
-
-    async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._recent: OrderedDict[str, uuid.UUID] = OrderedDict()
 
     async def admit(self, flow: Flow) -> None:
         references = flow.info.references
         if not references:
             return
         for kind, object_id in references:
-            owner = await self._owner(flow.provider.name, object_id)
+            owner = await self._owner(object_id)
             if owner is not None and owner != flow.actor.id:
                 raise Reject(404, not_found(kind, object_id), reason="not_owner")
 
     def stored(self, flow: Flow, obj: Stored) -> None:
-        key = (flow.provider.name, obj.id)
-        if key in self._recent:
-            return
-        self._recent[key] = flow.actor.id
+        self._recent.setdefault(obj.id, flow.actor.id)      # the first maker stays, as in the table
         if len(self._recent) > RECENT:
             self._recent.popitem(last=False)
-        self._spawn(self._write(flow.provider.name, obj, flow.actor.id))
 
-    async def _owner(self, provider: str, object_id: str) -> uuid.UUID | None:
-        made_here = self._recent.get((provider, object_id))
+    async def _owner(self, object_id: str) -> uuid.UUID | None:
+        made_here = self._recent.get(object_id)
         if made_here is not None:
             return made_here
         for pause in (*RETRIES, None):
             try:
-                found = await owned.owners(self.engine, provider, [object_id])
+                found = await owned.owners(self.engine, [object_id])
             except Exception as exc:
                 log.warning("ownership: cannot read the owners of stored objects (%s)", exc)
                 raise Reject(503, "AI Bridge cannot check who owns this object right now; retry shortly",
@@ -95,16 +84,3 @@ class OwnershipAddon(Addon):
             if pause is not None:
                 await asyncio.sleep(pause)
         return None
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _write(self, provider: str, obj: Stored, user_id: uuid.UUID) -> None:
-        try:
-            await owned.remember(self.engine, provider, obj.kind, obj.id, user_id)
-        except Exception as exc:        # still known to this process; other processes will not see it
-            if time.monotonic() - self._warned_at > 60:
-                self._warned_at = time.monotonic()
-                log.warning("ownership: could not record who made %s %s (%s)", obj.kind, obj.id, exc)

@@ -219,12 +219,13 @@ model_aliases = sa.Table(
 # ---------------------------------------------------------------- stored-object ownership (issue 20, 1.2)
 
 # Who made each response and conversation that went through the bridge: only that user may read,
-# continue, cancel or delete it (governance/ownership.py). Purged with the interceptions.
+# continue, cancel or delete it (governance/ownership.py). Written by the recorder; purged with
+# the interceptions. Keyed by the id alone: two provider names may reach one upstream account.
 owned_objects = sa.Table(
     "aibridge_owned_objects", metadata,
-    sa.Column("provider_name", sa.String(64), primary_key=True),
     sa.Column("id", sa.String(256), primary_key=True),              # resp_… / conv_…
     sa.Column("kind", sa.String(16), nullable=False),               # "response" | "conversation"
+    sa.Column("provider_name", sa.String(64), nullable=False),
     sa.Column("user_id", sa.Uuid(as_uuid=True), nullable=False),
     _created_at(),
     sa.Index("idx_aibridge_owned_objects_created", "created_at"),

@@ -16,12 +16,12 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table('aibridge_owned_objects',
-    sa.Column('provider_name', sa.String(length=64), nullable=False),
     sa.Column('id', sa.String(length=256), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('provider_name', sa.String(length=64), nullable=False),
     sa.Column('user_id', sa.Uuid(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('provider_name', 'id')
+    sa.PrimaryKeyConstraint('id')
     )
     op.create_index('idx_aibridge_owned_objects_created', 'aibridge_owned_objects', ['created_at'], unique=False)
 
