@@ -397,7 +397,7 @@ class _Labels:
     client: str
 
 
-GOVERNANCE_REFUSALS = frozenset({"budget", "model_not_allowed", "not_owner"})
+GOVERNANCE_REFUSALS = frozenset({"budget", "model_not_allowed", "not_owner", "ownership_unavailable"})
 LABELS: FlowKey[_Labels] = FlowKey("metrics.labels")    # set while the flow is counted in flight
 
 
