@@ -30,7 +30,7 @@ OPENAI = "/api/v2/aibridge/openai"
 ANTHROPIC = "/api/v2/aibridge/anthropic"
 
 # Every passed-through route, as (method, path under the bridge, JSON body or None).
-PASSTHROUGH = [
+PASSTHROUGH: list[tuple[str, str, Any]] = [
     ("GET", f"{OPENAI}/v1/models", None),
     ("GET", f"{OPENAI}/v1/models/gpt-4.1", None),
     ("POST", f"{ANTHROPIC}/v1/messages/count_tokens",

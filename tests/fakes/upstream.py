@@ -763,10 +763,11 @@ class FakeUpstream:
         rec.followup = sc.has_followup and is_followup(api, data)
         key = ("streaming" if rec.stream else "blocking") + ("/tool-call" if rec.followup else "")
         reply = sc.replies.get(key)
-        fill = (_ToolFill.for_request(api, data, request.headers.get("x-fake-tool", ""))
-                if reply is not None and reply.templated else None)
+        fill: _ToolFill | _Renamed | None = (
+            _ToolFill.for_request(api, data, request.headers.get("x-fake-tool", ""))
+            if reply is not None and reply.templated else None)
         if reply is not None and (wanted := request.headers.get(RESPONSE_ID_HEADER)):
-            fill = _Renamed(fill, reply, wanted)
+            fill = _Renamed(fill if isinstance(fill, _ToolFill) else None, reply, wanted)
         if not rec.stream or reply is None or reply.kind != "sse":
             return await self._send_body(request, rec, sc, provider, reply, fill)
         return await self._send_stream(request, rec, sc, provider, reply, fill)
