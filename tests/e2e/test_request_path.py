@@ -125,6 +125,14 @@ async def test_passthrough_through_the_proxy_meets_the_rate_limit(guarded: Guard
     assert statuses.count(429) >= 8, statuses
     sent = guarded.fake.requests_to("/v1/models")[-1]
     assert sent.headers.get("X-AI-Bridge-Actor-Metadata-Username") == "rita"
+    # model rules too: a model rita may not use is refused through the proxy as on the direct routes
+    owner = Client(guarded.server.url, guarded.server.admin_token)
+    assert (await owner.request("PUT", "/api/v2/aibridge/model-rules",
+                                {"allow": [{"user": "rita", "models": ["gpt-5*"]}]}))[0] == 200
+    await next_second()
+    status, body, _ = await call("https://api.openai.com", "GET", "/v1/models/gpt-4.1", "sk-developers-own",
+                                 proxy=proxy, ssl=guarded.ca)
+    assert status == 403 and "'gpt-4.1' is not allowed" in body["error"]["message"], body
 
 
 async def test_passthrough_holds_a_concurrency_slot(database: Database) -> None:
