@@ -24,6 +24,7 @@ from aibridge.bridge.providers.keypool import KeyPool
 from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
 from aibridge.governance.addons import BudgetAddon, CostAddon, ModelRulesAddon
+from aibridge.governance.ownership import OwnershipAddon
 from aibridge.governance.rules import Governance, parse_configured
 from aibridge.httpserver import AppRunner
 from aibridge.identity.auth import Authenticator, AuthError
@@ -172,6 +173,7 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
             worker.rate if worker else None)
         addons.append(LimitsAddon(settings.aibridge_max_concurrency, settings.aibridge_rate_limit, counter,
                                   worker.slots if worker else None))
+    addons.append(OwnershipAddon(engine))     # a stored response or conversation is its maker's
     addons.append(CostAddon(governance))
     addons.append(BudgetAddon(governance, engine, settings.aibridge_budget_max_reservation,
                               settings.aibridge_budget_output_estimate))

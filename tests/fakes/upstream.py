@@ -29,6 +29,8 @@ import itertools
 import re
 import signal
 import sys
+import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -47,6 +49,7 @@ DEFAULT_SCENARIO: Final = "simple"
 SSE_CONTENT_TYPE: Final = "text/event-stream; charset=utf-8"
 JSON_CONTENT_TYPE: Final = "application/json"
 SCENARIO_HEADER: Final = "x-fake-scenario"
+RESPONSE_ID_HEADER: Final = "x-fake-response-id"
 COMPRESS_HEADER: Final = "x-fake-compress"
 
 Provider = Literal["openai", "anthropic"]
@@ -443,6 +446,26 @@ def _presented_key(request: web.Request) -> str:
     """The API key a request carried (x-api-key, else the bearer token), JSON-escaped."""
     key = request.headers.get("x-api-key") or request.headers.get("Authorization", "").removeprefix("Bearer ")
     return orjson.dumps(key).decode()[1:-1]
+_RESPONSE_ID = re.compile(rb'"(resp_[A-Za-z0-9]+)"')
+
+
+@dataclass(frozen=True, slots=True)
+class _Renamed:
+    """Header ``x-fake-response-id``: the answer's response id replaced by the one asked for (ids
+    differ per call, as OpenAI's do), after any tool fill."""
+
+    inner: _ToolFill | None
+    old: bytes
+    new: bytes
+
+    def __init__(self, inner: _ToolFill | None, reply: Reply, wanted: str) -> None:
+        found = _RESPONSE_ID.search(reply.body or b"".join(c for c, _ in reply.chunks))
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "old", found.group(1) if found else b"\0")
+        object.__setattr__(self, "new", wanted.encode())
+
+    def apply(self, data: bytes) -> bytes:
+        return (self.inner.apply(data) if self.inner else data).replace(self.old, self.new)
 
 
 def is_followup(api: str, data: Mapping[str, Any]) -> bool:
@@ -575,6 +598,13 @@ class FakeUpstream:
         r.add_post("/v1/chat/completions", self._chat)
         r.add_post("/v1/responses", self._responses)
         r.add_get("/v1/responses/{id}", self._get_response)
+        r.add_delete("/v1/responses/{id}", self._stored_object)
+        r.add_post("/v1/responses/input_tokens", self._input_tokens)
+        r.add_post("/v1/responses/{id}/cancel", self._stored_object)
+        r.add_get("/v1/responses/{id}/input_items", self._stored_object)
+        r.add_post("/v1/conversations", self._create_conversation)
+        r.add_route("*", "/v1/conversations/{id}", self._stored_object)
+        r.add_route("*", "/v1/conversations/{id}/items", self._stored_object)
         r.add_post("/v1/messages", self._messages)
         r.add_post("/v1/messages/count_tokens", self._count_tokens)
         r.add_get("/v1/models", self._list_models)
@@ -739,14 +769,17 @@ class FakeUpstream:
         rec.followup = sc.has_followup and is_followup(api, data)
         key = ("streaming" if rec.stream else "blocking") + ("/tool-call" if rec.followup else "")
         reply = sc.replies.get(key)
-        fill = (_ToolFill.for_request(api, data, request.headers.get("x-fake-tool", ""))
-                if reply is not None and reply.templated else None)
+        fill: _ToolFill | _Renamed | None = (
+            _ToolFill.for_request(api, data, request.headers.get("x-fake-tool", ""))
+            if reply is not None and reply.templated else None)
+        if reply is not None and (wanted := request.headers.get(RESPONSE_ID_HEADER)):
+            fill = _Renamed(fill if isinstance(fill, _ToolFill) else None, reply, wanted)
         if not rec.stream or reply is None or reply.kind != "sse":
             return await self._send_body(request, rec, sc, provider, reply, fill)
         return await self._send_stream(request, rec, sc, provider, reply, fill)
 
     async def _send_body(self, request: web.Request, rec: ReceivedRequest, sc: Scenario, provider: Provider,
-                         reply: Reply | None, fill: _ToolFill | None) -> web.StreamResponse:
+                         reply: Reply | None, fill: _ToolFill | _Renamed | None) -> web.StreamResponse:
         if sc.blocking_delay:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + sc.blocking_delay
@@ -781,7 +814,7 @@ class FakeUpstream:
         return web.Response(status=reply.status, body=body, headers=headers)
 
     async def _send_stream(self, request: web.Request, rec: ReceivedRequest, sc: Scenario, provider: Provider,
-                           reply: Reply, fill: _ToolFill | None) -> web.StreamResponse:
+                           reply: Reply, fill: _ToolFill | _Renamed | None) -> web.StreamResponse:
         chunks = reply.chunks if (sc.api != "chat" or rec.include_usage) else reply.chunks_no_usage
         resp = web.StreamResponse(status=200, headers=self._headers(provider, SSE_CONTENT_TYPE))
         rec.status = 200
@@ -821,6 +854,41 @@ class FakeUpstream:
         body["id"] = rid
         rec.status = 200
         return web.Response(body=orjson.dumps(body, option=orjson.OPT_INDENT_2),
+                            headers=self._headers("openai", JSON_CONTENT_TYPE))
+
+    async def _stored_object(self, request: web.Request) -> web.StreamResponse:
+        """The other routes of stored responses and conversations: the object named, as OpenAI shapes it."""
+        rec = await self._receive(request, "stored")
+        denied = self._auth_error(rec, "openai")
+        if denied is not None:
+            return denied
+        oid = request.match_info["id"]
+        kind = "conversation" if oid.startswith("conv_") else "response"
+        body: dict[str, Any] = {"id": oid, "object": kind}
+        if request.method == "DELETE":
+            body["deleted"] = True
+        elif request.path.endswith("/items") or request.path.endswith("/input_items"):
+            body = {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
+        rec.status = 200
+        return web.Response(body=orjson.dumps(body), headers=self._headers("openai", JSON_CONTENT_TYPE))
+
+    async def _create_conversation(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._receive(request, "conversations")
+        denied = self._auth_error(rec, "openai")
+        if denied is not None:
+            return denied
+        rec.status = 200
+        body = {"id": f"conv_{uuid.uuid4().hex}{uuid.uuid4().hex[:16]}", "object": "conversation",
+                "created_at": int(time.time()), "metadata": {}}
+        return web.Response(body=orjson.dumps(body), headers=self._headers("openai", JSON_CONTENT_TYPE))
+
+    async def _input_tokens(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._receive(request, "input_tokens")
+        denied = self._auth_error(rec, "openai")
+        if denied is not None:
+            return denied
+        rec.status = 200
+        return web.Response(body=orjson.dumps({"object": "response.input_tokens", "input_tokens": 11}),
                             headers=self._headers("openai", JSON_CONTENT_TYPE))
 
     async def _count_tokens(self, request: web.Request) -> web.StreamResponse:

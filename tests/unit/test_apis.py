@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from aibridge.bridge.apis.base import Api, Finding, Thought, ToolCall, Usage
+from aibridge.bridge.apis.base import Api, Finding, Stored, Thought, ToolCall, Usage
 from aibridge.bridge.apis.chat_completions import CHAT_COMPLETIONS
 from aibridge.bridge.apis.messages import MESSAGES
 from aibridge.bridge.apis.responses import RESPONSES
@@ -62,6 +62,8 @@ def as_dicts(findings: list[Finding]) -> list[dict[str, Any]]:
     kinds = {Usage: "usage", ToolCall: "tool_call", Thought: "thought"}
     out = []
     for finding in findings:
+        if isinstance(finding, Stored):     # the objects an answer made: test_responses_report_their_ids
+            continue
         fields = asdict(finding)
         if isinstance(finding, ToolCall):
             assert {k: fields.pop(k) for k in INVOCATION_FIELDS} == INVOCATION_FIELDS
@@ -95,10 +97,11 @@ def events_of(raw: bytes) -> list[SSEEvent]:
     return decoder.feed(raw) + decoder.flush()
 
 
-def feed_all(api: Api, events: list[SSEEvent]) -> tuple[list[Finding], str | None]:
+def feed_all(api: Api, events: list[SSEEvent], stored: bool = False) -> tuple[list[Finding], str | None]:
+    """The findings of these events; the ``Stored`` ones only when asked for (``stored``)."""
     observer = api.new_stream_observer()
-    findings = [f for event in events for f in observer.feed(event)]
-    return findings + observer.finish(), observer.error
+    findings = [f for event in events for f in observer.feed(event)] + observer.finish()
+    return [f for f in findings if stored or not isinstance(f, Stored)], observer.error
 
 
 def sse(*events: tuple[str | None, object]) -> list[SSEEvent]:
@@ -449,7 +452,7 @@ def test_responses_commentary_message_is_a_thought() -> None:
         {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Done."}]},
     ]}
     expected = [Thought("Looking at the tests first.", {"source": "commentary"})]
-    assert RESPONSES.blocking_findings(body) == expected
+    assert RESPONSES.blocking_findings(body) == [Stored("response", "resp_c"), *expected]
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -583,3 +586,25 @@ def test_malformed_events_never_raise(api: Api) -> None:
 def test_odd_blocking_bodies_never_raise(api: Api, body: dict[str, Any]) -> None:
     for finding in api.blocking_findings(body):
         assert isinstance(finding, Usage | ToolCall | Thought)
+
+
+def test_responses_report_their_ids() -> None:
+    """The id of every response made, once, as soon as the answer tells it (issue 20, 1.2)."""
+    _, sections = load("responses_function_call")
+    blocking = RESPONSES.blocking_findings(orjson.loads(sections["non-streaming"]))
+    assert [f for f in blocking if isinstance(f, Stored)] == [Stored("response", "resp_F6")]
+    findings, _ = run_stream(RESPONSES, [stream_bytes(sections)])
+    stored = [f for f in findings if isinstance(f, Stored)]
+    assert len(stored) == 1 and stored[0].kind == "response" and stored[0].id.startswith("resp_")
+    first, _ = feed_all(RESPONSES, sse(("response.created", {"type": "response.created",
+                                                             "response": {"id": "resp_early"}})), stored=True)
+    assert first == [Stored("response", "resp_early")]
+
+
+def test_responses_request_names_what_it_continues() -> None:
+    info = RESPONSES.request_info({"model": "m", "input": "x", "previous_response_id": "resp_1",
+                                   "conversation": {"id": "conv_2"}})
+    assert info.references == (("response", "resp_1"), ("conversation", "conv_2"))
+    assert RESPONSES.request_info({"model": "m", "input": "x", "conversation": "conv_3"}).references == (
+        ("conversation", "conv_3"),)
+    assert RESPONSES.request_info({"model": "m", "input": "x"}).references == ()

@@ -19,6 +19,7 @@ from aibridge.bridge.providers.base import UpstreamRequest, UpstreamResponse
 from aibridge.bridge.providers.bedrock.provider import BedrockConfig, BedrockProvider
 from aibridge.bridge.providers.http import BufferedResponse
 from aibridge.bridge.providers.openai import OpenAIProvider
+from aibridge.bridge.routes import RouteTable
 from aibridge.config import McpServerConfig
 from aibridge.mcp.servers import describe, mcp_secrets, shown_url
 from aibridge.observability.logging import HumanFormatter, JSONFormatter, escape
@@ -60,12 +61,10 @@ class _Inner:
 
     type, name = "openai", "openai"
     apis: dict[str, Api] = {}
+    routes = RouteTable(())
 
     def __init__(self, response: UpstreamResponse) -> None:
         self.response = response
-
-    def is_passthrough(self, method: str, tail: str) -> bool:
-        return True
 
     def upstream_model(self, model: str) -> str:
         return model

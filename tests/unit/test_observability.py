@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from aibridge.bridge.apis.base import RequestInfo, Thought, ToolCall, Usage
 from aibridge.bridge.apis.messages import MESSAGES
-from aibridge.bridge.flow import Addons, Flow, Passthrough, Reject
+from aibridge.bridge.flow import Addons, Flow, Reject
 from aibridge.bridge.providers.base import UpstreamRequest
 from aibridge.identity.roles import Actor
 from aibridge.observability.logging import JSONFormatter
@@ -50,9 +50,13 @@ def make_flow(model: str = "claude-sonnet-4-5", prompt: str | None = "hello",
                 client=client, session_id=None, user_agent="claude-cli/2.0", headers=headers or {})
 
 
-def passthrough(route: str, headers: dict[str, str] | None = None, arrived_ns: int = 0) -> Passthrough:
-    return Passthrough(FakeProvider(), ACTOR, route, "GET", 200, headers or {},  # type: ignore[arg-type]
-                       arrived_ns=arrived_ns)
+def passthrough(route: str, headers: dict[str, str] | None = None, arrived_ns: int = 0) -> Flow:
+    """A passed-through flow, answered 200."""
+    flow = Flow(id=uuid.uuid4(), actor=ACTOR, provider=FakeProvider(), api=MESSAGES,  # type: ignore[arg-type]
+                route=route, method="GET", info=RequestInfo("", False, None), model="", client="",
+                session_id=None, user_agent="", headers=headers or {}, passed_through=True, arrived_ns=arrived_ns)
+    flow.upstream_status = 200
+    return flow
 
 
 def upstream_request(headers: dict[str, str] | None = None) -> UpstreamRequest:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.config import postgres_async_url
 from aibridge.recording.retention import RetentionTask
+from aibridge.store import owned
 from aibridge.store import records as rec
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
@@ -159,3 +160,15 @@ async def test_task_survives_a_database_failure(caplog: pytest.LogCaptureFixture
         assert any("retention purge failed" in r.getMessage() for r in caplog.records)
     finally:
         await broken.dispose()
+
+
+async def test_purge_forgets_old_owners_of_stored_objects(engine: AsyncEngine) -> None:
+    user = await user_store.create_user(engine, "owner1", "member")
+    await write_batch(engine, [
+        rec.OwnedObjectRecord("resp_old", "response", "openai", user.id, NOW - dt.timedelta(days=61)),
+        rec.OwnedObjectRecord("conv_new", "conversation", "openai", user.id, NOW - dt.timedelta(days=1))])
+    # the first maker stays (an id is never given twice; a replayed record changes nothing)
+    await write_batch(engine, [rec.OwnedObjectRecord("resp_old", "response", "openai", uuid.uuid4())])
+    assert await owned.owners(engine, ["resp_old", "conv_new"]) == {"resp_old": user.id, "conv_new": user.id}
+    await purge(engine, 60 * DAY, now=NOW)
+    assert await owned.owners(engine, ["resp_old", "conv_new"]) == {"conv_new": user.id}

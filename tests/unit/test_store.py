@@ -126,6 +126,8 @@ def test_journal_encoding_round_trips() -> None:
     assert decode_record(encode_record(start)) == start
     tool = rec.ToolUsageRecord(uuid.uuid4(), "r", "c", "t", "{}", True, "http://mcp", "boom", {})
     assert decode_record(encode_record(tool)) == tool
+    made = rec.OwnedObjectRecord("resp_0a1f", "response", "openai", uuid.uuid4())    # its id is no UUID
+    assert decode_record(encode_record(made)) == made
 
 
 def test_values_the_database_cannot_hold_are_cleaned() -> None:

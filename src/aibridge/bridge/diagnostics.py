@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from aibridge.bridge.apis.base import Api
 from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest, UpstreamResponse
+from aibridge.bridge.routes import RouteTable
 from aibridge.bridge.scrub import scrubbed
 
 log = logging.getLogger("aibridge.upstream")
@@ -41,8 +42,9 @@ class Diagnosed:
     def apis(self) -> Mapping[str, Api]:
         return self.inner.apis
 
-    def is_passthrough(self, method: str, tail: str) -> bool:
-        return self.inner.is_passthrough(method, tail)
+    @property
+    def routes(self) -> RouteTable:
+        return self.inner.routes
 
     def upstream_model(self, model: str) -> str:
         return self.inner.upstream_model(model)

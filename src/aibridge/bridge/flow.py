@@ -16,7 +16,9 @@ in ``intercept.py`` calls its hooks at these moments, in list order:
 - ``finding(flow, finding)``          a token usage, tool call or thought, from any upstream call
 - ``interception_ended(flow)``        once, at the very end: finished, failed or abandoned (a stream's
                                       last bytes follow it, so what is journaled here is durable)
-- ``passthrough(pt)``                 a passed-through (not intercepted) request was answered
+- ``passthrough(flow)``               once, at the very end of a passed-through flow (see below)
+- ``stored(flow, obj)``               the upstream made an object the user may name later (a response,
+                                      a conversation): ``obj.kind``, ``obj.id``
 - ``prepare(flow, body)`` (async)     once, before the first upstream call: may change the request
                                       body and then returns True (MCP adds its tools here)
 - ``after_turn(flow, turn)`` (async)  after each upstream answer: may return the body of another
@@ -42,6 +44,15 @@ inner tools are not reported as client tool calls; each turn's usage and thought
 that goes away stops the loop at once, even while a tool runs. Time spent in ``after_turn``
 counts as waiting (``upstream_seconds``), like the upstream calls.
 
+Passthrough. A passed-through request (model lists, token counting, stored responses and
+conversations: the provider's route table says which) is a flow too, with
+``flow.passed_through`` set and no API reading: ``flow.info`` holds only the model it names (the
+``{model}`` of its path or the ``model`` of its JSON body, else "") and the stored objects it
+names (``info.references``). Its hooks: ``admit`` (and ``refused``), ``upstream_request``,
+``upstream_response``, then ``passthrough(flow)`` once at the end instead of ``request_parsed`` …
+``interception_ended``: it is not an interception, so it is never recorded. Guards that only make
+sense for interceptions (the breaker, budgets) return at once for such a flow.
+
 State. Addons keep per-flow state on the flow, under a ``FlowKey`` of their own
 (``flow.put(KEY, value)`` / ``flow.get(KEY)``), never in dicts keyed by flow ids; they learn
 everything from these hooks and never hold one another.
@@ -56,7 +67,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 from aibridge.bridge import scrub
-from aibridge.bridge.apis.base import Api, Finding, RequestInfo
+from aibridge.bridge.apis.base import Api, Finding, RequestInfo, Stored
 from aibridge.bridge.providers.base import Provider, UpstreamRequest
 from aibridge.identity.roles import Actor
 
@@ -120,6 +131,7 @@ class Flow:
     user_agent: str
     headers: Mapping[str, str] = field(default_factory=dict)   # the client's request headers
     door: str = "bridge"            # "bridge" (the provider routes) | "proxy" (the AI Bridge Proxy)
+    passed_through: bool = False    # a passed-through request: no API reading, never an interception
     arrived_ns: int = field(default_factory=time.time_ns)      # wall clock, when the request arrived
     started: float = field(default_factory=time.perf_counter)
     upstream_seconds: float = 0.0   # time spent waiting on the upstream, over all calls
@@ -149,20 +161,6 @@ class Flow:
 
     def pop(self, key: FlowKey[T]) -> T | None:
         return cast("T | None", self.metadata.pop(key, None))
-
-
-@dataclass(slots=True, frozen=True)
-class Passthrough:
-    """A request relayed as it is (model lists, token counting, …), once it was answered."""
-
-    provider: Provider
-    actor: Actor
-    route: str
-    method: str
-    status: int
-    headers: Mapping[str, str]
-    door: str = "bridge"
-    arrived_ns: int = 0
 
 
 class Addon:
@@ -195,7 +193,10 @@ class Addon:
     def interception_ended(self, flow: Flow) -> None:
         pass
 
-    def passthrough(self, passthrough: Passthrough) -> None:
+    def passthrough(self, flow: Flow) -> None:
+        pass
+
+    def stored(self, flow: Flow, obj: Stored) -> None:
         pass
 
     async def visible_models(self, actor: Actor, provider: Provider, ids: list[str]) -> set[str] | None:
@@ -210,7 +211,7 @@ class Addon:
 
 
 HOOKS = ("start", "close", "admit", "refused", "request_parsed", "upstream_request", "upstream_response",
-         "finding", "interception_ended", "passthrough", "prepare", "after_turn",
+         "finding", "interception_ended", "passthrough", "stored", "prepare", "after_turn",
          "visible_models")
 
 
@@ -259,6 +260,10 @@ class Addons:
             hook(flow)
 
     def finding(self, flow: Flow, finding: Finding) -> None:
+        if isinstance(finding, Stored):     # not a finding of the interception: only ``stored`` hears it
+            for stored in self._by_hook["stored"]:
+                stored(flow, finding)
+            return
         flow.findings.append(finding)
         for hook in self._by_hook["finding"]:
             hook(flow, finding)
@@ -267,9 +272,9 @@ class Addons:
         for hook in self._by_hook["interception_ended"]:
             hook(flow)
 
-    def passthrough(self, passthrough: Passthrough) -> None:
+    def passthrough(self, flow: Flow) -> None:
         for hook in self._by_hook["passthrough"]:
-            hook(passthrough)
+            hook(flow)
 
     async def prepare(self, flow: Flow, body: dict[str, Any]) -> bool:
         changed = False

@@ -31,6 +31,7 @@ from aibridge.bridge.flow import Addons, Flow, Reject, Turn, TurnError
 from aibridge.bridge.loop import TURN_APIS, StreamJoiner, TurnApi
 from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest, UpstreamResponse
 from aibridge.bridge.providers.http import forwardable_headers, relayable_headers
+from aibridge.bridge.routes import model_problem
 from aibridge.bridge.sse import SSEDecoder
 from aibridge.identity.roles import Actor
 from aibridge.store.records import new_id
@@ -65,6 +66,8 @@ async def intercept(request: web.Request, actor: Actor, provider: Provider, api:
     if isinstance(body, web.Response):
         return body
     info = api.request_info(body)
+    if (problem := model_problem(info.model)) is not None:
+        return provider_error(api, 400, problem)
     info.size = len(await request.read())       # already read: aiohttp keeps the bytes
     client, session_id = detect_client(request.headers)
     flow = Flow(id=new_id(), actor=actor, provider=provider, api=api, route="/" + tail,

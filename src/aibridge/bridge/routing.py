@@ -1,4 +1,5 @@
-"""``/api/v2/aibridge/<provider>/<tail>``: authenticate, then intercept, pass through or 404."""
+"""``/api/v2/aibridge/<provider>/<tail>``: authenticate, then intercept, pass through or 404, as the
+provider's route table (``routes.py``) says; the proxy's requests take the same path."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import orjson
 from aiohttp import web
 
 from aibridge.bridge.apis.base import Api
-from aibridge.bridge.flow import Addons, Passthrough
+from aibridge.bridge.flow import Addons
 from aibridge.bridge.intercept import intercept, provider_error
-from aibridge.bridge.passthrough import method_allowed, passthrough, path_problem
+from aibridge.bridge.passthrough import passthrough, path_problem
 from aibridge.bridge.providers.base import Provider
 from aibridge.httpserver import BodyError, read_body
 from aibridge.identity.auth import Authenticator, AuthError
@@ -79,9 +80,8 @@ class Bridge:
             return provider_error(default_api, 400, f"invalid path {request.path!r}: {problem}")
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return refuse_websocket(default_api)
-        api = provider.apis.get(tail) if request.method == "POST" else None
-        passes = api is None and provider.is_passthrough(request.method, tail) and method_allowed(request.method, tail)
-        if api is None and not passes:
+        found = provider.routes.find(request.method, tail)
+        if found is None:
             return provider_error(default_api, 404, f"route not supported: {request.method} {request.path}")
         if actor is None:
             try:
@@ -91,15 +91,10 @@ class Bridge:
         refused = await self._read_body(request, default_api)
         if refused is not None:
             return refused
-        if api is not None:
-            return await intercept(request, actor, provider, api, tail, self.addons, door=door,
+        if found.route.api is not None:
+            return await intercept(request, actor, provider, found.route.api, tail, self.addons, door=door,
                                    arrived_ns=arrived_ns)
-        lists_models = request.method == "GET" and tail.rstrip("/") == "v1/models" and self.addons.filter_models
-        visible = (lambda ids: self.addons.visible_models(actor, provider, ids)) if lists_models else None
-        response = await passthrough(request, provider, default_api, tail, visible)
-        self.addons.passthrough(Passthrough(provider, actor, "/" + tail, request.method, response.status,
-                                            request.headers, door, arrived_ns))
-        return response
+        return await passthrough(request, actor, provider, found, tail, self.addons, door, arrived_ns)
 
     async def _read_body(self, request: web.Request, api: Api) -> web.Response | None:
         """Read the body up front (kept for the handlers), answering its failures in the provider's shape."""

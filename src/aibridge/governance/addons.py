@@ -60,8 +60,10 @@ class ModelRulesAddon(Addon):
         self.governance = governance
 
     async def admit(self, flow: Flow) -> None:
-        rules = await self.governance.rules()
         asked = flow.info.model
+        if flow.passed_through and not asked:
+            return          # a passed-through request that names no model (a model list, a stored object)
+        rules = await self.governance.rules()
         target = rules.alias(asked, flow.provider.name)
         if target is not None and target != asked:
             flow.put(ALIASED, target)
@@ -150,6 +152,8 @@ class BudgetAddon(Addon):
         return min(store.to_micros(estimate_cost(price, flow.info.size, output)), self.max_reservation)
 
     async def admit(self, flow: Flow) -> None:
+        if flow.passed_through:
+            return      # costs nothing: neither reserved nor refused, even over budget (docs/governance.md)
         budget = (await self.governance.rules()).budget_for(flow.actor.username, flow.actor.role)
         if budget is None:
             return

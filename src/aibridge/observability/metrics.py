@@ -53,7 +53,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from aibridge.bridge.apis.base import Finding, ToolCall, Usage
-from aibridge.bridge.flow import Addon, Flow, FlowKey, Passthrough
+from aibridge.bridge.flow import Addon, Flow, FlowKey
 from aibridge.recording.recorder import Recorder
 from aibridge.recording.replica import Replica
 
@@ -397,7 +397,7 @@ class _Labels:
     client: str
 
 
-GOVERNANCE_REFUSALS = frozenset({"budget", "model_not_allowed"})
+GOVERNANCE_REFUSALS = frozenset({"budget", "model_not_allowed", "not_owner", "ownership_unavailable"})
 LABELS: FlowKey[_Labels] = FlowKey("metrics.labels")    # set while the flow is counted in flight
 
 
@@ -491,10 +491,9 @@ class MetricsAddon(Addon):
             m.cost.labels(labels.provider, labels.model, labels.client).inc(flow.cost_usd)
         m.overhead.labels(labels.provider, labels.route).observe(max(0.0, elapsed - flow.upstream_seconds))
 
-    def passthrough(self, passthrough: Passthrough) -> None:
+    def passthrough(self, flow: Flow) -> None:
         m = self.metrics
-        m.passthrough.labels(passthrough.provider.name, m.route_label(route_label(passthrough.route)),
-                             passthrough.method[:16]).inc()
+        m.passthrough.labels(flow.provider.name, m.route_label(route_label(flow.route)), flow.method[:16]).inc()
 
 
 class MetricsListener:

@@ -43,7 +43,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 from aibridge.bridge.apis.base import Finding, ToolCall, Usage
-from aibridge.bridge.flow import Addon, Flow, FlowKey, Passthrough
+from aibridge.bridge.flow import Addon, Flow, FlowKey
 from aibridge.bridge.providers.base import UpstreamRequest
 from aibridge.bridge.routing import ROUTE_PREFIX
 
@@ -177,14 +177,14 @@ class TracingAddon(Addon):
         self._instant("Intercept.RecordInterceptionEnded", state.root_ctx, state.attributes)
         state.root.end()
 
-    def passthrough(self, passthrough: Passthrough) -> None:
-        route, provider, status = passthrough.route, passthrough.provider.name, passthrough.status
+    def passthrough(self, flow: Flow) -> None:
+        route, provider = flow.route, flow.provider.name
+        status = flow.upstream_status or 502        # none: the upstream could not be reached
         attrs: dict[str, AttributeValue] = {
             "provider": provider, "request_path": ROUTE_PREFIX + provider + route,
-            "passthrough_url": route, "passthrough_method": passthrough.method, "http.response.status_code": status}
-        span = self.tracer.start_span("Passthrough", context=PROPAGATOR.extract(passthrough.headers),
-                                      kind=SpanKind.SERVER, attributes=attrs,
-                                      start_time=passthrough.arrived_ns or None)
+            "passthrough_url": route, "passthrough_method": flow.method, "http.response.status_code": status}
+        span = self.tracer.start_span("Passthrough", context=PROPAGATOR.extract(flow.headers),
+                                      kind=SpanKind.SERVER, attributes=attrs, start_time=flow.arrived_ns or None)
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR, f"upstream answered {status}"))
         span.end()

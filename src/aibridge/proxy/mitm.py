@@ -49,7 +49,7 @@ class Decrypted:
 
     def supports(self, provider: str, tail: str) -> bool:
         found = self.bridge.providers.get(provider)
-        return found is not None and (tail in found.apis or found.is_passthrough("GET", tail))
+        return found is not None and found.routes.knows(tail)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         arrived_ns = time.time_ns()

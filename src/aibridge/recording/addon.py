@@ -6,7 +6,7 @@ so a log line and a stored record always say the same thing.
 
 from __future__ import annotations
 
-from aibridge.bridge.apis.base import Finding, Thought, ToolCall, Usage
+from aibridge.bridge.apis.base import Finding, Stored, Thought, ToolCall, Usage
 from aibridge.bridge.clients import UNKNOWN
 from aibridge.bridge.flow import Addon, Flow
 from aibridge.recording.recorder import Recorder
@@ -14,6 +14,7 @@ from aibridge.recording.replica import Replica
 from aibridge.store.records import (
     InterceptionEnd,
     InterceptionStart,
+    OwnedObjectRecord,
     PromptRecord,
     Record,
     ThoughtRecord,
@@ -50,6 +51,10 @@ class RecordingAddon(Addon):
 
     def interception_ended(self, flow: Flow) -> None:
         self.recorder.submit(end_record(flow))
+
+    def stored(self, flow: Flow, obj: Stored) -> None:
+        """Who made a response or conversation (``governance/ownership.py`` checks it)."""
+        self.recorder.submit(OwnedObjectRecord(obj.id, obj.kind, flow.provider.name, flow.actor.id))
 
 
 def _request_metadata(flow: Flow) -> dict[str, object]:

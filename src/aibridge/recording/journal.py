@@ -10,6 +10,7 @@ full disk is never continued by the next one: reading skips it (it is copied to
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -27,8 +28,10 @@ log = logging.getLogger("aibridge.recorder")
 
 _TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     rec.InterceptionStart, rec.InterceptionEnd, rec.TokenUsageRecord, rec.PromptRecord,
-    rec.ToolUsageRecord, rec.ThoughtRecord)}
-_UUID_FIELDS = ("id", "initiator_id", "interception_id", "replica_id")
+    rec.ToolUsageRecord, rec.ThoughtRecord, rec.OwnedObjectRecord)}
+# The UUID fields of each record type (an owned object's id is the upstream's string).
+_UUID_FIELDS = {name: tuple(f.name for f in dataclasses.fields(cls) if str(f.type).startswith("uuid.UUID"))
+                for name, cls in _TYPES.items()}
 _TIME_FIELDS = ("started_at", "ended_at", "created_at")
 _SEGMENT = re.compile(r"^records(?:\.(\d+))?\.jsonl$")      # records.jsonl: an older version's journal
 
@@ -47,7 +50,7 @@ def encode_record(record: rec.Record) -> bytes:
 def decode_record(line: bytes) -> rec.Record:
     doc = orjson.loads(line)
     fields: dict[str, Any] = doc["record"]
-    for name in _UUID_FIELDS:
+    for name in _UUID_FIELDS[doc["type"]]:
         if fields.get(name):
             fields[name] = uuid.UUID(fields[name])
     for name in _TIME_FIELDS:

@@ -56,6 +56,8 @@ class CircuitBreakerAddon(Addon):
         return iter(list(self.circuits.items()))
 
     async def admit(self, flow: Flow) -> None:
+        if flow.passed_through:
+            return      # circuits are per intercepted endpoint and model; a model list trips none
         circuit = self.circuits.get(self.key(flow))
         if circuit is None or circuit.state == CLOSED:
             return

@@ -128,6 +128,9 @@ class LimitsAddon(Addon):
     def interception_ended(self, flow: Flow) -> None:
         self._release(flow)
 
+    def passthrough(self, flow: Flow) -> None:
+        self._release(flow)       # a passed-through request holds a slot too, until it is answered
+
     def _release(self, flow: Flow) -> None:
         if flow.pop(SLOT) is not None:
             self.slots.give_back()

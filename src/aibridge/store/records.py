@@ -124,5 +124,16 @@ class ThoughtRecord:
     created_at: dt.datetime = field(default_factory=_now)
 
 
+@dataclass(slots=True)
+class OwnedObjectRecord:
+    """Who made a response or conversation the bridge relayed (``governance/ownership.py``)."""
+
+    id: str                     # resp_… / conv_…
+    kind: str                   # "response" | "conversation"
+    provider_name: str
+    user_id: uuid.UUID
+    created_at: dt.datetime = field(default_factory=_now)
+
+
 Record = (InterceptionStart | InterceptionEnd | TokenUsageRecord | PromptRecord | ToolUsageRecord
-          | ThoughtRecord)
+          | ThoughtRecord | OwnedObjectRecord)

@@ -3,8 +3,9 @@
 It deletes in batches (``batch_size`` interceptions per transaction) so that it never holds long
 locks against the recorder, and it deletes the children (token usages, prompts, tool usages,
 thoughts) explicitly before their interceptions, so it does not depend on foreign-key cascades
-being enforced. On PostgreSQL a replica purges only while it holds a session advisory lock, and
-skips the run when another replica has it.
+being enforced. The owners of stored responses and conversations made before the cutoff go with
+them (``owned.purge``). On PostgreSQL a replica purges only while it holds a session advisory
+lock, and skips the run when another replica has it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from aibridge.store.schema import CHILD_TABLES, interceptions
+from aibridge.store import owned
+from aibridge.store.schema import CHILD_TABLES, interceptions, owned_objects
 
 BATCH_SIZE = 10_000
 # Advisory lock key shared by every replica ("aibr" + 1); migrations use another key.
@@ -54,6 +56,8 @@ async def purge_detailed(engine: AsyncEngine, retention_seconds: float, now: dt.
         try:
             while await _purge_batch(conn, cutoff, batch_size, result) == batch_size:
                 await asyncio.sleep(0)     # let the recorder's transactions in between batches
+            if forgotten := await owned.purge(conn, cutoff):
+                result.add_children(owned_objects.name, forgotten)
         finally:
             await _unlock(conn)
     return result

@@ -21,20 +21,29 @@ import sqlalchemy as sa
 from aibridge.store.records import (
     InterceptionEnd,
     InterceptionStart,
+    OwnedObjectRecord,
     PromptRecord,
     Record,
     ThoughtRecord,
     TokenUsageRecord,
     ToolUsageRecord,
 )
-from aibridge.store.schema import interceptions, model_thoughts, token_usages, tool_usages, user_prompts
+from aibridge.store.schema import (
+    interceptions,
+    model_thoughts,
+    owned_objects,
+    token_usages,
+    tool_usages,
+    user_prompts,
+)
 
 MAX_TEXT = 1_000_000            # characters of one text value (a prompt, a tool input, a thought)
 MAX_JSON_STRING = 100_000       # characters of one string inside metadata
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _TABLES: dict[type, sa.Table] = {
     InterceptionStart: interceptions, InterceptionEnd: interceptions, TokenUsageRecord: token_usages,
-    PromptRecord: user_prompts, ToolUsageRecord: tool_usages, ThoughtRecord: model_thoughts}
+    PromptRecord: user_prompts, ToolUsageRecord: tool_usages, ThoughtRecord: model_thoughts,
+    OwnedObjectRecord: owned_objects}
 
 
 def clean_text(value: str, limit: int = MAX_TEXT) -> str:

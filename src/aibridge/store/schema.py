@@ -222,3 +222,18 @@ generations = sa.Table(
     sa.Column("kind", sa.String(32), primary_key=True),
     sa.Column("generation", sa.BigInteger(), nullable=False, server_default="0"),
 )
+
+# ---------------------------------------------------------------- stored-object ownership (issue 20, 1.2)
+
+# Who made each response and conversation that went through the bridge: only that user may read,
+# continue, cancel or delete it (governance/ownership.py). Written by the recorder; purged with
+# the interceptions. Keyed by the id alone: two provider names may reach one upstream account.
+owned_objects = sa.Table(
+    "aibridge_owned_objects", metadata,
+    sa.Column("id", sa.String(256), primary_key=True),              # resp_… / conv_…
+    sa.Column("kind", sa.String(16), nullable=False),               # "response" | "conversation"
+    sa.Column("provider_name", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.Uuid(as_uuid=True), nullable=False),
+    _created_at(),
+    sa.Index("idx_aibridge_owned_objects_created", "created_at"),
+)

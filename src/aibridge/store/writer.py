@@ -20,6 +20,7 @@ from aibridge.store.db import SQLITE_PRAGMAS, json_dumps
 from aibridge.store.records import (
     InterceptionEnd,
     InterceptionStart,
+    OwnedObjectRecord,
     PromptRecord,
     Record,
     ThoughtRecord,
@@ -27,7 +28,15 @@ from aibridge.store.records import (
     ToolUsageRecord,
 )
 from aibridge.store.sanitize import clean_record
-from aibridge.store.schema import UTCDateTime, interceptions, model_thoughts, token_usages, tool_usages, user_prompts
+from aibridge.store.schema import (
+    UTCDateTime,
+    interceptions,
+    model_thoughts,
+    owned_objects,
+    token_usages,
+    tool_usages,
+    user_prompts,
+)
 
 # Inserted in this order so children never precede their interception.
 _INSERT_TABLES: tuple[tuple[type, sa.Table], ...] = (
@@ -36,6 +45,7 @@ _INSERT_TABLES: tuple[tuple[type, sa.Table], ...] = (
     (PromptRecord, user_prompts),
     (ToolUsageRecord, tool_usages),
     (ThoughtRecord, model_thoughts),
+    (OwnedObjectRecord, owned_objects),
 )
 
 

@@ -27,6 +27,9 @@ class RequestInfo:
     prompt_metadata: dict[str, Any] = field(default_factory=dict)   # recorded with the prompt
     max_output_tokens: int | None = None    # the client's output cap (max_tokens and kin), if any
     size: int = 0               # bytes of the request body (the flow sets it)
+    # Stored objects the request names, as (kind, id): a Responses request's previous_response_id
+    # and conversation, a passed-through path's {response} or {conversation}.
+    references: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -61,7 +64,16 @@ class Thought:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-Finding = Usage | ToolCall | Thought
+@dataclass(slots=True, frozen=True)
+class Stored:
+    """An object the upstream keeps for later requests to name: a response (``resp_…``), a
+    conversation (``conv_…``). Reported like a finding; only the ``stored`` hook hears it."""
+
+    kind: str                   # "response" | "conversation"
+    id: str
+
+
+Finding = Usage | ToolCall | Thought | Stored
 
 
 class StreamObserver(Protocol):

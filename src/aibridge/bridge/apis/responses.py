@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from aibridge.bridge.apis import openai_common
-from aibridge.bridge.apis.base import Finding, StreamObserver, Thought, ToolCall, Usage
+from aibridge.bridge.apis.base import Finding, RequestInfo, Stored, StreamObserver, Thought, ToolCall, Usage
 from aibridge.bridge.apis.common import (
     ApiAdapter,
     ObserverBase,
@@ -179,8 +179,14 @@ class _ResponsesObserver(ObserverBase):
         return [finding] if finding else []
 
     def _created(self, data: dict[str, Any]) -> list[Finding]:
-        self._id = as_str(as_dict(data.get("response")).get("id")) or self._id
-        return []
+        return self._named(as_str(as_dict(data.get("response")).get("id")))
+
+    def _named(self, response_id: str) -> list[Finding]:
+        """The response's id, as soon as the stream tells it: the user's from now on (``Stored``)."""
+        if not response_id or response_id == self._id:
+            return []
+        self._id = response_id
+        return [Stored("response", response_id)]
 
     def _item_added(self, data: dict[str, Any]) -> list[Finding]:
         item = as_dict(data.get("item"))
@@ -209,10 +215,10 @@ class _ResponsesObserver(ObserverBase):
 
     def _final(self, data: dict[str, Any]) -> list[Finding]:
         response = as_dict(data.get("response"))
-        self._id = as_str(response.get("id")) or self._id
+        findings: list[Finding] = self._named(as_str(response.get("id")))
         # items the stream never closed with output_item.done (some gateways skip those events)
         output = as_list(response.get("output"))
-        findings = [f for i, item in enumerate(output) for f in self._emit_item(item, i)]
+        findings += [f for i, item in enumerate(output) for f in self._emit_item(item, i)]
         usage = response.get("usage")
         if isinstance(usage, dict) and self._id not in self._usage_ids:
             self._usage_ids.add(self._id)
@@ -243,12 +249,30 @@ _HANDLERS: dict[str, Callable[[_ResponsesObserver, dict[str, Any]], list[Finding
 _HANDLED = frozenset(kind.encode() for kind in _HANDLERS)     # as raw event names (skips)
 
 
+def references(body: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The stored objects a request continues: ``previous_response_id``, ``conversation`` (an id or {id})."""
+    found: list[tuple[str, str]] = []
+    if isinstance(previous := body.get("previous_response_id"), str) and previous:
+        found.append(("response", previous))
+    conversation = body.get("conversation")
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    if isinstance(conversation, str) and conversation:
+        found.append(("conversation", conversation))
+    return tuple(found)
+
+
 class ResponsesApi(ApiAdapter):
     name = "responses"
     prompt_field = "input"
 
     def prompt(self, value: object) -> str | None:
         return _prompt(value)
+
+    def request_info(self, body: dict[str, Any]) -> RequestInfo:
+        info = super().request_info(body)
+        info.references = references(body)
+        return info
 
     def prepare_upstream(self, body: dict[str, Any]) -> bool:
         """A response joined from several upstream calls continues from the last of them."""
@@ -259,7 +283,9 @@ class ResponsesApi(ApiAdapter):
         return False
 
     def blocking_findings(self, body: dict[str, Any]) -> list[Finding]:
-        return answer_findings(body, "output", _item_finding, _usage)
+        found = answer_findings(body, "output", _item_finding, _usage)
+        response_id = as_str(body.get("id"))
+        return [Stored("response", response_id), *found] if response_id else found
 
     def new_stream_observer(self) -> StreamObserver:
         return _ResponsesObserver()

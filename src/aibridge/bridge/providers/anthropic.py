@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from aibridge.bridge.apis.base import Api
 from aibridge.bridge.apis.messages import MESSAGES
 from aibridge.bridge.providers.http import HTTPProvider, HTTPType
 from aibridge.bridge.providers.registry import register
+from aibridge.bridge.routes import RouteTable, route
 
-_PASSTHROUGH = re.compile(r"^(v1/models(/.+)?|v1/messages/count_tokens|api/event_logging/.+)$")
+# Anthropic's API reference (and Claude Code's event logging): Messages intercepted, the rest passed through.
+ROUTES = RouteTable([
+    route("v1/messages", "POST", MESSAGES),
+    route("v1/models", "GET"),
+    route("v1/models/{model}", "GET"),
+    route("v1/messages/count_tokens", "POST", model_in_body=True),
+    route("api/event_logging/{batch}", "POST"),
+])
 
 
 class AnthropicProvider(HTTPProvider):
     type = "anthropic"
-    apis: Mapping[str, Api] = {"v1/messages": MESSAGES}
+    routes = ROUTES
+    apis: Mapping[str, Api] = ROUTES.apis
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"x-api-key": key}
-
-    def is_passthrough(self, method: str, tail: str) -> bool:
-        return bool(_PASSTHROUGH.match(tail))
 
 
 @register

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from multidict import CIMultiDict
 
 from aibridge.bridge.apis.base import Api
+from aibridge.bridge.routes import RouteTable
 
 
 class UpstreamError(Exception):
@@ -63,10 +64,12 @@ class Provider(Protocol):
         """Route segment and recorded ``provider_name``."""
 
     @property
-    def apis(self) -> Mapping[str, Api]:
-        """Intercepted tails → API, e.g. {"v1/messages": MESSAGES}."""
+    def routes(self) -> RouteTable:
+        """What each path is: intercepted (with which API), passed through, or (unlisted) refused."""
 
-    def is_passthrough(self, method: str, tail: str) -> bool: ...
+    @property
+    def apis(self) -> Mapping[str, Api]:
+        """The intercepted tails of ``routes`` → API, e.g. {"v1/messages": MESSAGES}."""
 
     def upstream_model(self, model: str) -> str:
         """The model the upstream will actually run (Bedrock maps; others keep it)."""

@@ -25,6 +25,7 @@ from aibridge.bridge.apis.base import Api
 from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest
 from aibridge.bridge.providers.keypool import COOLING_STATUSES, KeyPool, split_keys
 from aibridge.bridge.providers.registry import ProviderType
+from aibridge.bridge.routes import RouteTable
 from aibridge.config import OPTIONS_BY_KEY, ProviderConfig, ProviderFields, Settings, legacy_fields, legacy_label
 
 # Never forwarded upstream: hop-by-hop headers, ones aiohttp sets itself, and every credential
@@ -186,7 +187,8 @@ class HTTPProvider:
     type = ""
     # Prefix of the route tail that the base URL already contains (OpenAI's base ends in /v1/).
     base_strip = ""
-    apis: Mapping[str, Api]
+    routes: RouteTable
+    apis: Mapping[str, Api]       # the intercepted routes of ``routes``
 
     def __init__(self, name: str, key: str, base_url: str) -> None:
         self.name = name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from aibridge.bridge.apis.base import Api
@@ -10,20 +9,33 @@ from aibridge.bridge.apis.chat_completions import CHAT_COMPLETIONS
 from aibridge.bridge.apis.responses import RESPONSES
 from aibridge.bridge.providers.http import HTTPProvider, HTTPType
 from aibridge.bridge.providers.registry import register
+from aibridge.bridge.routes import RouteTable, route
 
-_PASSTHROUGH = re.compile(r"^v1/(models(/.+)?|conversations(/.+)?|responses/.+)$")
+# OpenAI's API reference: the two intercepted APIs, and the documented methods of what is passed through.
+ROUTES = RouteTable([
+    route("v1/chat/completions", "POST", CHAT_COMPLETIONS),
+    route("v1/responses", "POST", RESPONSES),
+    route("v1/models", "GET"),
+    route("v1/models/{model}", "GET"),
+    route("v1/responses/input_tokens", "POST", model_in_body=True),
+    route("v1/responses/{response}", "GET DELETE"),
+    route("v1/responses/{response}/cancel", "POST"),
+    route("v1/responses/{response}/input_items", "GET"),
+    route("v1/conversations", "POST", creates="conversation"),
+    route("v1/conversations/{conversation}", "GET POST DELETE"),
+    route("v1/conversations/{conversation}/items", "GET POST"),
+    route("v1/conversations/{conversation}/items/{item}", "GET DELETE"),
+])
 
 
 class OpenAIProvider(HTTPProvider):
     type = "openai"
     base_strip = "v1/"
-    apis: Mapping[str, Api] = {"v1/chat/completions": CHAT_COMPLETIONS, "v1/responses": RESPONSES}
+    routes = ROUTES
+    apis: Mapping[str, Api] = ROUTES.apis
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
-
-    def is_passthrough(self, method: str, tail: str) -> bool:
-        return bool(_PASSTHROUGH.match(tail))
 
 
 @register

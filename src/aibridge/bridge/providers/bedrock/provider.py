@@ -12,8 +12,8 @@ Model mapping: a requested model containing ``haiku`` runs on the configured sma
 every other model on the main model; the interception records the Bedrock model.
 
 Routes: Bedrock has no ``v1/models`` or ``v1/messages/count_tokens`` (nor Anthropic's event
-logging), so ``is_passthrough`` is False for everything and the gateway answers those paths with
-404 "route not supported" before calling ``send``; only ``v1/messages`` is served.
+logging), so its route table (``ROUTES``) lists only ``v1/messages`` and the gateway answers those
+paths with 404 "route not supported" before calling ``send``.
 
 Settings: Bedrock is a variant of type ``anthropic``: an ``anthropic`` provider with any of
 ``BEDROCK_REGION``, ``BEDROCK_BASE_URL``, ``BEDROCK_ACCESS_KEY``, ``BEDROCK_ACCESS_KEY_SECRET`` set
@@ -46,7 +46,10 @@ from aibridge.bridge.providers.bedrock.signing import (
 )
 from aibridge.bridge.providers.http import BufferedResponse, HTTPUpstreamResponse, UpstreamClient
 from aibridge.bridge.providers.registry import ProviderType, register
+from aibridge.bridge.routes import RouteTable, route
 from aibridge.config import ProviderConfig, ProviderFields, Settings, legacy_fields, legacy_label
+
+ROUTES = RouteTable([route("v1/messages", "POST", MESSAGES)])     # nothing passed through (see above)
 
 EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
 
@@ -71,7 +74,8 @@ class BedrockProvider:
     """The Anthropic Messages API served by Amazon Bedrock."""
 
     type = "anthropic"
-    apis: Mapping[str, Api] = {"v1/messages": MESSAGES}
+    routes = ROUTES
+    apis: Mapping[str, Api] = ROUTES.apis
 
     def __init__(self, name: str, config: BedrockConfig, credentials: Any = None) -> None:
         """``credentials``: a botocore ``Credentials`` to use instead of resolving them (tests)."""
@@ -97,9 +101,6 @@ class BedrockProvider:
         except Exception:           # a credential chain that cannot refresh now: signing will say so
             return []
         return [value for value in (frozen.access_key, frozen.secret_key, frozen.token) if value]
-
-    def is_passthrough(self, method: str, tail: str) -> bool:
-        return False
 
     def upstream_model(self, model: str) -> str:
         if "haiku" in model.lower():
