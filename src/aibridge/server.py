@@ -26,6 +26,7 @@ from aibridge.governance.addons import BudgetAddon, CostAddon, ModelRulesAddon
 from aibridge.governance.rules import Governance, parse_configured
 from aibridge.httpserver import AppRunner
 from aibridge.identity.auth import Authenticator, AuthError
+from aibridge.listening import refuse_taken_ports
 from aibridge.mcp.addon import McpAddon
 from aibridge.mcp.servers import McpServer
 from aibridge.mcp.tools import Toolbox
@@ -432,6 +433,7 @@ async def open_database(settings: Settings) -> AsyncEngine:
 
 
 def run(settings: Settings) -> None:
+    refuse_taken_ports(settings)        # before the database, the first owner or any worker
     factory = event_loop_factory(settings)
     try:
         if settings.workers > 1:

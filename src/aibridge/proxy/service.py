@@ -60,7 +60,7 @@ def build_proxy(settings: Settings, bridge: Bridge, registry: CollectorRegistry 
     decrypted = Decrypted(bridge, DecryptedHosts(settings.providers), metrics)
     return ProxyServer(settings.aibridge_proxy_listen_addr, load_ca(settings), decrypted, bridge.authenticator,
                        listener_tls(settings), upstream, networks(settings.aibridge_proxy_allowed_private_cidrs),
-                       settings.shutdown_grace)
+                       settings.shutdown_grace, reuse_port=settings.workers > 1)
 
 
 async def ca_cert(request: web.Request) -> web.Response:
