@@ -349,6 +349,19 @@ OPTIONS: tuple[Option, ...] = (
            yaml="aibridge.uvloop"),
     Option("request_read_timeout", "CODER_AIBRIDGE_REQUEST_READ_TIMEOUT", "60s", "duration",
            "How long a client may take to send a request body; a slower one gets 408."),
+    # -- netserve (issue 20): how the listeners hold connections (httpserver.py, listening.py)
+    Option("aibridge_header_timeout", "CODER_AIBRIDGE_HEADER_TIMEOUT", "10s", "duration",
+           "How long a client may take to send a request's line and headers, counted from the connection "
+           "or from the first byte of a next request on it (0: no limit); a slower one is disconnected."),
+    Option("aibridge_idle_timeout", "CODER_AIBRIDGE_IDLE_TIMEOUT", "75s", "duration",
+           "How long an idle keep-alive connection stays open between requests (0: no limit). Above the "
+           "60 s idle timeout of common load balancers, so they close first. Never cuts a running answer."),
+    Option("aibridge_max_connections", "CODER_AIBRIDGE_MAX_CONNECTIONS", "10000", "int",
+           "Most client connections open at once on the main port, per worker process (0: unlimited); "
+           "one more is answered 503 'too many connections' and closed."),
+    Option("aibridge_listen_backlog", "CODER_AIBRIDGE_LISTEN_BACKLOG", "65535", "int",
+           "Listen queue of the main and proxy ports, per worker (capped by the kernel's "
+           "net.core.somaxconn): connections a burst may open before the server accepts them."),
 )
 
 OPTIONS_BY_KEY = {opt.key: opt for opt in OPTIONS}
@@ -443,6 +456,11 @@ class Settings:
     workers: int
     uvloop: bool
     request_read_timeout: float
+    # -- netserve (issue 20)
+    aibridge_header_timeout: float
+    aibridge_idle_timeout: float
+    aibridge_max_connections: int
+    aibridge_listen_backlog: int
     providers: tuple[ProviderConfig, ...] = field(default=())
     mcp_servers: tuple[McpServerConfig, ...] = field(default=())
     governance: dict[str, Any] = field(default_factory=dict)    # aibridge.{prices,budgets,model_rules} of the YAML

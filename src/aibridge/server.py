@@ -24,9 +24,9 @@ from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
 from aibridge.governance.addons import BudgetAddon, CostAddon, ModelRulesAddon
 from aibridge.governance.rules import Governance, parse_configured
-from aibridge.httpserver import AppRunner
+from aibridge.httpserver import AppRunner, connection_options
 from aibridge.identity.auth import Authenticator, AuthError
-from aibridge.listening import refuse_taken_ports
+from aibridge.listening import effective_backlog, refuse_taken_ports
 from aibridge.mcp.addon import McpAddon
 from aibridge.mcp.servers import McpServer
 from aibridge.mcp.tools import Toolbox
@@ -343,11 +343,12 @@ async def serve(settings: Settings, worker: Worker | None = None, sock: socket.s
         engine = create_engine(settings.database_url)     # the supervisor migrated it
     app = build_app(settings, engine, worker=worker)       # first: it may still refuse the configuration
     runner = AppRunner(app, shutdown_timeout=settings.shutdown_grace, access_log=None,
-                           handle_signals=False)
+                           handle_signals=False, **connection_options(settings))
     await runner.setup()
     host, port = settings.http_address.rsplit(":", 1)
-    site = web.SockSite(runner, sock) if sock else web.TCPSite(runner, host, int(port), backlog=1024,
-                                                                   reuse_address=True)
+    backlog = effective_backlog(settings.aibridge_listen_backlog)
+    site = web.SockSite(runner, sock, backlog=backlog) if sock else web.TCPSite(
+        runner, host, int(port), backlog=backlog, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
@@ -458,7 +459,7 @@ def run_workers(settings: Settings, factory: Callable[[], asyncio.AbstractEventL
     """``--workers N``: the supervisor prepares once, then forks the workers (``workers.py``)."""
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(prepare(settings))
-        sockets = listen_sockets(settings.http_address, settings.workers)
+        sockets = listen_sockets(settings.http_address, settings.workers, settings.aibridge_listen_backlog)
         runner.run(first_owner_once_listening(settings))
     log_listening(settings)
     gc.collect()
