@@ -58,6 +58,7 @@ from aibridge.rest.common import APIError, json_response
 from aibridge.server_keys import AUTHENTICATOR, ENGINE, GOVERNANCE, SETTINGS
 from aibridge.store import users as user_store
 from aibridge.store.db import DatabaseUnavailable, create_engine, migrate, unavailable_message
+from aibridge.store.private import secure_data_dir
 from aibridge.web import ui as web_ui
 from aibridge.workers import Supervisor, Worker, event_loop_factory, listen_sockets, metrics_directory
 
@@ -437,6 +438,7 @@ def run(settings: Settings) -> None:
     refuse_taken_ports(settings)        # before the database, the first owner or any worker
     factory = event_loop_factory(settings)
     try:
+        secure_data_dir(settings.data_dir)
         if settings.workers > 1:
             sys.exit(run_workers(settings, factory))
         with asyncio.Runner(loop_factory=factory) as runner:

@@ -4,6 +4,7 @@ connection cap, and the files it leaves in its data directory."""
 from __future__ import annotations
 
 import asyncio
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -225,3 +226,45 @@ async def wait_for_backlogs(port: int, want: list[int]) -> bool:
     async def check() -> bool:
         return listen_backlogs(port) == want
     return bool(await wait_for(check, 10))
+
+
+# ---------------------------------------------------------------- file modes of the data directory (2.7)
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_data_dir_is_private(database: Database) -> None:
+    """A new data directory is 0700 and the SQLite files in it 0600 (umask 022, as on most hosts)."""
+    data_dir = database.data_dir / "fresh" / "aibridge"
+    server = await ServerProcess(database, env={"CODER_AIBRIDGE_DATA_DIR": str(data_dir)}).start()
+    try:
+        server.create_user("mira")          # writes: the WAL exists
+        assert mode(data_dir) == 0o700
+        if database.backend == "sqlite":
+            for name in ("aibridge.db", "aibridge.db-wal", "aibridge.db-shm"):
+                assert mode(data_dir / name) == 0o600, name
+    finally:
+        server.stop()
+
+
+async def test_existing_loose_data_dir_is_tightened(database: Database) -> None:
+    data_dir = database.data_dir / "old"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)
+    if database.backend == "sqlite":
+        made = subprocess.run([sys.executable, "-m", "aibridge", "migrate"], capture_output=True, text=True,
+                              env=base_env({"CODER_AIBRIDGE_DATA_DIR": str(data_dir)}), timeout=60, check=False)
+        assert made.returncode == 0, made.stderr
+        (data_dir / "aibridge.db").chmod(0o644)
+        data_dir.chmod(0o755)
+    server = await ServerProcess(database, env={"CODER_AIBRIDGE_DATA_DIR": str(data_dir)}).start()
+    try:
+        server.create_user("omar")
+        assert mode(data_dir) == 0o700
+        assert f"restricted {data_dir} from 0755 to 0700" in server.output()
+        if database.backend == "sqlite":
+            assert f"restricted {data_dir / 'aibridge.db'} from 0644 to 0600" in server.output()
+            assert all(mode(path) == 0o600 for path in data_dir.glob("aibridge.db*"))
+    finally:
+        server.stop()
