@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from aibridge.yamlkeys import ANY, FreeKeys, ListOf, Schema, unknown_key
+
 log = logging.getLogger("aibridge.config")
 
 # Coder renamed the product AI Gateway: every ``aibridge`` flag and variable is also accepted
@@ -241,7 +243,8 @@ def _proxy(suffix: str, default: str, kind: str, help_: str, secret: bool = Fals
 PROXY_OPTIONS = (
     _proxy("enabled", "false", "bool",
            "Run the AI Bridge Proxy: an HTTP CONNECT proxy that decrypts only the providers' hosts."),
-    _proxy("listen_addr", ":8888", "address", "Address the proxy listens on."),
+    _proxy("listen_addr", "127.0.0.1:8888", "address",
+           "Address the proxy listens on (a bare :8888 listens on every interface; see docs/proxy.md)."),
     _proxy("cert_file", "", "str",
            "CA certificate (PEM) that signs the per-host certificates (empty: one generated in the data directory)."),
     _proxy("key_file", "", "str", "Private key (PEM) of the proxy CA."),
@@ -572,6 +575,9 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
     flags = flags or {}
     env = os.environ if env is None else env
     doc = read_yaml(config_path or env.get(CONFIG_PATH_ENV))
+    unknown = unknown_key(doc, yaml_schema())
+    if unknown:
+        raise ConfigError(unknown)
     values: dict[str, Any] = {}
     for opt in OPTIONS:
         raw, source = _raw_value(opt, flags, env, doc)
@@ -634,9 +640,11 @@ class ProviderFields:
     def url(self, field_name: str, default: str = "") -> str:
         """The field as a URL (``default`` when empty); a bad one is a ConfigError naming the field."""
         try:
-            return parse_url(self.get(field_name)) or default
+            url = parse_url(self.get(field_name)) or default
         except ValueError as exc:
             raise ConfigError(f"{self.option(field_name)}: {exc}") from None
+        refuse_credentials(url, self.option(field_name))
+        return url
 
     def error(self, field_name: str, message: str) -> ConfigError:
         return ConfigError(f"{self.option(field_name)}: {message}")
@@ -784,6 +792,44 @@ def resolve_providers(s: Settings, env: Mapping[str, str], doc: Mapping[str, Any
                           "(set --aibridge-openai-key, --aibridge-anthropic-key, --aibridge-bedrock-region "
                           "or CODER_AIBRIDGE_PROVIDER_0_TYPE)")
     return providers
+
+
+# -- netserve (issue 20): what the YAML file may hold (yamlkeys.py), and credentials in base URLs
+
+# The indexed providers' fields (DESIGN §2.2), as CODER_AIBRIDGE_PROVIDER_<N>_<FIELD> or lowercase in YAML.
+PROVIDER_FIELDS = ("TYPE", "NAME", "KEY", "BASE_URL", "BEDROCK_REGION", "BEDROCK_BASE_URL", "BEDROCK_ACCESS_KEY",
+                   "BEDROCK_ACCESS_KEY_SECRET", "BEDROCK_MODEL", "BEDROCK_SMALL_FAST_MODEL")
+
+
+def yaml_schema() -> dict[str, Schema]:
+    """Every key the YAML file may hold: the options' paths, the provider and MCP server lists, and
+    the governance rules (their fields as ``governance/rules.py`` and ``governance/prices.py`` read them)."""
+    schema: dict[str, Any] = {}
+    for opt in OPTIONS:
+        *parents, leaf = opt.yaml_path
+        node = schema
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = ANY
+    subject = {"user": ANY, "role": ANY}
+    schema.setdefault("aibridge", {}).update({
+        "providers": ListOf(dict.fromkeys((f.lower() for f in PROVIDER_FIELDS), ANY)),
+        "mcp_servers": ListOf(dict.fromkeys((f.lower() for f in MCP_FIELDS), ANY)),
+        "prices": FreeKeys(dict.fromkeys(("input", "output", "cache_read", "cache_write"), ANY)),
+        "budgets": ListOf({**subject, "period": ANY, "limit_usd": ANY}),
+        "model_rules": {"allow": ListOf({**subject, "models": ANY}),
+                        "aliases": ListOf({"from": ANY, "to": ANY, "provider": ANY})},
+    })
+    return schema
+
+
+def refuse_credentials(url: str, option: str) -> None:
+    """A provider base URL with ``user:pass@``: the HTTP client would refuse every request (500s);
+    the key belongs in the key option, and the URL would show the password in logs."""
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{option}: the URL holds credentials (user:password@); remove them and set the "
+                          "provider's key option instead")
 
 
 # ---------------------------------------------------------------- MCP servers whose tools are injected
