@@ -88,11 +88,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return json_error(500, "internal server error", "the error was logged on the server")
 
 
+PUBLIC_PATHS = frozenset({openapi_api.PATH, proxy_service.CA_ROUTE,
+                          API_ALIAS_PREFIX + proxy_service.CA_ROUTE.removeprefix(API_PREFIX)})
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every /api/v2 route needs a token, except the bridge routes (they answer in the provider's shape)."""
+    """Every /api/v2 route needs a token, except the bridge routes (they answer in the provider's shape)
+    and the public ones (the OpenAPI document; the proxy CA, which clients fetch before they are set up)."""
     if request.path.startswith("/api/v2/") and "provider" not in request.match_info \
-            and request.match_info.http_exception is None and request.path != openapi_api.PATH:
+            and request.match_info.http_exception is None and request.path not in PUBLIC_PATHS:
         try:
             request["actor"] = await request.app[AUTHENTICATOR].authenticate(request.headers)
         except AuthError as exc:

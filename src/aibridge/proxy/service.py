@@ -66,7 +66,7 @@ def build_proxy(settings: Settings, bridge: Bridge, registry: CollectorRegistry 
 
 
 async def ca_cert(request: web.Request) -> web.Response:
-    """The proxy CA's certificate (never its key), for any authenticated user."""
+    """The proxy CA's certificate (never its key), without a token: clients fetch it before they are set up."""
     proxy = request.app[PROXY]
     if proxy is None:
         return json_error(404, "the AI Bridge Proxy is not enabled",
