@@ -1,7 +1,7 @@
 """Many agents at once: a burst of concurrent long streams arriving within about a second.
 
     python -m bench.burst [--streams 2000] [--events 100] [--interval-ms 20] [--within 1.0]
-                          [--workers auto] [--backlog N] [--json PATH]
+                          [--workers auto] [--backlog N] [--bridge-env NAME=VALUE] [--keep] [--json PATH]
 
 Starts, on 127.0.0.1: a paced upstream (this module with ``--serve-upstream``: every chat
 completion is a stream of ``--events`` server-sent events, one every ``--interval-ms``, so all the
@@ -13,7 +13,7 @@ same burst: ``--streams`` streams, each on its own connection, their starts spre
 
 Reported per target: completion (streams answered 200 with every byte), failures by kind, p50/p99
 of the stream's whole duration, the p99 the bridge adds over the bare proxy, the peak RSS of the
-process tree above its idle RSS divided by the streams open at that peak, and the kernel's
+process tree when the most streams were open, above its idle RSS, divided by those streams, and the kernel's
 listen-queue drops (``nstat``: TcpExtListenDrops, TcpExtListenOverflows; machine-wide counters, so
 other load on the machine shows up too).
 """
@@ -138,10 +138,10 @@ async def burst(name: str, url: str, headers: dict[str, str], pid: int, args: ar
                 open_now -= 1
 
         async def sample(done: asyncio.Event) -> None:
+            """The RSS when the most streams are open (memory freed later stays with the process)."""
             while not done.is_set():
-                rss = tree_rss(pid)
-                if rss > result.rss_peak_mb:
-                    result.rss_peak_mb, result.open_at_peak = rss, open_now
+                if open_now > result.open_at_peak:
+                    result.rss_peak_mb, result.open_at_peak = tree_rss(pid), open_now
                 await asyncio.sleep(0.1)
 
         before, done = nstat(), asyncio.Event()
@@ -161,19 +161,16 @@ async def burst(name: str, url: str, headers: dict[str, str], pid: int, args: ar
 
 
 class BurstBridge(Bridge):
-    def __init__(self, backlog: str, **kw: Any) -> None:
+    def __init__(self, extra: dict[str, str], **kw: Any) -> None:
         super().__init__(**kw)
-        self.backlog = backlog
+        self.extra = extra
 
     def env(self) -> dict[str, str]:
-        env = super().env()
-        if self.backlog:
-            env["CODER_AIBRIDGE_LISTEN_BACKLOG"] = self.backlog
-        return env
+        return {**super().env(), **self.extra}
 
 
 async def run(args: argparse.Namespace) -> int:
-    stack = Stack(keep=False)
+    stack = Stack(keep=args.keep)
     try:
         upstream = Proc("upstream", [sys.executable, "-m", "bench.burst", "--serve-upstream", "--events",
                                      str(args.events), "--interval-ms", str(args.interval_ms)], child_env(),
@@ -184,7 +181,10 @@ async def run(args: argparse.Namespace) -> int:
                     child_env(), stack.dir, ready_line=True)
         stack.procs.append(bare)
         bare_url = f"http://127.0.0.1:{bare.read_ready_port()}"
-        bridge = BurstBridge(args.backlog, name="bridge", ablate="", work_dir=stack.dir, upstream_url=up,
+        extra = dict(item.split("=", 1) for item in args.bridge_env)
+        if args.backlog:
+            extra["CODER_AIBRIDGE_LISTEN_BACKLOG"] = args.backlog
+        bridge = BurstBridge(extra, name="bridge", ablate="", work_dir=stack.dir, upstream_url=up,
                              workers=args.workers)
         stack.procs.append(bridge.start())
         async with aiohttp.ClientSession() as session:
@@ -200,6 +200,8 @@ async def run(args: argparse.Namespace) -> int:
         ]
     finally:
         stack.stop()
+        if args.keep:
+            print(f"logs in {stack.dir}")
     report(results, args)
     if args.json:
         with open(args.json, "w") as fh:
@@ -230,6 +232,9 @@ def main() -> None:
     parser.add_argument("--backlog", default="", help="CODER_AIBRIDGE_LISTEN_BACKLOG (empty: the default)")
     parser.add_argument("--timeout", type=float, default=120.0, help="per stream, seconds")
     parser.add_argument("--json", default="")
+    parser.add_argument("--bridge-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="another variable for the bridge (repeatable)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs) and print it")
     parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream:

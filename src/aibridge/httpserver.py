@@ -84,6 +84,7 @@ TOO_MANY = orjson.dumps({"message": "too many connections",
                          "detail": "the server holds as many connections as it is configured for "
                                    "(--aibridge-max-connections); retry shortly"})
 _WARN_EVERY = 10.0
+LAST_LOOK = 0.05         # after the header deadline: one more turn of the loop's I/O before closing
 
 
 async def _refuse(_request: BaseRequest) -> web.StreamResponse:
@@ -140,6 +141,12 @@ class QuietRequestHandler(RequestHandler):
             self._header_timer = None
 
     def _header_timed_out(self) -> None:
+        """The deadline passed; close once the loop has read what the socket holds. uvloop runs due
+        timers before it polls: after a stall (a busy machine) the head may be waiting unread."""
+        self._header_timer = self._loop.call_later(LAST_LOOK, self._header_still_missing) \
+            if self._waiting_for_head() else None
+
+    def _header_still_missing(self) -> None:
         self._header_timer = None
         if self._waiting_for_head():
             log.debug("closed a connection from %s: no complete request head in time",

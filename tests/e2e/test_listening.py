@@ -22,6 +22,13 @@ START = 60.0
 
 
 @pytest.fixture
+async def sqlite() -> AsyncIterator[Database]:
+    """For what does not depend on the database (ports, connections): SQLite only."""
+    async with Database("sqlite") as db:
+        yield db
+
+
+@pytest.fixture
 async def fake() -> AsyncIterator[FakeUpstream]:
     async with FakeUpstream() as upstream:
         yield upstream
@@ -50,8 +57,8 @@ def assert_refused(done: subprocess.CompletedProcess[str], option: str, address:
 # ---------------------------------------------------------------- a port already in use (3.1)
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-async def test_main_port_in_use_is_refused(database: Database, workers: str) -> None:
-    first = await ServerProcess(database, env={"CODER_AIBRIDGE_WORKERS": "2"}).start()
+async def test_main_port_in_use_is_refused(sqlite: Database, workers: str) -> None:
+    first = await ServerProcess(sqlite, env={"CODER_AIBRIDGE_WORKERS": "2"}).start()
     try:
         other = Database("sqlite")
         address = f"127.0.0.1:{first.port}"
@@ -63,13 +70,13 @@ async def test_main_port_in_use_is_refused(database: Database, workers: str) -> 
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-async def test_proxy_and_metrics_ports_in_use_are_refused(database: Database, fake: FakeUpstream,
+async def test_proxy_and_metrics_ports_in_use_are_refused(sqlite: Database, fake: FakeUpstream,
                                                           workers: str) -> None:
     proxy_port, metrics_port = free_port(), free_port()
     env = {**bridge_env(fake), "CODER_AIBRIDGE_PROXY_ENABLED": "true",
            "CODER_AIBRIDGE_PROXY_LISTEN_ADDR": f"127.0.0.1:{proxy_port}", "CODER_PROMETHEUS_ENABLE": "true",
            "CODER_PROMETHEUS_ADDRESS": f"127.0.0.1:{metrics_port}", "CODER_AIBRIDGE_WORKERS": "2"}
-    first = await ServerProcess(database, env=env).start()
+    first = await ServerProcess(sqlite, env=env).start()
     try:
         other = Database("sqlite")
         second = {**env, "CODER_HTTP_ADDRESS": f"127.0.0.1:{free_port()}", "CODER_AIBRIDGE_WORKERS": workers}
@@ -102,8 +109,8 @@ async def closed_by_server(reader: asyncio.StreamReader) -> bool:
     return True
 
 
-async def test_headers_trickling_in_are_cut(database: Database) -> None:
-    server = await ServerProcess(database, env=SHORT).start()
+async def test_headers_trickling_in_are_cut(sqlite: Database) -> None:
+    server = await ServerProcess(sqlite, env=SHORT).start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -125,8 +132,8 @@ async def test_headers_trickling_in_are_cut(database: Database) -> None:
         server.stop()
 
 
-async def test_idle_keepalive_connection_is_closed(database: Database) -> None:
-    server = await ServerProcess(database, env=SHORT).start()
+async def test_idle_keepalive_connection_is_closed(sqlite: Database) -> None:
+    server = await ServerProcess(sqlite, env=SHORT).start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -138,9 +145,9 @@ async def test_idle_keepalive_connection_is_closed(database: Database) -> None:
         server.stop()
 
 
-async def test_long_streams_and_slow_answers_outlive_every_timeout(database: Database, fake: FakeUpstream) -> None:
+async def test_long_streams_and_slow_answers_outlive_every_timeout(sqlite: Database, fake: FakeUpstream) -> None:
     """A 10 s SSE stream and a blocking answer that takes 10 s, with 1 s / 2 s timeouts."""
-    server = await ServerProcess(database, env={**bridge_env(fake), **SHORT}).start()
+    server = await ServerProcess(sqlite, env={**bridge_env(fake), **SHORT}).start()
     try:
         token = server.create_user("lena")
         expected = b"".join(chunk for chunk, _ in get_scenario("messages", "slow").replies["streaming"].chunks)
@@ -162,8 +169,8 @@ async def test_long_streams_and_slow_answers_outlive_every_timeout(database: Dat
         server.stop()
 
 
-async def test_connection_cap_refuses_clearly(database: Database) -> None:
-    server = await ServerProcess(database, env={"CODER_AIBRIDGE_MAX_CONNECTIONS": "3"}).start()
+async def test_connection_cap_refuses_clearly(sqlite: Database) -> None:
+    server = await ServerProcess(sqlite, env={"CODER_AIBRIDGE_MAX_CONNECTIONS": "3"}).start()
     held = []
     try:
         for _ in range(3):
@@ -204,18 +211,18 @@ def somaxconn() -> int:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-async def test_listen_backlog_is_the_option(database: Database, fake: FakeUpstream, workers: str) -> None:
+async def test_listen_backlog_is_the_option(sqlite: Database, fake: FakeUpstream, workers: str) -> None:
     proxy_port = free_port()
     env = {**bridge_env(fake), "CODER_AIBRIDGE_WORKERS": workers, "CODER_AIBRIDGE_LISTEN_BACKLOG": "1500",
            "CODER_AIBRIDGE_PROXY_ENABLED": "true", "CODER_AIBRIDGE_PROXY_LISTEN_ADDR": f"127.0.0.1:{proxy_port}"}
-    server = await ServerProcess(database, env=env).start()
+    server = await ServerProcess(sqlite, env=env).start()
     try:
         want = min(1500, somaxconn())
         assert listen_backlogs(server.port) == [want] * int(workers)
         assert await wait_for_backlogs(proxy_port, [want] * int(workers))
     finally:
         server.stop()
-    server = await ServerProcess(database, env={"CODER_AIBRIDGE_WORKERS": workers}).start()
+    server = await ServerProcess(sqlite, env={"CODER_AIBRIDGE_WORKERS": workers}).start()
     try:
         assert listen_backlogs(server.port) == [min(65535, somaxconn())] * int(workers)     # default: high, capped
     finally:
