@@ -5,7 +5,8 @@ page is generated from it, and ``load_settings`` resolves it. A value that canno
 ``ConfigError`` with one line that names the option. ``Settings`` has one typed field per row
 (checked when this module is imported: add both together).
 
-Layering: this module is the lowest layer and imports nothing else from ``aibridge``. Provider
+Layering: this module is the lowest layer and imports nothing else from ``aibridge`` (but the
+pure ``yamlkeys``). Provider
 types live in ``bridge/providers`` and read their own settings through the small interface
 defined here: a ``ProviderKind`` (what a type is called and how it reads its settings) is given
 to ``load_settings``, which hands it a ``ProviderFields`` per configured provider (its
