@@ -5,7 +5,8 @@ page is generated from it, and ``load_settings`` resolves it. A value that canno
 ``ConfigError`` with one line that names the option. ``Settings`` has one typed field per row
 (checked when this module is imported: add both together).
 
-Layering: this module is the lowest layer and imports nothing else from ``aibridge``. Provider
+Layering: this module is the lowest layer and imports nothing else from ``aibridge`` (but the
+pure ``yamlkeys``). Provider
 types live in ``bridge/providers`` and read their own settings through the small interface
 defined here: a ``ProviderKind`` (what a type is called and how it reads its settings) is given
 to ``load_settings``, which hands it a ``ProviderFields`` per configured provider (its
@@ -27,6 +28,8 @@ from typing import Any, Protocol, get_type_hints
 from urllib.parse import urlsplit
 
 import yaml
+
+from aibridge.yamlkeys import ANY, FreeKeys, ListOf, Schema, unknown_key
 
 log = logging.getLogger("aibridge.config")
 
@@ -241,7 +244,8 @@ def _proxy(suffix: str, default: str, kind: str, help_: str, secret: bool = Fals
 PROXY_OPTIONS = (
     _proxy("enabled", "false", "bool",
            "Run the AI Bridge Proxy: an HTTP CONNECT proxy that decrypts only the providers' hosts."),
-    _proxy("listen_addr", ":8888", "address", "Address the proxy listens on."),
+    _proxy("listen_addr", "127.0.0.1:8888", "address",
+           "Address the proxy listens on (a bare :8888 listens on every interface; see docs/proxy.md)."),
     _proxy("cert_file", "", "str",
            "CA certificate (PEM) that signs the per-host certificates (empty: one generated in the data directory)."),
     _proxy("key_file", "", "str", "Private key (PEM) of the proxy CA."),
@@ -355,6 +359,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_tokens_per_user", "CODER_MAX_TOKENS_PER_USER", "100", "int",
            "Most live (not revoked, not expired) API tokens a user may hold; creating another is refused "
            "(0: unlimited).", yaml="aibridge.max_tokens_per_user", storage=True),
+    # -- netserve (issue 20): how the listeners hold connections (httpserver.py, listening.py)
+    Option("aibridge_header_timeout", "CODER_AIBRIDGE_HEADER_TIMEOUT", "10s", "duration",
+           "How long a client may take to send a request's line and headers, counted from the connection "
+           "or from the first byte of a next request on it (0: no limit); a slower one is disconnected."),
+    Option("aibridge_idle_timeout", "CODER_AIBRIDGE_IDLE_TIMEOUT", "75s", "duration",
+           "How long an idle keep-alive connection stays open between requests (0: no limit). Above the "
+           "60 s idle timeout of common load balancers, so they close first. Never cuts a running answer."),
+    Option("aibridge_max_connections", "CODER_AIBRIDGE_MAX_CONNECTIONS", "10000", "int",
+           "Most client connections open at once on the main port, per worker process (0: unlimited); "
+           "one more is answered 503 'too many connections' and closed."),
+    Option("aibridge_listen_backlog", "CODER_AIBRIDGE_LISTEN_BACKLOG", "65535", "int",
+           "Listen queue of the main and proxy ports, per worker (capped by the kernel's "
+           "net.core.somaxconn): connections a burst may open before the server accepts them."),
 )
 
 OPTIONS_BY_KEY = {opt.key: opt for opt in OPTIONS}
@@ -450,6 +467,11 @@ class Settings:
     uvloop: bool
     request_read_timeout: float
     max_tokens_per_user: int        # propagate (issue 20, 2.2)
+    # -- netserve (issue 20)
+    aibridge_header_timeout: float
+    aibridge_idle_timeout: float
+    aibridge_max_connections: int
+    aibridge_listen_backlog: int
     providers: tuple[ProviderConfig, ...] = field(default=())
     mcp_servers: tuple[McpServerConfig, ...] = field(default=())
     governance: dict[str, Any] = field(default_factory=dict)    # aibridge.{prices,budgets,model_rules} of the YAML
@@ -561,6 +583,9 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
     flags = flags or {}
     env = os.environ if env is None else env
     doc = read_yaml(config_path or env.get(CONFIG_PATH_ENV))
+    unknown = unknown_key(doc, yaml_schema())
+    if unknown:
+        raise ConfigError(unknown)
     values: dict[str, Any] = {}
     for opt in OPTIONS:
         raw, source = _raw_value(opt, flags, env, doc)
@@ -623,9 +648,11 @@ class ProviderFields:
     def url(self, field_name: str, default: str = "") -> str:
         """The field as a URL (``default`` when empty); a bad one is a ConfigError naming the field."""
         try:
-            return parse_url(self.get(field_name)) or default
+            url = parse_url(self.get(field_name)) or default
         except ValueError as exc:
             raise ConfigError(f"{self.option(field_name)}: {exc}") from None
+        refuse_credentials(url, self.option(field_name))
+        return url
 
     def error(self, field_name: str, message: str) -> ConfigError:
         return ConfigError(f"{self.option(field_name)}: {message}")
@@ -773,6 +800,44 @@ def resolve_providers(s: Settings, env: Mapping[str, str], doc: Mapping[str, Any
                           "(set --aibridge-openai-key, --aibridge-anthropic-key, --aibridge-bedrock-region "
                           "or CODER_AIBRIDGE_PROVIDER_0_TYPE)")
     return providers
+
+
+# -- netserve (issue 20): what the YAML file may hold (yamlkeys.py), and credentials in base URLs
+
+# The indexed providers' fields (DESIGN §2.2), as CODER_AIBRIDGE_PROVIDER_<N>_<FIELD> or lowercase in YAML.
+PROVIDER_FIELDS = ("TYPE", "NAME", "KEY", "BASE_URL", "BEDROCK_REGION", "BEDROCK_BASE_URL", "BEDROCK_ACCESS_KEY",
+                   "BEDROCK_ACCESS_KEY_SECRET", "BEDROCK_MODEL", "BEDROCK_SMALL_FAST_MODEL")
+
+
+def yaml_schema() -> dict[str, Schema]:
+    """Every key the YAML file may hold: the options' paths, the provider and MCP server lists, and
+    the governance rules (their fields as ``governance/rules.py`` and ``governance/prices.py`` read them)."""
+    schema: dict[str, Any] = {}
+    for opt in OPTIONS:
+        *parents, leaf = opt.yaml_path
+        node = schema
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = ANY
+    subject = {"user": ANY, "role": ANY}
+    schema.setdefault("aibridge", {}).update({
+        "providers": ListOf(dict.fromkeys((f.lower() for f in PROVIDER_FIELDS), ANY)),
+        "mcp_servers": ListOf(dict.fromkeys((f.lower() for f in MCP_FIELDS), ANY)),
+        "prices": FreeKeys(dict.fromkeys(("input", "output", "cache_read", "cache_write"), ANY)),
+        "budgets": ListOf({**subject, "period": ANY, "limit_usd": ANY}),
+        "model_rules": {"allow": ListOf({**subject, "models": ANY}),
+                        "aliases": ListOf({"from": ANY, "to": ANY, "provider": ANY})},
+    })
+    return schema
+
+
+def refuse_credentials(url: str, option: str) -> None:
+    """A provider base URL with ``user:pass@``: the HTTP client would refuse every request (500s);
+    the key belongs in the key option, and the URL would show the password in logs."""
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{option}: the URL holds credentials (user:password@); remove them and set the "
+                          "provider's key option instead")
 
 
 # ---------------------------------------------------------------- MCP servers whose tools are injected

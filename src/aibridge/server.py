@@ -26,8 +26,9 @@ from aibridge.config import ConfigError, Settings, redact_url
 from aibridge.governance.addons import BudgetAddon, CostAddon, ModelRulesAddon
 from aibridge.governance.ownership import OwnershipAddon
 from aibridge.governance.rules import Governance, parse_configured
-from aibridge.httpserver import AppRunner
+from aibridge.httpserver import AppRunner, connection_options
 from aibridge.identity.auth import Authenticator, AuthError
+from aibridge.listening import effective_backlog, refuse_taken_ports
 from aibridge.mcp.addon import McpAddon
 from aibridge.mcp.servers import McpServer, mcp_secrets
 from aibridge.mcp.tools import Toolbox
@@ -60,6 +61,7 @@ from aibridge.server_keys import AUTHENTICATOR, CHANGES, ENGINE, GOVERNANCE, SET
 from aibridge.store import users as user_store
 from aibridge.store.changes import Changes
 from aibridge.store.db import DatabaseUnavailable, create_engine, migrate, unavailable_message
+from aibridge.store.private import secure_data_dir
 from aibridge.web import ui as web_ui
 from aibridge.workers import Supervisor, Worker, event_loop_factory, listen_sockets, metrics_directory
 
@@ -89,11 +91,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return json_error(500, "internal server error", "the error was logged on the server")
 
 
+PUBLIC_PATHS = frozenset({openapi_api.PATH, proxy_service.CA_ROUTE,
+                          API_ALIAS_PREFIX + proxy_service.CA_ROUTE.removeprefix(API_PREFIX)})
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every /api/v2 route needs a token, except the bridge routes (they answer in the provider's shape)."""
+    """Every /api/v2 route needs a token, except the bridge routes (they answer in the provider's shape)
+    and the public ones (the OpenAPI document; the proxy CA, which clients fetch before they are set up)."""
     if request.path.startswith("/api/v2/") and "provider" not in request.match_info \
-            and request.match_info.http_exception is None and request.path != openapi_api.PATH:
+            and request.match_info.http_exception is None and request.path not in PUBLIC_PATHS:
         try:
             request["actor"] = await request.app[AUTHENTICATOR].authenticate(request.headers)
         except AuthError as exc:
@@ -352,11 +359,12 @@ async def serve(settings: Settings, worker: Worker | None = None, sock: socket.s
         engine = create_engine(settings.database_url)     # the supervisor migrated it
     app = build_app(settings, engine, worker=worker)       # first: it may still refuse the configuration
     runner = AppRunner(app, shutdown_timeout=settings.shutdown_grace, access_log=None,
-                           handle_signals=False)
+                           handle_signals=False, **connection_options(settings))
     await runner.setup()
     host, port = settings.http_address.rsplit(":", 1)
-    site = web.SockSite(runner, sock) if sock else web.TCPSite(runner, host, int(port), backlog=1024,
-                                                                   reuse_address=True)
+    backlog = effective_backlog(settings.aibridge_listen_backlog)
+    site = web.SockSite(runner, sock, backlog=backlog) if sock else web.TCPSite(
+        runner, host, int(port), backlog=backlog, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
@@ -442,8 +450,10 @@ async def open_database(settings: Settings) -> AsyncEngine:
 
 
 def run(settings: Settings) -> None:
+    refuse_taken_ports(settings)        # before the database, the first owner or any worker
     factory = event_loop_factory(settings)
     try:
+        secure_data_dir(settings.data_dir)
         if settings.workers > 1:
             sys.exit(run_workers(settings, factory))
         with asyncio.Runner(loop_factory=factory) as runner:
@@ -466,7 +476,7 @@ def run_workers(settings: Settings, factory: Callable[[], asyncio.AbstractEventL
     """``--workers N``: the supervisor prepares once, then forks the workers (``workers.py``)."""
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(prepare(settings))
-        sockets = listen_sockets(settings.http_address, settings.workers)
+        sockets = listen_sockets(settings.http_address, settings.workers, settings.aibridge_listen_backlog)
         runner.run(first_owner_once_listening(settings))
     log_listening(settings)
     gc.collect()

@@ -43,6 +43,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from aibridge.config import Settings
+from aibridge.listening import effective_backlog
 from aibridge.observability.metrics import enable_multiprocess, worker_exited
 from aibridge.resilience.shared import SharedSlots, SharedWindowCounter
 from aibridge.store.changes import Generations
@@ -95,7 +96,7 @@ def event_loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEvent
     return factory
 
 
-def listen_sockets(address: str, count: int) -> list[socket.socket]:
+def listen_sockets(address: str, count: int, backlog: int) -> list[socket.socket]:
     """One listening socket per worker on ``address`` (SO_REUSEPORT), or one shared by all."""
     host, port = address.rsplit(":", 1)
     reuse_port = hasattr(socket, "SO_REUSEPORT")
@@ -110,7 +111,7 @@ def listen_sockets(address: str, count: int) -> list[socket.socket]:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sockets.append(sock)
             sock.bind(info[4])
-            sock.listen(1024)
+            sock.listen(effective_backlog(backlog))
             port = str(sock.getsockname()[1])      # port 0: the others join the one the first got
     except OSError as exc:
         for sock in sockets:

@@ -233,3 +233,93 @@ def test_indexed_provider_aliases(caplog: pytest.LogCaptureFixture) -> None:
 def test_alias_errors_name_the_alias() -> None:
     with pytest.raises(ConfigError, match=r"^CODER_AI_GATEWAY_RETENTION: invalid duration"):
         load_config(env={"CODER_AI_GATEWAY_RETENTION": "soon"}, storage_only=True)
+
+
+# ---------------------------------------------------------------- netserve (issue 20): listeners, YAML keys, URLs
+
+def test_proxy_listens_on_loopback_by_default() -> None:
+    assert load_settings({}, env={}).aibridge_proxy_listen_addr == "127.0.0.1:8888"
+    every = load_settings({}, env={"CODER_AIBRIDGE_PROXY_LISTEN_ADDR": ":8888"})
+    assert every.aibridge_proxy_listen_addr == "0.0.0.0:8888"   # a bare port: every interface, as asked
+
+
+def test_listener_options_defaults() -> None:
+    s = load_settings({}, env={})
+    assert (s.aibridge_header_timeout, s.aibridge_idle_timeout) == (10, 75)
+    assert (s.aibridge_max_connections, s.aibridge_listen_backlog) == (10000, 65535)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("aibridge:\n  retentoin: 90d\n",
+     "config aibridge.retentoin: unknown key; did you mean 'retention'?"),
+    ("http_adress: 127.0.0.1:1\n", "config http_adress: unknown key; did you mean 'http_address'?"),
+    ("aibridge:\n  proxy_listen-adr: x\n",
+     "config aibridge.proxy_listen-adr: unknown key; did you mean 'proxy_listen_addr'?"),
+    ("aibridge:\n  zzz: 1\n", "config aibridge.zzz: unknown key (known: "),
+    ("aibridge:\n  enabled: true\n  providers:\n  - type: openai\n    key: k\n    base_ulr: https://x/\n",
+     "config aibridge.providers[0].base_ulr: unknown key; did you mean 'base_url'?"),
+    ("aibridge:\n  enabled: true\n  openai_key: k\n  mcp_servers:\n  - id: a\n    url: https://x/\n"
+     "    tool_alow_regex: x\n",
+     "config aibridge.mcp_servers[0].tool_alow_regex: unknown key; did you mean 'tool_allow_regex'?"),
+    ("aibridge:\n  budgets:\n  - role: member\n    period: day\n    limit: 5\n",
+     "config aibridge.budgets[0].limit: unknown key; did you mean 'limit_usd'?"),
+    ("aibridge:\n  model_rules:\n    alias:\n    - {from: a, to: b}\n",
+     "config aibridge.model_rules.alias: unknown key; did you mean 'aliases'?"),
+    ("aibridge:\n  prices:\n    gpt-9:\n      inptu: 1\n      output: 2\n",
+     "config aibridge.prices.gpt-9.inptu: unknown key; did you mean 'input'?"),
+])
+def test_unknown_yaml_keys_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, env={}, config_path=str(cfg))
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_yaml_key_exits_2_with_one_line(tmp_path: Path) -> None:
+    from tests.harness import run_cli
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("aibridge:\n  retentoin: 90d\n")
+    done = run_cli(["server", "--config", str(cfg)], {"CODER_AIBRIDGE_DATA_DIR": str(tmp_path / "d")})
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: config aibridge.retentoin: unknown key; did you mean 'retention'?"
+
+
+def test_every_known_yaml_key_is_accepted(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("http-address: 127.0.0.1:4000\naibridge:\n  retention: 2w\n  workers: 1\n  enabled: true\n"
+                   "  providers:\n  - {type: openai, name: o2, key: k, base_url: 'https://x/v1/'}\n"
+                   "  - {type: anthropic, name: br, bedrock_region: us-east-1, bedrock_access_key: a,\n"
+                   "     bedrock_access_key_secret: b, bedrock_model: m, bedrock_small_fast_model: s}\n"
+                   "  mcp_servers:\n  - {id: a, url: 'https://x/', authorization: t, tool_allow_regex: x,\n"
+                   "     tool_deny_regex: y}\n"
+                   "  prices:\n    gpt-9: {input: 1, output: 2, cache_read: 0.1, cache_write: 1}\n"
+                   "  budgets:\n  - {user: u, period: day, limit_usd: 5}\n"
+                   "  model_rules:\n    allow:\n    - {role: member, models: ['gpt-*']}\n"
+                   "    aliases:\n    - {from: a, to: b, provider: o2}\n")
+    s = load_settings({}, env={}, config_path=str(cfg))
+    assert [p.name for p in s.providers] == ["o2", "br"]
+
+
+@pytest.mark.parametrize(("env", "option"), [
+    ({"CODER_AIBRIDGE_OPENAI_KEY": "k", "CODER_AIBRIDGE_OPENAI_BASE_URL": "https://u:secret-pw@gw.example/v1/"},
+     "--aibridge-openai-base-url"),
+    ({"CODER_AIBRIDGE_ANTHROPIC_KEY": "k", "CODER_AIBRIDGE_ANTHROPIC_BASE_URL": "https://u:secret-pw@gw.example/"},
+     "--aibridge-anthropic-base-url"),
+    ({"CODER_AIBRIDGE_BEDROCK_BASE_URL": "https://u:secret-pw@bedrock.example/",
+      "CODER_AIBRIDGE_BEDROCK_ACCESS_KEY": "a", "CODER_AIBRIDGE_BEDROCK_ACCESS_KEY_SECRET": "b"},
+     "--aibridge-bedrock-base-url"),
+    ({"CODER_AIBRIDGE_PROVIDER_0_TYPE": "openai", "CODER_AIBRIDGE_PROVIDER_0_KEY": "k",
+      "CODER_AIBRIDGE_PROVIDER_0_BASE_URL": "https://secret-pw@gw.example/v1/"}, "CODER_AIBRIDGE_PROVIDER_0_BASE_URL"),
+    ({"CODER_AIBRIDGE_PROVIDER_0_TYPE": "anthropic", "CODER_AIBRIDGE_PROVIDER_0_BEDROCK_REGION": "us-east-1",
+      "CODER_AIBRIDGE_PROVIDER_0_BEDROCK_ACCESS_KEY": "a", "CODER_AIBRIDGE_PROVIDER_0_BEDROCK_ACCESS_KEY_SECRET": "b",
+      "CODER_AIBRIDGE_PROVIDER_0_BEDROCK_BASE_URL": "https://u:secret-pw@b.example/"},
+     "CODER_AIBRIDGE_PROVIDER_0_BEDROCK_BASE_URL"),
+])
+def test_credentials_in_a_provider_base_url_are_refused(env: dict[str, str], option: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, env={"CODER_AIBRIDGE_ENABLED": "true", **env})
+    message = str(info.value)
+    assert message.startswith(f"{option}: the URL holds credentials (user:password@)"), message
+    assert "secret-pw" not in message and "\n" not in message

@@ -35,7 +35,7 @@ ENABLED = {"CODER_AIBRIDGE_ENABLED": "true", "CODER_AIBRIDGE_OPENAI_KEY": "k", "
 
 def test_proxy_defaults() -> None:
     s = load_settings({}, env=ENABLED, provider_kinds=PROVIDER_KINDS)
-    assert s.aibridge_proxy_enabled and s.aibridge_proxy_listen_addr == "0.0.0.0:8888"
+    assert s.aibridge_proxy_enabled and s.aibridge_proxy_listen_addr == "127.0.0.1:8888"   # loopback (3.3)
     assert s.aibridge_proxy_allowed_private_cidrs == ()
     flagged = load_settings({"aibridge_proxy_listen_addr": "127.0.0.1:9999",
                              "aibridge_proxy_allowed_private_cidrs": "10.0.0.0/8, 192.168.1.7"}, env=ENABLED,

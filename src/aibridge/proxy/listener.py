@@ -101,8 +101,10 @@ class _Buffered(asyncio.Protocol):
 class ProxyServer:
     def __init__(self, listen: str, ca: CertificateAuthority, decrypted: Decrypted, authenticator: Authenticator,
                  tls: ssl.SSLContext | None, upstream: UpstreamProxy | None, allowed: tuple[IPNetwork, ...],
-                 grace: float) -> None:
+                 grace: float, reuse_port: bool = False, backlog: int = 100) -> None:
         self.listen = listen
+        self.reuse_port = reuse_port      # --workers N: every worker listens on the port
+        self.backlog = backlog
         self.ca = ca
         self.decrypted = decrypted
         self.hosts: DecryptedHosts = decrypted.hosts
@@ -121,7 +123,7 @@ class ProxyServer:
             self._server = await asyncio.start_server(
                 self._accept, host.strip("[]") or None, int(port), ssl=self.tls, limit=MAX_HEAD,
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self.tls else None, reuse_address=True,
-                reuse_port=hasattr(socket, "SO_REUSEPORT"))     # every worker of --workers N listens
+                reuse_port=self.reuse_port and hasattr(socket, "SO_REUSEPORT"), backlog=self.backlog)
         except OSError as exc:
             await self._runner.cleanup()
             raise SystemExit(f"error: --aibridge-proxy-listen-addr: cannot listen on {self.listen}: "

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from aibridge.bridge.routing import Bridge, json_error
 from aibridge.config import ConfigError, Settings
+from aibridge.listening import effective_backlog
 from aibridge.proxy.addresses import networks
 from aibridge.proxy.ca import CertificateAuthority
 from aibridge.proxy.hosts import DecryptedHosts
@@ -60,11 +61,12 @@ def build_proxy(settings: Settings, bridge: Bridge, registry: CollectorRegistry 
     decrypted = Decrypted(bridge, DecryptedHosts(settings.providers), metrics)
     return ProxyServer(settings.aibridge_proxy_listen_addr, load_ca(settings), decrypted, bridge.authenticator,
                        listener_tls(settings), upstream, networks(settings.aibridge_proxy_allowed_private_cidrs),
-                       settings.shutdown_grace)
+                       settings.shutdown_grace, reuse_port=settings.workers > 1,
+                       backlog=effective_backlog(settings.aibridge_listen_backlog))
 
 
 async def ca_cert(request: web.Request) -> web.Response:
-    """The proxy CA's certificate (never its key), for any authenticated user."""
+    """The proxy CA's certificate (never its key), without a token: clients fetch it before they are set up."""
     proxy = request.app[PROXY]
     if proxy is None:
         return json_error(404, "the AI Bridge Proxy is not enabled",

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from aibridge.config import Settings, redact_url
+from aibridge.store.private import secure_sqlite_file
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -25,7 +26,7 @@ def json_dumps(value: Any) -> str:
 def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1]
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        secure_sqlite_file(Path(path))
         engine = create_async_engine(url, connect_args={"timeout": 30}, json_serializer=json_dumps)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
