@@ -24,7 +24,7 @@ import pytest
 
 from tests.e2e.conftest import bridge_env
 from tests.e2e.faults import wait_exported
-from tests.e2e.test_mcp import FIRST_RESPONSE_ID, LAST_RESPONSE_ID, TOOL, model
+from tests.e2e.test_mcp import FIRST_RESPONSE_ID, LAST_RESPONSE_ID, model
 from tests.fakes.mcp_server import McpServerProcess
 from tests.fakes.upstream import FakeUpstream
 from tests.harness import Client, Database, ServerProcess

@@ -3,8 +3,9 @@
 It deletes in batches (``batch_size`` interceptions per transaction) so that it never holds long
 locks against the recorder, and it deletes the children (token usages, prompts, tool usages,
 thoughts) explicitly before their interceptions, so it does not depend on foreign-key cascades
-being enforced. On PostgreSQL a replica purges only while it holds a session advisory lock, and
-skips the run when another replica has it.
+being enforced. Responses continuations (``turns.py``) older than the cutoff go in the same
+run. On PostgreSQL a replica purges only while it holds a session advisory lock, and skips the
+run when another replica has it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from aibridge.store import turns
 from aibridge.store.schema import CHILD_TABLES, interceptions
 
 BATCH_SIZE = 10_000
@@ -29,6 +31,7 @@ class PurgeResult:
     interceptions: int = 0
     children: dict[str, int] = field(default_factory=dict)   # table name → rows deleted
     skipped: bool = False        # another replica holds the purge lock
+    continuations: int = 0       # Responses continuations forgotten (``turns.py``)
 
     def add_children(self, table: str, count: int) -> None:
         self.children[table] = self.children.get(table, 0) + count
@@ -54,6 +57,7 @@ async def purge_detailed(engine: AsyncEngine, retention_seconds: float, now: dt.
         try:
             while await _purge_batch(conn, cutoff, batch_size, result) == batch_size:
                 await asyncio.sleep(0)     # let the recorder's transactions in between batches
+            result.continuations = await turns.purge(conn, cutoff)
         finally:
             await _unlock(conn)
     return result

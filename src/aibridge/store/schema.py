@@ -214,3 +214,14 @@ model_aliases = sa.Table(
     sa.Column("to_model", sa.String(256), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
+
+# A Responses answer joined from several upstream calls (MCP's inner turns) shows the client the
+# FIRST upstream response's id, but only the LAST upstream response holds the whole conversation:
+# a later request naming the first continues from the last. Shared by every worker and replica.
+response_continuations = sa.Table(
+    "aibridge_response_continuations", metadata,
+    sa.Column("shown_id", sa.String(256), primary_key=True),
+    sa.Column("upstream_id", sa.String(256), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("idx_aibridge_response_continuations_created", "created_at"),
+)
