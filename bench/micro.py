@@ -173,6 +173,7 @@ async def main_async(seconds: float) -> None:
     decoder_only = per_call(lambda: [SSEDecoder().feed(c) for c in chunks], seconds)
     add("request", "  SSEDecoder.feed alone (every event decoded; the last API's stream)", decoder_only)
 
+    await flow_pieces(add, actor, body, raw_answer)
     redaction_pieces(add, seconds, body, blocking_answer)
 
     print("\nrecording writer, per interception (CPU µs incl. the aiosqlite thread; wall µs):")
@@ -204,6 +205,91 @@ async def main_async(seconds: float) -> None:
         add("auth", f"one cache expiry with {inflight:>2} request(s) of the token in flight (whole herd)", cpu)
         print(f"{'':13}wall {wall:8.1f} µs")
     await engine.dispose()
+
+
+class _Upstream:
+    """A canned upstream answer (the fake's ``bench`` reply), as the HTTP provider hands it over."""
+
+    def __init__(self, body: bytes, chunks: list[bytes]) -> None:
+        self.status, self.body, self.chunks = 200, body, chunks
+        self.headers = UPSTREAM_HEADERS if chunks else CIMultiDictProxy(CIMultiDict({
+            "Content-Type": "application/json"}))
+
+    async def iter_chunks(self) -> Any:
+        for chunk in self.chunks:
+            yield chunk
+
+    async def read(self) -> bytes:
+        return self.body
+
+    def close(self) -> None:
+        pass
+
+
+class _Provider:
+    type = name = "openai"
+
+    def __init__(self) -> None:
+        self.answer = _Upstream(b"", [])
+
+    def upstream_model(self, model: str) -> str:
+        return model
+
+    async def send(self, request: Any) -> _Upstream:
+        return self.answer
+
+
+async def flow_pieces(add: Callable[[str, str, float], None], actor: Any, body: bytes, answer: bytes) -> None:
+    """``intercept()`` itself (no addons): parse, the turn loop's one turn, the relay, the end,
+    on a copy of one mocked aiohttp request with a writer that drops the bytes: the flow's cost."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from aibridge.bridge.intercept import intercept
+    provider: Any = _Provider()
+    addons = Addons([])
+    base = make_mocked_request("POST", "/api/v2/aibridge/openai/v1/chat/completions", headers=REQUEST_HEADERS,
+                               writer=_Writer())
+    streamed = [c for c, _ in get_scenario("chat", "bench").replies["streaming"].chunks]
+    for label, reply, request_body in (
+            ("blocking (1235 B)", _Upstream(answer, []), body),
+            (f"stream (50 events, {len(streamed)} chunks)", _Upstream(b"", streamed),
+             orjson.dumps({**orjson.loads(body), "stream": True}))):
+        provider.answer = reply
+
+        async def one(request_body: bytes = request_body) -> None:
+            request = base.clone()
+            request._read_bytes = request_body      # as aiohttp keeps a body it has read
+            await intercept(request, actor, provider, CHAT_COMPLETIONS, "v1/chat/completions", addons)
+        cpu, _ = await per_call_async(one, 3000)
+        add("request", f"the flow: intercept() with no addons, {label}", cpu)
+
+
+class _Writer:
+    """aiohttp's payload writer, minus the socket."""
+
+    buffer_size = output_size = 0
+    length: int | None = None
+
+    def enable_chunking(self) -> None:
+        pass
+
+    def enable_compression(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    async def write_headers(self, status_line: str, headers: Any) -> None:
+        pass
+
+    def send_headers(self) -> None:
+        pass
+
+    async def write(self, data: bytes) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        pass
 
 
 def redaction_pieces(add: Callable[[str, str, float], None], seconds: float, body: bytes,

@@ -149,12 +149,13 @@ async def buildinfo(_request: web.Request) -> web.Response:
     return json_response({"version": __version__})
 
 
-def mcp_injection(settings: Settings, metrics: Metrics | None) -> McpAddon:
+def mcp_injection(settings: Settings, metrics: Metrics | None, engine: AsyncEngine) -> McpAddon:
     """MCP tools injection: the configured servers' tools, run by the bridge in an inner loop."""
     on_error = (lambda server, operation: metrics.mcp_errors.labels(server, operation).inc()) if metrics else None
     servers = [McpServer(cfg, settings.aibridge_mcp_timeout, settings.aibridge_mcp_refresh_interval, on_error)
                for cfg in settings.mcp_servers]
-    return McpAddon(Toolbox(servers), settings.aibridge_mcp_max_iterations, settings.aibridge_send_actor_headers)
+    return McpAddon(Toolbox(servers), settings.aibridge_mcp_max_iterations, settings.aibridge_send_actor_headers,
+                    engine)
 
 
 def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | None,
@@ -187,7 +188,7 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
     if settings.aibridge_send_actor_headers:
         addons.append(ActorHeadersAddon())
     if settings.mcp_servers:
-        addons.append(mcp_injection(settings, metrics))
+        addons.append(mcp_injection(settings, metrics, engine))
     if settings.aibridge_redact != "off":
         addons.append(RedactionAddon(settings.aibridge_redact))
     journal = worker.journal_dir(settings.data_dir) if worker else settings.data_dir / "journal"

@@ -14,12 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.config import postgres_async_url
 from aibridge.recording.retention import RetentionTask
-from aibridge.store import owned
+from aibridge.store import owned, turns
 from aibridge.store import records as rec
 from aibridge.store import users as user_store
 from aibridge.store.db import create_engine, migrate
-from aibridge.store.retention import ADVISORY_LOCK_KEY, purge
-from aibridge.store.schema import CHILD_TABLES, interceptions
+from aibridge.store.retention import ADVISORY_LOCK_KEY, purge, purge_detailed
+from aibridge.store.schema import CHILD_TABLES, interceptions, response_continuations
 from aibridge.store.writer import write_batch
 from tests.harness import POSTGRES_URL, Database
 
@@ -149,6 +149,19 @@ async def test_task_reports_what_it_deleted(engine: AsyncEngine, caplog: pytest.
     line = next(r for r in caplog.records if "retention purge deleted" in r.getMessage())
     assert line.__dict__["purged_interceptions"] == 2
     assert line.__dict__["aibridge_token_usages"] == 2
+
+
+async def test_old_responses_continuations_are_purged(engine: AsyncEngine) -> None:
+    """The MCP addon's shown id → last upstream id rows (issue 20, item 1.4) go with the records."""
+    await turns.remember(engine, "resp_old", "resp_old_last")
+    await turns.remember(engine, "resp_new", "resp_new_last")
+    async with engine.begin() as conn:
+        await conn.execute(response_continuations.update().where(response_continuations.c.shown_id == "resp_old")
+                           .values(created_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=40)))
+    result = await purge_detailed(engine, 30 * DAY)
+    assert result.continuations == 1
+    assert await turns.upstream_id(engine, "resp_old") is None
+    assert await turns.upstream_id(engine, "resp_new") == "resp_new_last"
 
 
 async def test_task_survives_a_database_failure(caplog: pytest.LogCaptureFixture) -> None:

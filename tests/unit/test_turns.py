@@ -13,7 +13,6 @@ import pytest
 
 from aibridge.bridge.loop import TURN_APIS, FunctionTool
 from aibridge.bridge.loop.base import Result, sum_usages
-from aibridge.bridge.loop.responses import continuation_id
 from aibridge.bridge.sse import SSEDecoder, SSEEvent
 from tests.fakes.upstream import _ToolFill, load_scenarios
 
@@ -190,7 +189,8 @@ def test_responses_stream_is_one_response() -> None:
     final = data[-1]["response"]
     first_id, last_id = "resp_0ebf5c169dbcef0200692a7b0aceecc19afd0b1c25d6e7f8a9", answers[1]["id"]
     assert final["id"] == first_id == data[0]["response"]["id"] != last_id         # one id for the client
-    assert continuation_id(first_id) == last_id          # continuing from it goes on from the last call
+    # the MCP addon maps the first turn's id (the one shown) to the last turn's, to continue from it
+    assert answers[0]["id"] == first_id
     assert [i["type"] for i in final["output"]] == ["message"]
     assert (final["usage"]["input_tokens"], final["usage"]["output_tokens"]) == (240 + 301, 22 + 13)
     assert answers[0]["output"][0]["type"] == "function_call"

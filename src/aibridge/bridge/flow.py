@@ -14,8 +14,9 @@ in ``intercept.py`` calls its hooks at these moments, in list order:
 - ``upstream_response(flow)``         after every upstream call: answered (``flow.upstream_status``)
                                       or could not be reached (``flow.error``)
 - ``finding(flow, finding)``          a token usage, tool call or thought, from any upstream call
-- ``interception_ended(flow)``        once, at the very end: finished, failed or abandoned (a stream's
-                                      last bytes follow it, so what is journaled here is durable)
+- ``interception_ended(flow)``        once, at the very end: finished, failed or abandoned (the answer's
+                                      last bytes follow it on every path, so what is journaled here is
+                                      durable before the client has the whole answer)
 - ``passthrough(flow)``               once, at the very end of a passed-through flow (see below)
 - ``stored(flow, obj)``               the upstream made an object the user may name later (a response,
                                       a conversation): ``obj.kind``, ``obj.id``
@@ -32,9 +33,11 @@ run once per call, ``flow.upstream_calls`` counts them, and ``request_parsed`` a
 ``/api/v2/aibridge/<provider>/`` routes (the AI Bridge Proxy hands its decrypted requests to the
 same flow): ``flow.door`` says which, and nothing else changes for the addons.
 
-Turns. An addon that runs tools inside the interception (MCP injection) sets
-``flow.inner_tools`` (which tool names the bridge runs itself) in ``prepare``. The flow then
-makes one upstream call per turn and joins the turns into one answer with the API's joiner
+Turns. Every upstream call is a turn of the flow's one loop, sent by one function; a plain
+request is the loop with exactly one turn, relayed byte for byte. An addon that runs tools inside
+the interception (MCP injection) sets ``flow.inner_tools`` (which tool names the bridge runs
+itself) in ``prepare``. The loop then makes one upstream call per turn and joins the turns into
+one answer with the API's joiner
 (``bridge/loop/``): calls to those tools are hidden from the client, the text and thinking of
 every turn stream live, there is one message start and one stop, indices stay consecutive, and
 the final event carries the usage of all turns (blocking: the last turn's answer with the summed
@@ -55,7 +58,9 @@ sense for interceptions (the breaker, budgets) return at once for such a flow.
 
 State. Addons keep per-flow state on the flow, under a ``FlowKey`` of their own
 (``flow.put(KEY, value)`` / ``flow.get(KEY)``), never in dicts keyed by flow ids; they learn
-everything from these hooks and never hold one another.
+everything from these hooks and never hold one another. State that outlives a flow belongs to the
+addon that owns it, in the database when every worker and replica must see it (MCP's Responses
+continuations); ``bridge/loop/`` holds none (pure: no I/O).
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
-"""The one flow every intercepted API shares: parse → upstream → relay → end.
+"""The one flow every intercepted API shares: parse → turns (upstream → relay) → end.
 
-Streams are relayed chunk by chunk as they arrive; the SSE decoder and the API's observer
-read the same bytes beside the relay, a few KiB at a time, to find usage, tool calls and
-thoughts. Whatever happens (upstream error, client gone, shutdown), the interception is ended
-exactly once.
+Every upstream call is a turn of ONE loop (``_turns``), sent by ONE function (``_send``); the
+interception ends in ONE place (``intercept``), and the last bytes of every answer (a joined
+stream's closing event, an error event, the end of the body) go out only after it ended.
+
+Without inner tools the loop runs exactly one turn, relayed as it comes (``_Relay``): streams
+chunk by chunk, byte for byte, while the SSE decoder and the API's observer read the same bytes
+beside the relay, a few KiB at a time, to find usage, tool calls and thoughts. Whatever happens
+(upstream error, client gone, shutdown), the interception is ended exactly once.
 
 When an addon runs tools inside the interception (``flow.inner_tools``, set in ``prepare``),
-the flow makes one upstream call per turn and joins the turns into one answer: streamed
-events go through the API's joiner (``bridge/loop/``) instead of being relayed byte for byte;
-after each turn ``after_turn`` may ask for another call. See ``flow.py``.
+after each turn ``after_turn`` may ask for another call, and the turns are joined into one
+answer (``_JoinedBlocking``, ``_JoinedStream``): streamed events go through the API's joiner
+(``bridge/loop/``) instead of being relayed byte for byte. See ``flow.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from aibridge.bridge.apis.common import loads_object
 from aibridge.bridge.bodies import body_problem
 from aibridge.bridge.clients import detect_client
 from aibridge.bridge.flow import Addons, Flow, Reject, Turn, TurnError
-from aibridge.bridge.loop import TURN_APIS, StreamJoiner, TurnApi
+from aibridge.bridge.loop import TURN_APIS, TurnApi
 from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest, UpstreamResponse
 from aibridge.bridge.providers.http import forwardable_headers, relayable_headers
 from aibridge.bridge.routes import model_problem
@@ -80,31 +84,66 @@ async def intercept(request: web.Request, actor: Actor, provider: Provider, api:
         return provider_error(api, exc.status, exc.message, exc.headers)
     addons.request_parsed(flow)
     try:
-        response = await _call_and_relay(request, flow, body, tail, addons)
+        relay = await _turns(request, flow, body, tail, addons)
     except asyncio.CancelledError:
         flow.fail("canceled", "request canceled")
         raise
     finally:
-        addons.interception_ended(flow)
-    # A stream's last bytes go out only once the interception has ended: what the recorder
-    # journals at the end is on disk before the client has the whole answer (docs/monitoring.md).
+        addons.interception_ended(flow)     # the one place an interception ends
+    # The last bytes (a joined stream's closing event, an error event, the end of the body) go
+    # out only once the interception has ended: what the recorder journals at the end is on
+    # disk before the client has the whole answer (docs/monitoring.md).
+    response = relay.response
+    assert response is not None
     if response.prepared and flow.outcome != "canceled":
         with contextlib.suppress(*CLIENT_GONE):
+            if relay.tail:
+                await response.write(relay.tail)
             await response.write_eof()
     return response
 
 
-async def _call_and_relay(request: web.Request, flow: Flow, body: dict[str, Any], tail: str,
-                          addons: Addons) -> web.StreamResponse:
+async def _turns(request: web.Request, flow: Flow, body: dict[str, Any], tail: str, addons: Addons) -> _Relay:
+    """The turn loop: each upstream call is a turn. Without inner tools there is exactly one,
+    relayed byte for byte; with them, ``after_turn`` may ask for another after each turn."""
     api = flow.api
     changed = api.prepare_upstream(body)
     changed = await addons.prepare(flow, body) or changed
-    turns = TURN_APIS.get(api.name)
-    if flow.inner_tools is not None and turns is not None:
-        if flow.streaming:
-            return await _stream_turns(request, flow, body, tail, addons, turns)
-        return await _blocking_turns(request, flow, body, tail, addons, turns)
     raw = orjson.dumps(body) if changed else await request.read()
+    turns = TURN_APIS.get(api.name) if flow.inner_tools is not None else None
+    relay = _Relay(request, flow, addons) if turns is None else (
+        _JoinedStream if flow.streaming else _JoinedBlocking)(request, flow, addons, turns)
+    for number in itertools.count():
+        try:
+            upstream = await _send(request, flow, raw, body, tail, addons)
+        except UpstreamError as exc:
+            relay.failed(exc.status, exc.message)
+            return relay
+        try:
+            answer = await relay.turn(upstream)
+        finally:
+            upstream.close()
+        if answer is None:          # relayed whole (one turn), failed, or the client left
+            return relay
+        try:
+            following = await _next_turn(request, flow, addons, Turn(body, answer, number))
+        except TurnError as exc:
+            relay.failed(500, exc.message, retry=False)
+            return relay
+        except _ClientGone:
+            flow.fail("canceled", "client disconnected")
+            return relay
+        if following is None:
+            relay.finish(answer)
+            return relay
+        relay.next_turn()
+        body, raw = following, orjson.dumps(following)
+    raise AssertionError("unreachable")
+
+
+async def _send(request: web.Request, flow: Flow, raw: bytes, body: dict[str, Any], tail: str,
+                addons: Addons) -> UpstreamResponse:
+    """Every upstream call of every interception goes through here."""
     upstream_request = UpstreamRequest(request.method, tail, request.query_string,
                                        forwardable_headers(request.headers), raw, body, flow.streaming)
     addons.upstream_request(flow, upstream_request)
@@ -114,17 +153,41 @@ async def _call_and_relay(request: web.Request, flow: Flow, body: dict[str, Any]
     except UpstreamError as exc:
         flow.fail("error", exc.message)
         addons.upstream_response(flow)
-        return provider_error(api, exc.status, exc.message)
+        raise
     finally:
         flow.upstream_seconds += time.perf_counter() - waited
     flow.upstream_status = upstream.status
     addons.upstream_response(flow)
-    try:
+    return upstream
+
+
+class _Relay:
+    """How a turn's answer reaches the client. This one: the only turn, relayed as it comes."""
+
+    def __init__(self, request: web.Request, flow: Flow, addons: Addons) -> None:
+        self.request, self.flow, self.addons = request, flow, addons
+        self.response: web.StreamResponse | None = None     # set by every path through the loop
+        self.tail = b""             # written after the interception ended, before the end of the body
+
+    async def turn(self, upstream: UpstreamResponse) -> dict[str, Any] | None:
+        """Relay one turn; its answer (blocking shape) when another turn may follow, else None."""
         if upstream.status < 400 and upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
-            return await _relay_stream(request, flow, upstream, addons)
-        return await _relay_blocking(flow, upstream, addons)
-    finally:
-        upstream.close()
+            self.response, self.tail = await _relay_stream(self.request, self.flow, upstream, self.addons)
+        else:
+            self.response = await _relay_blocking(self.flow, upstream, self.addons)
+        return None
+
+    def failed(self, status: int, message: str, *, retry: bool = True) -> None:
+        """The answer ends with an error (upstream unreachable, an addon's ``TurnError``)."""
+        self.flow.fail("error", message)
+        # not worth retrying: the same conversation would end the same way
+        self.response = provider_error(self.flow.api, status, message, None if retry else {"x-should-retry": "false"})
+
+    def finish(self, answer: dict[str, Any]) -> None:
+        """The last of several turns ended well."""
+
+    def next_turn(self) -> None:
+        """Another turn follows."""
 
 
 async def _relay_blocking(flow: Flow, upstream: UpstreamResponse, addons: Addons,
@@ -155,11 +218,13 @@ async def _relay_blocking(flow: Flow, upstream: UpstreamResponse, addons: Addons
 
 
 async def _relay_stream(request: web.Request, flow: Flow, upstream: UpstreamResponse,
-                        addons: Addons) -> web.StreamResponse:
+                        addons: Addons) -> tuple[web.StreamResponse, bytes]:
+    """A stream relayed byte for byte; the response and what to write once the interception ended."""
     response = web.StreamResponse(status=upstream.status, headers=relayable_headers(upstream.headers))
     await response.prepare(request)
     reader = _StreamReader(flow, addons)
     chunks = upstream.iter_chunks()
+    tail = b""
     try:
         while True:
             waited = time.perf_counter()
@@ -175,8 +240,7 @@ async def _relay_stream(request: web.Request, flow: Flow, upstream: UpstreamResp
     except UpstreamError as exc:
         # The upstream broke mid-stream: tell the client in the provider's own words.
         flow.fail("error", exc.message)
-        with contextlib.suppress(*CLIENT_GONE):
-            await response.write(flow.api.stream_error_event(exc.message))
+        tail = flow.api.stream_error_event(exc.message)
     except CLIENT_GONE:
         flow.fail("canceled", "client disconnected")
     finally:
@@ -184,7 +248,7 @@ async def _relay_stream(request: web.Request, flow: Flow, upstream: UpstreamResp
             reader.finish()         # first: a cancelled task may not get past the await below
         finally:
             await chunks.aclose()   # releases the upstream connection at once
-    return response         # intercept() writes the end once the interception has ended
+    return response, tail
 
 
 class _StreamReader:
@@ -268,25 +332,6 @@ async def _while_connected(request: web.Request, work: Any) -> Any:
     return task.result()
 
 
-async def _send(request: web.Request, flow: Flow, body: dict[str, Any], tail: str,
-                addons: Addons) -> UpstreamResponse:
-    upstream_request = UpstreamRequest(request.method, tail, request.query_string,
-                                       forwardable_headers(request.headers), orjson.dumps(body), body, flow.streaming)
-    addons.upstream_request(flow, upstream_request)
-    waited = time.perf_counter()
-    try:
-        upstream = await flow.provider.send(upstream_request)
-    except UpstreamError as exc:
-        flow.fail("error", exc.message)
-        addons.upstream_response(flow)
-        raise
-    finally:
-        flow.upstream_seconds += time.perf_counter() - waited
-    flow.upstream_status = upstream.status
-    addons.upstream_response(flow)
-    return upstream
-
-
 async def _next_turn(request: web.Request, flow: Flow, addons: Addons, turn: Turn) -> dict[str, Any] | None:
     """Ask the addons for another upstream call; their tool runs count as time spent waiting."""
     waited = time.perf_counter()
@@ -298,42 +343,26 @@ async def _next_turn(request: web.Request, flow: Flow, addons: Addons, turn: Tur
         _report(flow, addons, turn.findings)
 
 
-def _loop_error(flow: Flow, message: str) -> web.Response:
-    flow.fail("error", message)
-    # not worth retrying: the same conversation would end the same way
-    return provider_error(flow.api, 500, message, {"x-should-retry": "false"})
+class _JoinedBlocking(_Relay):
+    """Blocking turns: each answer is read whole; the client gets the last, usage summed."""
 
+    def __init__(self, request: web.Request, flow: Flow, addons: Addons, turns: TurnApi) -> None:
+        super().__init__(request, flow, addons)
+        self.turns = turns
+        self.usages: list[dict[str, Any]] = []
+        self.status, self.headers = 200, relayable_headers({})    # the latest turn's
 
-async def _blocking_turns(request: web.Request, flow: Flow, body: dict[str, Any], tail: str, addons: Addons,
-                          turns: TurnApi) -> web.StreamResponse:
-    usages: list[dict[str, Any]] = []
-    for number in itertools.count():
-        try:
-            upstream = await _send(request, flow, body, tail, addons)
-        except UpstreamError as exc:
-            return provider_error(flow.api, exc.status, exc.message)
-        try:
-            answer, response = await _read_answer(flow, upstream, addons)
-        finally:
-            upstream.close()
-        if answer is None:
-            return response
-        usages.append(turns.usage(answer))
-        turn = Turn(body, answer, number)
-        try:
-            following = await _next_turn(request, flow, addons, turn)
-        except TurnError as exc:
-            return _loop_error(flow, exc.message)
-        except _ClientGone:
-            flow.fail("canceled", "client disconnected")
-            return response
-        if following is None:
-            assert flow.inner_tools is not None
-            final = turns.final_answer(answer, flow.inner_tools, usages)
-            return web.Response(status=upstream.status, body=orjson.dumps(final),
-                                headers=relayable_headers(upstream.headers))
-        body = following
-    raise AssertionError("unreachable")
+    async def turn(self, upstream: UpstreamResponse) -> dict[str, Any] | None:
+        answer, self.response = await _read_answer(self.flow, upstream, self.addons)
+        self.status, self.headers = upstream.status, relayable_headers(upstream.headers)
+        if answer is not None:
+            self.usages.append(self.turns.usage(answer))
+        return answer
+
+    def finish(self, answer: dict[str, Any]) -> None:
+        assert self.flow.inner_tools is not None
+        final = self.turns.final_answer(answer, self.flow.inner_tools, self.usages)
+        self.response = web.Response(status=self.status, body=orjson.dumps(final), headers=self.headers)
 
 
 async def _read_answer(flow: Flow, upstream: UpstreamResponse,
@@ -346,101 +375,80 @@ async def _read_answer(flow: Flow, upstream: UpstreamResponse,
     return (answer, response) if isinstance(answer, dict) else (None, response)
 
 
-async def _stream_turns(request: web.Request, flow: Flow, body: dict[str, Any], tail: str, addons: Addons,
-                        turns: TurnApi) -> web.StreamResponse:
-    assert flow.inner_tools is not None
-    joiner = turns.joiner(flow.inner_tools)
-    response: web.StreamResponse | None = None
-    for number in itertools.count():
+class _JoinedStream(_Relay):
+    """Streamed turns through the API's joiner: one continuous stream for the client, whose
+    closing event (held by the joiner) is the tail, written once the interception ended."""
+
+    def __init__(self, request: web.Request, flow: Flow, addons: Addons, turns: TurnApi) -> None:
+        super().__init__(request, flow, addons)
+        assert flow.inner_tools is not None
+        self.joiner = turns.joiner(flow.inner_tools)
+
+    async def turn(self, upstream: UpstreamResponse) -> dict[str, Any] | None:
+        is_stream = upstream.status < 400 and upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+        if self.response is None and not is_stream:
+            self.response = await _relay_blocking(self.flow, upstream, self.addons)
+            return None
+        if self.response is None:
+            self.response = web.StreamResponse(status=upstream.status, headers=relayable_headers(upstream.headers))
+            await self.response.prepare(self.request)
+        if not is_stream:
+            self._error(f"upstream answered {upstream.status}")
+            return None
+        return await self._relay_turn(self.response, upstream)
+
+    def failed(self, status: int, message: str, *, retry: bool = True) -> None:
+        if self.response is None:
+            super().failed(status, message, retry=retry)
+        else:
+            self._error(message)
+
+    def _error(self, message: str) -> None:
+        self.flow.fail("error", message)
+        self.tail = self.joiner.error(message)
+
+    def finish(self, answer: dict[str, Any]) -> None:
+        self.tail = self.joiner.finish()
+
+    def next_turn(self) -> None:
+        self.joiner.next_turn()
+
+    async def _relay_turn(self, response: web.StreamResponse, upstream: UpstreamResponse) -> dict[str, Any] | None:
+        """One turn's stream through the joiner; its answer, or None when it failed or the client left."""
+        flow, addons, joiner = self.flow, self.addons, self.joiner
+        decoder = SSEDecoder()
+        observer = flow.api.new_stream_observer()
+        chunks = upstream.iter_chunks()
         try:
-            upstream = await _send(request, flow, body, tail, addons)
+            while True:
+                waited = time.perf_counter()
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    flow.upstream_seconds += time.perf_counter() - waited
+                events = decoder.feed(chunk)
+                out = b"".join([joiner.feed(event) for event in events])
+                if out:
+                    await response.write(out)
+                for event in events:
+                    _report(flow, addons, observer.feed(event))
+            for event in decoder.flush():
+                if out := joiner.feed(event):
+                    await response.write(out)
+                _report(flow, addons, observer.feed(event))
+            if observer.error:
+                flow.fail("error", observer.error)
+                self.tail = joiner.fail()
+                return None
+            return joiner.answer()
         except UpstreamError as exc:
-            if response is None:
-                return provider_error(flow.api, exc.status, exc.message)
-            await _write_quietly(response, joiner.error(exc.message))
-            break
-        try:
-            is_stream = upstream.status < 400 and upstream.headers.get("Content-Type", "").startswith(
-                "text/event-stream")
-            if response is None and not is_stream:
-                return await _relay_blocking(flow, upstream, addons)
-            if response is None:
-                response = web.StreamResponse(status=upstream.status, headers=relayable_headers(upstream.headers))
-                await response.prepare(request)
-            if not is_stream:
-                flow.fail("error", f"upstream answered {upstream.status}")
-                await _write_quietly(response, joiner.error(flow.error or "upstream error"))
-                break
-            answer = await _relay_turn(response, flow, upstream, addons, joiner)
-        finally:
-            upstream.close()
-        if answer is None:
-            break
-        try:
-            following = await _next_turn(request, flow, addons, Turn(body, answer, number))
-        except TurnError as exc:
-            flow.fail("error", exc.message)
-            await _write_quietly(response, joiner.error(exc.message))
-            break
-        except _ClientGone:
-            flow.fail("canceled", "client disconnected")
-            break
-        if following is None:
-            await _write_quietly(response, joiner.finish())
-            break
-        joiner.next_turn()
-        body = following
-    assert response is not None
-    if flow.outcome != "canceled":
-        try:
-            await response.write_eof()
+            self._error(exc.message)
+            return None
         except CLIENT_GONE:
             flow.fail("canceled", "client disconnected")
-    return response
-
-
-async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
-    with contextlib.suppress(*CLIENT_GONE):
-        await response.write(data)
-
-
-async def _relay_turn(response: web.StreamResponse, flow: Flow, upstream: UpstreamResponse, addons: Addons,
-                      joiner: StreamJoiner) -> dict[str, Any] | None:
-    """One turn's stream through the joiner; its answer, or None when it failed or the client left."""
-    decoder = SSEDecoder()
-    observer = flow.api.new_stream_observer()
-    chunks = upstream.iter_chunks()
-    try:
-        while True:
-            waited = time.perf_counter()
-            try:
-                chunk = await anext(chunks)
-            except StopAsyncIteration:
-                break
-            finally:
-                flow.upstream_seconds += time.perf_counter() - waited
-            events = decoder.feed(chunk)
-            out = b"".join([joiner.feed(event) for event in events])
-            if out:
-                await response.write(out)
-            for event in events:
-                _report(flow, addons, observer.feed(event))
-        for event in decoder.flush():
-            if out := joiner.feed(event):
-                await response.write(out)
-            _report(flow, addons, observer.feed(event))
-        if observer.error:
-            flow.fail("error", observer.error)
-            await _write_quietly(response, joiner.fail())
             return None
-        return joiner.answer()
-    except UpstreamError as exc:
-        flow.fail("error", exc.message)
-        await _write_quietly(response, joiner.error(exc.message))
-        return None
-    except CLIENT_GONE:
-        flow.fail("canceled", "client disconnected")
-        return None
-    finally:
-        await chunks.aclose()
-        _report(flow, addons, observer.finish())
+        finally:
+            await chunks.aclose()
+            _report(flow, addons, observer.finish())

@@ -6,14 +6,26 @@ model called injected tools, the bridge runs them and hands the flow the next re
 conversation plus the calls and their results), until the model stops calling them or the
 iteration limit ends the answer with an error. Client tools are never run here: a turn that
 also calls client tools runs the injected ones and returns the client's calls to the client.
+
+Responses continuations: a streamed Responses answer joined from several upstream calls shows
+the client the first call's response id (``bridge/loop/responses.py``), but the last call's
+response holds the whole conversation. The addon stores first → last in the database when such
+an answer ends (``store/turns.py``), and in ``prepare`` sends a request whose
+``previous_response_id`` names a first id upstream with the last id instead, whichever worker or
+replica served the answer. Recent pairs are also kept in memory; the database is the truth.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.bridge.actor_headers import ID_HEADER, USERNAME_HEADER
 from aibridge.bridge.apis.base import ToolCall
@@ -23,6 +35,10 @@ from aibridge.bridge.loop import TURN_APIS, Call, FunctionTool, TurnApi
 from aibridge.bridge.loop.base import Result
 from aibridge.mcp.servers import McpTool, shown_url
 from aibridge.mcp.tools import Offered, Toolbox
+from aibridge.store import turns as continuations
+
+log = logging.getLogger(__name__)
+CACHED_CONTINUATIONS = 10_000       # recent pairs this process also keeps in memory
 
 
 @dataclass(slots=True)
@@ -33,24 +49,29 @@ class _Injected:
     offered: Offered
     by_name: dict[str, McpTool]
     rounds: int = 0
+    shown_id: str = ""      # Responses: the first turn's response id, the one the client is shown
 
 
 STATE: FlowKey[_Injected] = FlowKey("mcp")
 
 
 class McpAddon(Addon):
-    def __init__(self, toolbox: Toolbox, max_iterations: int, send_actor_headers: bool) -> None:
+    def __init__(self, toolbox: Toolbox, max_iterations: int, send_actor_headers: bool,
+                 engine: AsyncEngine) -> None:
         self.toolbox = toolbox
         self.max_iterations = max_iterations
         self.send_actor_headers = send_actor_headers
+        self.engine = engine
+        self._continuations: OrderedDict[str, str] = OrderedDict()     # shown id → last upstream id
 
     async def prepare(self, flow: Flow, body: dict[str, Any]) -> bool:
         turns = TURN_APIS.get(flow.api.name)
         if turns is None:
             return False
+        continued = await self._continue_joined(flow, body)
         offered = await self.toolbox.offered()
         if not offered:
-            return False
+            return continued
         turns.add_tools(body, [FunctionTool(name, t.description, t.input_schema) for name, t in offered.tools])
         state = _Injected(turns, offered, dict(offered.by_name))
         flow.put(STATE, state)
@@ -61,6 +82,14 @@ class McpAddon(Addon):
         state = flow.get(STATE)
         if state is None:
             return None
+        following = await self._run_turn(flow, state, turn)
+        if following is None:
+            await self._remember_joined(flow, state, turn)
+        return following
+
+    async def _run_turn(self, flow: Flow, state: _Injected, turn: Turn) -> dict[str, Any] | None:
+        if turn.number == 0:
+            state.shown_id = as_str(turn.answer.get("id"))
         calls = state.turns.calls(turn.answer)
         injected = [c for c in calls if c.name in state.by_name]
         if not injected:
@@ -92,6 +121,36 @@ class McpAddon(Addon):
             raise
         record(result.error, len(result.text.encode()))
         return Result(call, result.text, result.is_error)
+
+    async def _continue_joined(self, flow: Flow, body: dict[str, Any]) -> bool:
+        """A Responses request continuing a joined answer goes on from its last upstream response."""
+        previous = body.get("previous_response_id")
+        if flow.api.name != "responses" or not isinstance(previous, str) or not previous:
+            return False
+        last = self._continuations.get(previous)
+        if last is None:
+            try:
+                last = await continuations.upstream_id(self.engine, previous)
+            except (OSError, SQLAlchemyError) as exc:     # the request goes on as the client wrote it
+                log.warning("mcp: cannot read Responses continuations: %s", exc)
+                return False
+        if last is None:
+            return False
+        body["previous_response_id"] = last
+        return True
+
+    async def _remember_joined(self, flow: Flow, state: _Injected, turn: Turn) -> None:
+        """The last turn of a streamed Responses answer: its id is what the shown id continues from."""
+        last = as_str(turn.answer.get("id"))
+        if flow.api.name != "responses" or not flow.streaming or not state.shown_id or last in ("", state.shown_id):
+            return
+        self._continuations[state.shown_id] = last
+        while len(self._continuations) > CACHED_CONTINUATIONS:
+            self._continuations.popitem(last=False)
+        try:
+            await continuations.remember(self.engine, state.shown_id, last)
+        except (OSError, SQLAlchemyError) as exc:
+            log.warning("mcp: cannot store a Responses continuation (%s → %s): %s", state.shown_id, last, exc)
 
     def _headers(self, flow: Flow) -> dict[str, str]:
         if not self.send_actor_headers:

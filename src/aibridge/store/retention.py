@@ -4,8 +4,8 @@ It deletes in batches (``batch_size`` interceptions per transaction) so that it 
 locks against the recorder, and it deletes the children (token usages, prompts, tool usages,
 thoughts) explicitly before their interceptions, so it does not depend on foreign-key cascades
 being enforced. The owners of stored responses and conversations made before the cutoff go with
-them (``owned.purge``). On PostgreSQL a replica purges only while it holds a session advisory
-lock, and skips the run when another replica has it.
+them (``owned.purge``), and so do Responses continuations (``turns.py``). On PostgreSQL a replica
+purges only while it holds a session advisory lock, and skips the run when another replica has it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from aibridge.store import owned
+from aibridge.store import owned, turns
 from aibridge.store.schema import CHILD_TABLES, interceptions, owned_objects
 
 BATCH_SIZE = 10_000
@@ -31,6 +31,7 @@ class PurgeResult:
     interceptions: int = 0
     children: dict[str, int] = field(default_factory=dict)   # table name → rows deleted
     skipped: bool = False        # another replica holds the purge lock
+    continuations: int = 0       # Responses continuations forgotten (``turns.py``)
 
     def add_children(self, table: str, count: int) -> None:
         self.children[table] = self.children.get(table, 0) + count
@@ -58,6 +59,7 @@ async def purge_detailed(engine: AsyncEngine, retention_seconds: float, now: dt.
                 await asyncio.sleep(0)     # let the recorder's transactions in between batches
             if forgotten := await owned.purge(conn, cutoff):
                 result.add_children(owned_objects.name, forgotten)
+            result.continuations = await turns.purge(conn, cutoff)
         finally:
             await _unlock(conn)
     return result

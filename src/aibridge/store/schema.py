@@ -237,3 +237,14 @@ owned_objects = sa.Table(
     _created_at(),
     sa.Index("idx_aibridge_owned_objects_created", "created_at"),
 )
+
+# A Responses answer joined from several upstream calls (MCP's inner turns) shows the client the
+# FIRST upstream response's id, but only the LAST upstream response holds the whole conversation:
+# a later request naming the first continues from the last. Shared by every worker and replica.
+response_continuations = sa.Table(
+    "aibridge_response_continuations", metadata,
+    sa.Column("shown_id", sa.String(256), primary_key=True),
+    sa.Column("upstream_id", sa.String(256), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("idx_aibridge_response_continuations_created", "created_at"),
+)

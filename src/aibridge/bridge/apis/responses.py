@@ -26,7 +26,6 @@ from aibridge.bridge.apis.common import (
     last_user_message,
     loads_object,
 )
-from aibridge.bridge.loop.responses import continuation_id
 from aibridge.bridge.sse import SSEEvent, encode_event
 
 _CALL_ITEMS = frozenset({"function_call", "custom_tool_call"})
@@ -273,14 +272,6 @@ class ResponsesApi(ApiAdapter):
         info = super().request_info(body)
         info.references = references(body)
         return info
-
-    def prepare_upstream(self, body: dict[str, Any]) -> bool:
-        """A response joined from several upstream calls continues from the last of them."""
-        previous = body.get("previous_response_id")
-        if isinstance(previous, str) and (last := continuation_id(previous)):
-            body["previous_response_id"] = last
-            return True
-        return False
 
     def blocking_findings(self, body: dict[str, Any]) -> list[Finding]:
         found = answer_findings(body, "output", _item_finding, _usage)

@@ -11,15 +11,14 @@ the usage of all turns.
 
 Ids: every lifecycle event of the joined stream carries the FIRST upstream response's id (the
 one ``response.created`` announced before the loop ran; the SDKs insist the id never changes).
-But only the LAST upstream response holds the whole conversation (tool results included), so
-the joiner remembers first → last in a bounded in-process table and a later request whose
-``previous_response_id`` is a first id is sent upstream with the last id instead
-(``continuation_id``). A blocking answer is the last upstream response with its own id.
+But only the LAST upstream response holds the whole conversation (tool results included): the
+MCP addon remembers first → last (in the database, for every worker and replica) and sends a
+later request whose ``previous_response_id`` is a first id upstream with the last id instead
+(``mcp/addon.py``). A blocking answer is the last upstream response with its own id.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,23 +36,8 @@ from aibridge.bridge.loop.base import (
 )
 from aibridge.bridge.sse import SSEEvent
 
-_ALIASES: OrderedDict[str, str] = OrderedDict()     # first upstream id → last upstream id
-_MAX_ALIASES = 100_000
 _FINAL = ("response.completed", "response.incomplete", "response.failed")
 _STARTS = ("response.created", "response.in_progress", "response.queued")
-
-
-def remember_alias(shown: str, last: str) -> None:
-    if shown and last and shown != last:
-        _ALIASES[shown] = last
-        _ALIASES.move_to_end(shown)
-        while len(_ALIASES) > _MAX_ALIASES:
-            _ALIASES.popitem(last=False)
-
-
-def continuation_id(response_id: str) -> str | None:
-    """The upstream id to continue from when a client names a joined response's id."""
-    return _ALIASES.get(response_id)
 
 
 def _hidden_call(item: dict[str, Any], hidden: Hidden) -> bool:
@@ -160,7 +144,6 @@ class _ResponsesJoiner:
             return b""
         response = dict(as_dict(self._final.get("response")))
         if self._shown_id:
-            remember_alias(self._shown_id, as_str(response.get("id")))
             response["id"] = self._shown_id
         visible = [i for i in self._turn_items() if not _hidden_call(i, self._hidden)]
         response["output"] = self._items + visible
