@@ -13,8 +13,8 @@ listening sockets and forks the workers. Each worker runs its own event loop (uv
   Without ``SO_REUSEPORT`` all workers share one inherited socket.
 - Once per server, in worker 0 only: the retention purge and the ``--prometheus-address``
   listener (``Worker.leader``).
-- Shared between the workers (``resilience/shared.py``): the concurrency limit and, without
-  Redis, the rate-limit counts. Metrics: prometheus_client's multiprocess mode
+- Shared between the workers (``resilience/shared.py``): the concurrency limit, the circuit
+  breaker's circuits and, without Redis, the rate-limit counts. Metrics: prometheus_client's multiprocess mode
   (``observability/metrics.py``), so any worker's ``/metrics`` shows the whole server.
 - SIGTERM or SIGINT: the supervisor closes its sockets and sends SIGTERM to every worker; each
   stops accepting, finishes its in-flight requests (``--shutdown-grace``) and flushes its records.
@@ -43,7 +43,7 @@ from pathlib import Path
 
 from aibridge.config import Settings
 from aibridge.observability.metrics import enable_multiprocess, worker_exited
-from aibridge.resilience.shared import SharedSlots, SharedWindowCounter
+from aibridge.resilience.shared import CircuitTable, SharedSlots, SharedWindowCounter
 
 log = logging.getLogger("aibridge.workers")
 _CTX = multiprocessing.get_context("fork")
@@ -61,6 +61,7 @@ class Worker:
     count: int
     slots: SharedSlots
     rate: SharedWindowCounter
+    circuits: CircuitTable
 
     @property
     def leader(self) -> bool:
@@ -139,9 +140,9 @@ class Supervisor:
 
     def run(self) -> int:
         count = self.settings.workers
-        shared_slots, shared_rate = SharedSlots(count), SharedWindowCounter()
-        self.slots = [_Slot(Worker(i, count, shared_slots, shared_rate), self.sockets[i % len(self.sockets)])
-                      for i in range(count)]
+        shared_slots, shared_rate, circuits = SharedSlots(count), SharedWindowCounter(), CircuitTable()
+        self.slots = [_Slot(Worker(i, count, shared_slots, shared_rate, circuits),
+                            self.sockets[i % len(self.sockets)]) for i in range(count)]
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         os.set_blocking(wake_r, False)
