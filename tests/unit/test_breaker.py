@@ -8,6 +8,7 @@ import pytest
 
 from aibridge.bridge.flow import Addon, Addons, Flow, Reject
 from aibridge.resilience.breaker import TRIAL, CircuitBreakerAddon
+from aibridge.resilience.shared import CircuitTable
 from tests.unit.test_observability import make_flow
 
 TIMEOUT = 0.05
@@ -58,3 +59,36 @@ async def test_a_trial_whose_client_went_away_is_not_a_success() -> None:
     with pytest.raises(Reject) as refused:
         await breaker.admit(make_flow())
     assert refused.value.reason == "circuit_open"
+
+
+async def test_trials_that_never_answer_are_replaced_after_the_timeout() -> None:
+    """A worker that died during its trials never reports them: the circuit does not stay half-open."""
+    breaker = CircuitBreakerAddon(failure_threshold=1, interval=10, timeout=TIMEOUT, max_requests=1)
+    await half_open(breaker)
+    lost = make_flow()
+    await breaker.admit(lost)
+    assert lost.get(TRIAL)
+    with pytest.raises(Reject):
+        await breaker.admit(make_flow())
+    await asyncio.sleep(TIMEOUT * 1.5)
+    trial = make_flow()
+    await breaker.admit(trial)
+    assert trial.get(TRIAL)
+    breaker.interception_ended(trial)
+    assert breaker.state(("anthropic", "/v1/messages", "claude-sonnet-4-5")) == 0.0      # closed
+
+
+async def test_circuits_in_a_shared_table_are_seen_by_every_breaker() -> None:
+    """Two breakers on one table (two workers): one's failures open the circuit for the other."""
+    table = CircuitTable()
+    first, second = (CircuitBreakerAddon(failure_threshold=2, interval=10, timeout=30, max_requests=1, table=table)
+                     for _ in range(2))
+    for breaker in (first, second):
+        failed = make_flow()
+        await breaker.admit(failed)
+        failed.upstream_status = 503
+        breaker.interception_ended(failed)
+    for breaker in (first, second):
+        with pytest.raises(Reject):
+            await breaker.admit(make_flow())
+    assert first.trips == {} and second.trips == {("anthropic", "/v1/messages", "claude-sonnet-4-5"): 1}   # who opened it

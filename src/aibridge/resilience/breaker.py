@@ -85,7 +85,7 @@ class CircuitBreakerAddon(Addon):
         """PASS, AS_TRIAL, or the seconds to wait when refused (hold the lock)."""
         if circuit.key != h or circuit.state == CLOSED:     # it closed or went since it was read
             return PASS
-        if circuit.state != CLOSED and now - circuit.since >= self.timeout:
+        if now - circuit.since >= self.timeout:
             # Open long enough; or half-open so long that its trials' worker must have died.
             circuit.state, circuit.since = HALF_OPEN, now
             circuit.trials = circuit.successes = 0
