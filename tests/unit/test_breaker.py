@@ -91,4 +91,4 @@ async def test_circuits_in_a_shared_table_are_seen_by_every_breaker() -> None:
     for breaker in (first, second):
         with pytest.raises(Reject):
             await breaker.admit(make_flow())
-    assert first.trips == {} and second.trips == {("anthropic", "/v1/messages", "claude-sonnet-4-5"): 1}   # who opened it
+    assert first.trips == {} and second.trips == {("anthropic", "/v1/messages", "claude-sonnet-4-5"): 1}

@@ -52,21 +52,32 @@ class CircuitBreakerAddon(Addon):
         self.table = table if table is not None else CircuitTable(shared=False)
         self.names: dict[int, Key] = {}      # circuits this process saw fail or refuse, for the metrics
         self.trips: dict[Key, int] = {}      # times this process opened each (the workers' are summed)
+        self._hashes: dict[Key, int] = {}
         self._warned_at = 0.0
 
     @staticmethod
     def key(flow: Flow) -> Key:
         return flow.provider.name, flow.route, flow.model
 
+    def _hash(self, key: Key) -> int:
+        h = self._hashes.get(key)
+        if h is None:
+            if len(self._hashes) >= MAX_NAMED:
+                self._hashes.clear()
+            h = self._hashes[key] = stable_hash("\0".join(key))
+        return h
+
     def _name(self, h: int, key: Key) -> None:
         if len(self.names) < MAX_NAMED:
             self.names.setdefault(h, key)
 
     async def admit(self, flow: Flow) -> None:
+        if self.table.all_closed:         # read without the lock: the common case
+            return
         key = self.key(flow)
-        h = stable_hash("\0".join(key))
+        h = self._hash(key)
         circuit = self.table.find(h)
-        if circuit is None or circuit.state == CLOSED:      # read without the lock: the common case
+        if circuit is None or circuit.state == CLOSED:
             return
         self._name(h, key)
         now = time.monotonic()
@@ -87,8 +98,8 @@ class CircuitBreakerAddon(Addon):
             return PASS
         if now - circuit.since >= self.timeout:
             # Open long enough; or half-open so long that its trials' worker must have died.
-            circuit.state, circuit.since = HALF_OPEN, now
-            circuit.trials = circuit.successes = 0
+            self.table.set_state(circuit, HALF_OPEN, CLOSED)
+            circuit.since, circuit.trials, circuit.successes = now, 0, 0
         if circuit.state == HALF_OPEN and circuit.trials < self.max_requests:
             circuit.trials += 1
             return AS_TRIAL
@@ -96,7 +107,7 @@ class CircuitBreakerAddon(Addon):
 
     def refused(self, flow: Flow) -> None:
         if flow.pop(TRIAL) is not None:       # a later guard refused it: the trial never ran
-            self._give_back(stable_hash("\0".join(self.key(flow))))
+            self._give_back(self._hash(self.key(flow)))
 
     def _give_back(self, h: int) -> None:
         with self.table.locked():
@@ -110,7 +121,7 @@ class CircuitBreakerAddon(Addon):
         if not trial and not failure:         # a success while closed changes nothing: no lock
             return
         key = self.key(flow)
-        h = stable_hash("\0".join(key))
+        h = self._hash(key)
         self._name(h, key)
         if not failure:
             if flow.outcome == "canceled":
@@ -137,7 +148,8 @@ class CircuitBreakerAddon(Addon):
                 return
             circuit.successes += 1
             if circuit.successes >= self.max_requests:
-                circuit.state, circuit.failures = CLOSED, 0
+                self.table.set_state(circuit, CLOSED, CLOSED)
+                circuit.failures = 0
 
     def _idle(self, circuit: Circuit, now: float) -> bool:
         """Closed with no failure in the current window: its entry may serve another circuit."""
@@ -149,13 +161,12 @@ class CircuitBreakerAddon(Addon):
         circuit.failures += 1
         return circuit.state == CLOSED and circuit.failures >= self.failure_threshold
 
-    @staticmethod
-    def _open(circuit: Circuit, now: float) -> None:
-        circuit.state, circuit.since = OPEN, now
-        circuit.failures = circuit.trials = circuit.successes = 0
+    def _open(self, circuit: Circuit, now: float) -> None:
+        self.table.set_state(circuit, OPEN, CLOSED)
+        circuit.since, circuit.failures, circuit.trials, circuit.successes = now, 0, 0, 0
 
     def state(self, key: Key) -> float:
-        circuit = self.table.find(stable_hash("\0".join(key)))
+        circuit = self.table.find(self._hash(key))
         return circuit.state if circuit is not None else CLOSED
 
     def collectors(self) -> list[Collector]:

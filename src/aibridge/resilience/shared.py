@@ -13,8 +13,9 @@ Each operation is a few microseconds (two uncontended lock calls and some ctypes
   a table full of current-window entries lets the request through (counted as 0), like the
   Redis counter does when Redis cannot answer.
 - ``CircuitTable``: the circuit breaker's circuits (``breaker.py``), in a fixed open-addressing
-  table keyed by a hash of (provider, endpoint, model). Reading a circuit takes no lock (a
-  closed circuit, the common case, costs a probe); changing one does.
+  table keyed by a hash of (provider, endpoint, model), with the number of circuits not closed.
+  Reading takes no lock (while every circuit is closed, the common case, a request reads that
+  one number); changing a circuit does.
 """
 
 from __future__ import annotations
@@ -153,6 +154,17 @@ class CircuitTable:
     def __init__(self, shared: bool = True) -> None:
         self._lock = ProcessLock() if shared else None
         self._cells: Any = _CTX.RawArray(Circuit, self.SIZE)
+        self._not_closed: Any = _CTX.RawValue("q", 0)
+
+    @property
+    def all_closed(self) -> bool:
+        return bool(self._not_closed.value <= 0)
+
+    def set_state(self, circuit: Circuit, state: float, closed: float) -> None:
+        """Change a circuit's state, counting the circuits not ``closed`` (hold the lock)."""
+        if (circuit.state == closed) != (state == closed):
+            self._not_closed.value += 1 if state != closed else -1
+        circuit.state = state
 
     def locked(self) -> AbstractContextManager[None]:
         return self._lock.held() if self._lock is not None else nullcontext()
