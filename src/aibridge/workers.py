@@ -14,8 +14,9 @@ listening sockets and forks the workers. Each worker runs its own event loop (uv
 - Once per server, in worker 0 only: the retention purge and the ``--prometheus-address``
   listener (``Worker.leader``).
 - Shared between the workers (``resilience/shared.py``): the concurrency limit, the circuit
-  breaker's circuits and, without Redis, the rate-limit counts. Metrics: prometheus_client's multiprocess mode
-  (``observability/metrics.py``), so any worker's ``/metrics`` shows the whole server.
+  breaker's circuits and, without Redis, the rate-limit counts. Metrics: prometheus_client's
+  multiprocess mode (``observability/metrics.py``), so any worker's ``/metrics`` shows the whole
+  server.
 - SIGTERM or SIGINT: the supervisor closes its sockets and sends SIGTERM to every worker; each
   stops accepting, finishes its in-flight requests (``--shutdown-grace``) and flushes its records.
   A worker that dies otherwise is logged and replaced (after a growing pause if it keeps dying
