@@ -20,7 +20,7 @@ from aibridge.bridge.diagnostics import Diagnosed
 from aibridge.bridge.flow import Addon, Addons
 from aibridge.bridge.providers import build_provider
 from aibridge.bridge.providers.base import Provider
-from aibridge.bridge.providers.keypool import KeyPool
+from aibridge.bridge.providers.keypool import key_collectors
 from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
 from aibridge.governance.addons import BudgetAddon, CostAddon, ModelRulesAddon
@@ -32,16 +32,7 @@ from aibridge.listening import effective_backlog, refuse_taken_ports
 from aibridge.mcp.addon import McpAddon
 from aibridge.mcp.servers import McpServer, mcp_secrets
 from aibridge.mcp.tools import Toolbox
-from aibridge.observability.metrics import (
-    BudgetThresholdCollector,
-    CircuitCollector,
-    KeyCooldownCollector,
-    Metrics,
-    MetricsAddon,
-    PurgeCollector,
-    RecordingCollector,
-    RedactionCollector,
-)
+from aibridge.observability.metrics import Metrics, MetricsAddon
 from aibridge.observability.structured import StructuredLogAddon
 from aibridge.observability.tracing import TracingAddon
 from aibridge.proxy import service as proxy_service
@@ -175,7 +166,8 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
     if settings.aibridge_circuit_breaker_enabled:
         addons.append(CircuitBreakerAddon(
             settings.aibridge_circuit_breaker_failure_threshold, settings.aibridge_circuit_breaker_interval,
-            settings.aibridge_circuit_breaker_timeout, settings.aibridge_circuit_breaker_max_requests))
+            settings.aibridge_circuit_breaker_timeout, settings.aibridge_circuit_breaker_max_requests,
+            worker.circuits if worker else None))
     if settings.aibridge_rate_limit > 0 or settings.aibridge_max_concurrency > 0:
         counter = RedisCounter(settings.aibridge_redis_url) if settings.aibridge_redis_url else (
             worker.rate if worker else None)
@@ -206,21 +198,6 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
     return addons
 
 
-def watch_addons(metrics: Metrics, addons: list[Addon]) -> None:
-    """Metrics that read other addons' state when scraped (circuit states, purge counts)."""
-    for addon in addons:
-        if isinstance(addon, CircuitBreakerAddon):
-            metrics.watch(CircuitCollector(metrics, addon.snapshot))
-        elif isinstance(addon, RetentionTask):
-            metrics.watch(PurgeCollector(addon))
-        elif isinstance(addon, RedactionAddon):
-            metrics.watch(RedactionCollector(addon.counts))
-        elif isinstance(addon, RecordingAddon):
-            metrics.watch(RecordingCollector(addon.recorder, addon.replica))
-        elif isinstance(addon, BudgetAddon):
-            metrics.watch(BudgetThresholdCollector(addon))
-
-
 def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = None) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=64 * 1024 * 1024)
     # One listener per server (the leader worker); every worker shares the generations (DESIGN §2.6).
@@ -230,14 +207,11 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
     governance = Governance(engine, parse_configured(settings.governance), changes.generations,
                             settings.aibridge_governance_refresh)
     addon_list = build_addons(settings, engine, metrics, governance, worker)
-    if metrics is not None:
-        watch_addons(metrics, addon_list)
     addons = Addons(addon_list)
     built = {cfg.name: build_provider(cfg) for cfg in settings.providers}
     scrub.register({**scrub.provider_secrets(built.values()), **mcp_secrets(settings.mcp_servers)})
-    if metrics is not None:
-        pools = [pool for p in built.values() if isinstance(pool := getattr(p, "keys", None), KeyPool)]
-        metrics.watch(KeyCooldownCollector(pools))
+    if metrics is not None:       # what the addons and the providers' key pools own, read when scraped
+        metrics.watch(*addons.collectors(), *key_collectors(built.values()))
     providers: dict[str, Provider] = {
         cfg.name: Diagnosed(built[cfg.name], cfg.base_url) for cfg in settings.providers}
     bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled,

@@ -13,10 +13,11 @@ listening sockets and forks the workers. Each worker runs its own event loop (uv
   Without ``SO_REUSEPORT`` all workers share one inherited socket.
 - Once per server, in worker 0 only: the retention purge, the ``--prometheus-address``
   listener and the listener for changes made by other replicas or the CLI (``Worker.leader``).
-- Shared between the workers (``resilience/shared.py``): the concurrency limit and, without
-  Redis, the rate-limit counts; the generations of tokens, users and rules, which tell every
-  worker to drop its caches (``store/changes.py``). Metrics: prometheus_client's multiprocess mode
-  (``observability/metrics.py``), so any worker's ``/metrics`` shows the whole server.
+- Shared between the workers (``resilience/shared.py``): the concurrency limit, the circuit
+  breaker's circuits and, without Redis, the rate-limit counts; the generations of tokens, users
+  and rules, which tell every worker to drop its caches (``store/changes.py``). Metrics:
+  prometheus_client's multiprocess mode (``observability/metrics.py``), so any worker's
+  ``/metrics`` shows the whole server.
 - SIGTERM or SIGINT: the supervisor closes its sockets and sends SIGTERM to every worker; each
   stops accepting, finishes its in-flight requests (``--shutdown-grace``) and flushes its records.
   A worker that dies otherwise is logged and replaced (after a growing pause if it keeps dying
@@ -45,7 +46,7 @@ from pathlib import Path
 from aibridge.config import Settings
 from aibridge.listening import effective_backlog
 from aibridge.observability.metrics import enable_multiprocess, worker_exited
-from aibridge.resilience.shared import SharedSlots, SharedWindowCounter
+from aibridge.resilience.shared import CircuitTable, SharedSlots, SharedWindowCounter
 from aibridge.store.changes import Generations
 
 log = logging.getLogger("aibridge.workers")
@@ -65,6 +66,7 @@ class Worker:
     slots: SharedSlots
     rate: SharedWindowCounter
     generations: Generations       # what changed (tokens, users, rules): store/changes.py
+    circuits: CircuitTable
 
     @property
     def leader(self) -> bool:
@@ -143,8 +145,9 @@ class Supervisor:
 
     def run(self) -> int:
         count = self.settings.workers
-        shared_slots, shared_rate, generations = SharedSlots(count), SharedWindowCounter(), Generations()
-        self.slots = [_Slot(Worker(i, count, shared_slots, shared_rate, generations),
+        shared_slots, shared_rate = SharedSlots(count), SharedWindowCounter()
+        generations, circuits = Generations(), CircuitTable()
+        self.slots = [_Slot(Worker(i, count, shared_slots, shared_rate, generations, circuits),
                             self.sockets[i % len(self.sockets)]) for i in range(count)]
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)

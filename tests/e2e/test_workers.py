@@ -219,3 +219,21 @@ async def test_metrics_show_the_whole_server(database: Database, fake: FakeUpstr
             slow.close()
     finally:
         server.stop()
+
+
+async def test_circuits_are_shared_by_the_workers(database: Database, fake: FakeUpstream) -> None:
+    """Failures seen by any worker open the circuit for requests landing on every worker."""
+    env = {**bridge_env(fake), "CODER_AIBRIDGE_WORKERS": "2", "CODER_AIBRIDGE_CIRCUIT_BREAKER_ENABLED": "true",
+           "CODER_AIBRIDGE_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "2", "CODER_AIBRIDGE_CIRCUIT_BREAKER_TIMEOUT": "60s"}
+    server = await ServerProcess(database, env=env).start()
+    failing = {"x-fake-scenario": "http_error"}
+    try:
+        token = server.create_user("nora")
+        assert [(await chat(server, token, "gpt-flaky", failing))[0] for _ in range(2)] == [429, 429]
+        sent = len(fake.requests_to("/v1/chat/completions"))
+        # Fresh connections: the kernel spreads them over both workers, and every one is refused.
+        statuses = [(await chat(server, token, "gpt-flaky", failing))[0] for _ in range(20)]
+        assert statuses == [503] * 20
+        assert len(fake.requests_to("/v1/chat/completions")) == sent
+    finally:
+        server.stop()

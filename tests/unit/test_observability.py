@@ -21,7 +21,7 @@ from aibridge.bridge.flow import Addons, Flow, Reject
 from aibridge.bridge.providers.base import UpstreamRequest
 from aibridge.identity.roles import Actor
 from aibridge.observability.logging import JSONFormatter
-from aibridge.observability.metrics import OTHER, CircuitCollector, Metrics, MetricsAddon, route_label
+from aibridge.observability.metrics import OTHER, Metrics, MetricsAddon, route_label
 from aibridge.observability.structured import MESSAGE, StructuredLogAddon, record_fields
 from aibridge.observability.tracing import TracingAddon
 from aibridge.resilience.breaker import CircuitBreakerAddon
@@ -168,8 +168,8 @@ async def test_refusals_are_counted_by_reason_and_guards_hold_no_metrics() -> No
 async def test_circuit_metrics_are_read_from_the_breaker_when_scraped() -> None:
     metrics = Metrics()
     breaker = CircuitBreakerAddon(failure_threshold=1, interval=10, timeout=30, max_requests=1)
-    metrics.watch(CircuitCollector(metrics, breaker.snapshot))
     addons = Addons([breaker, MetricsAddon(metrics)])
+    metrics.watch(*addons.collectors())
     failed = make_flow()
     await addons.admit(failed)
     failed.upstream_status = 500

@@ -15,7 +15,7 @@ from aibridge.bridge.apis.messages import MESSAGES
 from aibridge.bridge.flow import Addons, Flow
 from aibridge.bridge.providers.base import UpstreamRequest
 from aibridge.identity.roles import Actor
-from aibridge.observability.metrics import Metrics, RedactionCollector
+from aibridge.observability.metrics import Metrics
 from aibridge.recording.addon import start_records, to_record
 from aibridge.redaction.addon import RedactionAddon, redact_tree
 from aibridge.redaction.secrets import RULES, Redactor
@@ -195,7 +195,7 @@ def test_addon_redacts_prompt_tool_input_and_thought_before_records() -> None:
 def test_redactions_metric_reads_the_addon_counts() -> None:
     metrics = Metrics()
     addon = RedactionAddon("store")
-    metrics.watch(RedactionCollector(addon.counts))
+    metrics.watch(*addon.collectors())
     run_flow(addon, f"two keys {SECRETS['aws_access_key_id'][1]} {SECRETS['aws_access_key_id'][1]}", [])
     value = metrics.registry.get_sample_value("coder_aibridged_redactions_total", {"kind": "aws_access_key_id"})
     assert value == 2

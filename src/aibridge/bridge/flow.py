@@ -25,6 +25,8 @@ in ``intercept.py`` calls its hooks at these moments, in list order:
 - ``after_turn(flow, turn)`` (async)  after each upstream answer: may return the body of another
                                       upstream call, or raise ``TurnError`` to end the answer
 - ``visible_models(actor, provider, ids)`` (async)  a model list is relayed: which ids the user may see
+- ``collectors()``                    once, when the server is built: Prometheus collectors for state
+                                      the addon owns (circuits, purge counts), read when scraped
 
 Re-entry. One interception may make several upstream calls (MCP's inner loop calls the model
 again after running its tools): ``upstream_request``, ``upstream_response`` and ``finding`` then
@@ -74,6 +76,7 @@ from typing import Any, Generic, TypeVar, cast
 from aibridge.bridge import scrub
 from aibridge.bridge.apis.base import Api, Finding, RequestInfo, Stored
 from aibridge.bridge.providers.base import Provider, UpstreamRequest
+from aibridge.bridge.scrape import Collector
 from aibridge.identity.roles import Actor
 
 T = TypeVar("T")
@@ -214,10 +217,13 @@ class Addon:
     async def after_turn(self, flow: Flow, turn: Turn) -> dict[str, Any] | None:
         return None
 
+    def collectors(self) -> list[Collector]:
+        return []
+
 
 HOOKS = ("start", "close", "admit", "refused", "request_parsed", "upstream_request", "upstream_response",
          "finding", "interception_ended", "passthrough", "stored", "prepare", "after_turn",
-         "visible_models")
+         "visible_models", "collectors")
 
 
 class Addons:
@@ -294,6 +300,10 @@ class Addons:
             if following is not None:
                 return following
         return None
+
+    def collectors(self) -> list[Collector]:
+        """What every addon wants scraped (``scrape.py``)."""
+        return [collector for hook in self._by_hook["collectors"] for collector in hook()]
 
     @property
     def filter_models(self) -> bool:

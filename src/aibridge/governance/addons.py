@@ -23,15 +23,17 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from prometheus_client.core import CounterMetricFamily, Metric
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.bridge.flow import Addon, Flow, FlowKey, Reject
 from aibridge.bridge.providers.base import Provider, UpstreamRequest
+from aibridge.bridge.scrape import METRIC_PREFIX, Collector
 from aibridge.governance.prices import estimate_cost, usage_cost
 from aibridge.governance.rules import Budget, Governance, matches_any, period_end, period_start
 from aibridge.identity.roles import Actor
@@ -140,6 +142,9 @@ class BudgetAddon(Addon):
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned_at = -float("inf")
 
+    def collectors(self) -> list[Collector]:
+        return [BudgetThresholdCollector(self)]
+
     async def close(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -212,3 +217,19 @@ async def budget_status(governance: Governance, engine: AsyncEngine, username: s
     ledger = await store.ledger(engine, user_id, budget.period, start)
     return {"limit_usd": budget.limit_usd, "spent_usd": round(ledger.spent / store.MICROS, 6),
             "period": budget.period, "resets_at": iso(period_end(budget.period, start))}
+
+
+class BudgetThresholdCollector:
+    """``budget_threshold_crossings_total{threshold}``: users reaching 85% and 100% of a budget, read
+    from the budget addon's ``crossings`` (percent → count) when scraped."""
+
+    def __init__(self, budgets: BudgetAddon) -> None:
+        self.budgets = budgets
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(METRIC_PREFIX + "budget_threshold_crossings",
+                                     "Users who reached a threshold (percent) of their budget in a period.",
+                                     labels=["threshold"])
+        for threshold, count in sorted(self.budgets.crossings.items()):
+            family.add_metric([str(threshold)], count)
+        yield family

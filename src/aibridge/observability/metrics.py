@@ -18,11 +18,11 @@ histogram and gauge in per-process files there, the in-flight gauge is summed ov
 processes (``multiprocess_mode="livesum"``), and ``render`` (in whichever worker answers the
 scrape) reads every process's files through ``MultiProcessCollector``. The supervisor calls
 ``worker_exited(pid)`` for a worker that exits, so its live gauges go and its counts stay.
-Values read when scraped (``Metrics.watch``: circuit states, purge counts) live in one worker's
-memory, so each worker also writes them to ``watched_<pid>.json`` in that directory every second
-(and at once when it answers a scrape); ``render`` merges them: counters summed over every
-worker that ever ran, gauges taken at their highest over the live workers (a circuit open in
-any worker shows as open).
+Values read when scraped (``Metrics.watch``: what the addons' ``collectors()`` return, circuit
+states, purge counts) live in one worker's memory, so each worker also writes them to
+``watched_<pid>.json`` in that directory every second (and at once when it answers a scrape);
+``render`` merges them: counters summed over every worker that ever ran, gauges taken at their
+highest over the live workers (a circuit open in any worker shows as open).
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ import glob
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -48,22 +47,19 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import values as prometheus_values
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-from prometheus_client.registry import Collector
 
 from aibridge.bridge.apis.base import Finding, ToolCall, Usage
 from aibridge.bridge.flow import Addon, Flow, FlowKey
-from aibridge.recording.recorder import Recorder
-from aibridge.recording.replica import Replica
+from aibridge.bridge.scrape import METRIC_PREFIX, BoundedLabel, Collector
+from aibridge.bridge.scrape import OTHER as OTHER  # re-exported: the label that stands for the rest
 
 log = logging.getLogger("aibridge.metrics")
 
-METRIC_PREFIX = "coder_aibridged_"
 DURATION_BUCKETS = (0.5, 2, 5, 15, 30, 60, 120)
 # The bridge's own time is sub-millisecond when healthy; these resolve 0.5 ms up to 0.5 s.
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
-OTHER = "other"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PUBLISH_INTERVAL = 1.0
 
@@ -73,24 +69,6 @@ _ROUTE_WORDS = frozenset({
     "v1", "api", "models", "messages", "count_tokens", "conversations", "responses", "items",
     "input_items", "cancel", "event_logging", "batch", "chat", "completions", "embeddings", "compact",
 })
-
-
-class BoundedLabel:
-    """Caps the distinct values a client-chosen label takes in this process; the rest are "other"."""
-
-    def __init__(self, limit: int, max_length: int = 128) -> None:
-        self.limit = limit
-        self.max_length = max_length
-        self._seen: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        value = value[:self.max_length] or "unknown"
-        if value in self._seen:
-            return value
-        if len(self._seen) >= self.limit:
-            return OTHER
-        self._seen.add(value)
-        return value
 
 
 def route_label(route: str) -> str:
@@ -179,10 +157,11 @@ class Metrics:
             "Requests refused before any upstream call: over budget (budget) or a model not allowed "
             "(model_not_allowed).", ("reason",))
 
-    def watch(self, collector: Collector) -> None:
-        """Values that live elsewhere (circuit states, purge counts), read when scraped."""
-        self.registry.register(collector)
-        self.watched.append(collector)
+    def watch(self, *collectors: Collector) -> None:
+        """Values that live elsewhere (what the addons' ``collectors()`` return), read when scraped."""
+        for collector in collectors:
+            self.registry.register(collector)
+            self.watched.append(collector)
 
     def render(self) -> bytes:
         """The text exposition; across processes when prometheus_client's multiprocess mode is on."""
@@ -263,126 +242,6 @@ class WatchedFiles:
         for (family_name, name, labels), value in values.items():
             merged[family_name].add_sample(name, dict(labels), value)
         yield from merged.values()
-
-
-class CircuitCollector:
-    """``circuit_breaker_state`` and ``_trips_total``, read from the breaker's circuits when scraped.
-
-    ``circuits`` yields ((provider, endpoint, model), circuit) with the circuit's ``state``
-    (0 closed, 0.5 half-open, 1 open) and ``trips``.
-    """
-
-    def __init__(self, metrics: Metrics, circuits: Callable[[], Iterable[tuple[tuple[str, str, str], Any]]]) -> None:
-        self.metrics = metrics
-        self.circuits = circuits
-
-    def collect(self) -> Iterator[Metric]:
-        labels = ["provider", "endpoint", "model"]
-        state = GaugeMetricFamily(METRIC_PREFIX + "circuit_breaker_state",
-                                  "Current state of the circuit breaker (0=closed, 0.5=half-open, 1=open).",
-                                  labels=labels)
-        trips = CounterMetricFamily(METRIC_PREFIX + "circuit_breaker_trips",
-                                    "Total number of times the circuit breaker transitioned to open state.",
-                                    labels=labels)
-        for (provider, endpoint, model), circuit in self.circuits():
-            values = [provider, endpoint, self.metrics.model_label(model)]
-            state.add_metric(values, circuit.state)
-            trips.add_metric(values, circuit.trips)
-        yield state
-        yield trips
-
-
-class BudgetThresholdCollector:
-    """``budget_threshold_crossings_total{threshold}``: users reaching 85% and 100% of a budget, read
-    from the budget addon (its ``crossings``: percent → count) when scraped."""
-
-    def __init__(self, budgets: Any) -> None:
-        self.budgets = budgets
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(METRIC_PREFIX + "budget_threshold_crossings",
-                                     "Users who reached a threshold (percent) of their budget in a period.",
-                                     labels=["threshold"])
-        for threshold, count in sorted(self.budgets.crossings.items()):
-            family.add_metric([str(threshold)], count)
-        yield family
-
-
-class PurgeCollector:
-    """``purged_interceptions_total``, read from the retention task (its ``purged_total``) when scraped."""
-
-    def __init__(self, retention: Any) -> None:
-        self.retention = retention
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(METRIC_PREFIX + "purged_interceptions",
-                                     "Interceptions (with their records) deleted by the retention purge.")
-        family.add_metric([], self.retention.purged_total)
-        yield family
-
-
-class RedactionCollector:
-    """``redactions_total{kind}``: secrets replaced in recorded items, read from the redaction addon's counts."""
-
-    def __init__(self, counts: Mapping[str, int]) -> None:
-        self.counts = counts
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(METRIC_PREFIX + "redactions",
-                                     "Secrets replaced by [REDACTED:<kind>] in recorded prompts, tool arguments "
-                                     "and thoughts.", labels=["kind"])
-        for kind, count in sorted(self.counts.items()):
-            family.add_metric([kind], count)
-        yield family
-
-
-class KeyCooldownCollector:
-    """``provider_key_cooldowns_total{provider,key_hint}``, read from the providers' key pools
-    (each with ``provider``, and ``cooldowns``: key hint → count) when scraped."""
-
-    def __init__(self, pools: Iterable[Any]) -> None:
-        self.pools = list(pools)
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(METRIC_PREFIX + "provider_key_cooldowns",
-                                     "Times a provider key was put on cooldown after a 429 or 401 from the upstream.",
-                                     labels=["provider", "key_hint"])
-        for pool in self.pools:
-            for hint, count in sorted(pool.cooldowns.items()):
-                family.add_metric([pool.provider, hint], count)
-        yield family
-
-
-class RecordingCollector:
-    """The recorder's health, read when scraped: failures, what waits, what was lost or refused."""
-
-    def __init__(self, recorder: Recorder, replica: Replica | None) -> None:
-        self.recorder = recorder
-        self.replica = replica
-
-    def collect(self) -> Iterator[Metric]:
-        r = self.recorder
-        failures = CounterMetricFamily(METRIC_PREFIX + "recording_failures",
-                                       "Failed attempts to write records, by stage (database, journal).",
-                                       labels=["stage"])
-        failures.add_metric(["database"], r.database.failures)
-        failures.add_metric(["journal"], r.journal_trouble.failures)
-        yield failures
-        yield GaugeMetricFamily(METRIC_PREFIX + "records_pending",
-                                "Records accepted but not yet in the database (in memory).", value=r.pending)
-        yield GaugeMetricFamily(METRIC_PREFIX + "journal_bytes",
-                                "Bytes of the recording journal on disk (records not yet known to be in the "
-                                "database).", value=r.journal.bytes_on_disk())
-        yield CounterMetricFamily(METRIC_PREFIX + "records_dropped",
-                                  "Records lost: the database and the journal failed and memory was full.",
-                                  value=r.dropped)
-        yield CounterMetricFamily(METRIC_PREFIX + "records_rejected",
-                                  "Records the database refused even cleaned (kept in records.rejected).",
-                                  value=r.rejected)
-        if self.replica is not None:
-            yield CounterMetricFamily(METRIC_PREFIX + "interrupted_interceptions",
-                                      "Interceptions left open by a stopped server, closed as interrupted.",
-                                      value=self.replica.interrupted)
 
 
 @dataclass(slots=True, frozen=True)

@@ -6,9 +6,14 @@ so a log line and a stored record always say the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
 from aibridge.bridge.apis.base import Finding, Stored, Thought, ToolCall, Usage
 from aibridge.bridge.clients import UNKNOWN
 from aibridge.bridge.flow import Addon, Flow
+from aibridge.bridge.scrape import METRIC_PREFIX, Collector
 from aibridge.recording.recorder import Recorder
 from aibridge.recording.replica import Replica
 from aibridge.store.records import (
@@ -32,6 +37,9 @@ class RecordingAddon(Addon):
         await self.recorder.start()         # first: the journal's replay may end open interceptions
         if self.replica is not None:
             await self.replica.start()
+
+    def collectors(self) -> list[Collector]:
+        return [RecordingCollector(self.recorder, self.replica)]
 
     async def close(self) -> None:
         await self.recorder.close()
@@ -100,3 +108,35 @@ def to_record(flow: Flow, finding: Finding) -> Record:
                                invocation_error=finding.invocation_error, metadata=finding.metadata)
     assert isinstance(finding, Thought)
     return ThoughtRecord(flow.id, finding.content, finding.metadata)
+
+
+class RecordingCollector:
+    """The recorder's health, read when scraped: failures, what waits, what was lost or refused."""
+
+    def __init__(self, recorder: Recorder, replica: Replica | None) -> None:
+        self.recorder = recorder
+        self.replica = replica
+
+    def collect(self) -> Iterator[Metric]:
+        r = self.recorder
+        failures = CounterMetricFamily(METRIC_PREFIX + "recording_failures",
+                                       "Failed attempts to write records, by stage (database, journal).",
+                                       labels=["stage"])
+        failures.add_metric(["database"], r.database.failures)
+        failures.add_metric(["journal"], r.journal_trouble.failures)
+        yield failures
+        yield GaugeMetricFamily(METRIC_PREFIX + "records_pending",
+                                "Records accepted but not yet in the database (in memory).", value=r.pending)
+        yield GaugeMetricFamily(METRIC_PREFIX + "journal_bytes",
+                                "Bytes of the recording journal on disk (records not yet known to be in the "
+                                "database).", value=r.journal.bytes_on_disk())
+        yield CounterMetricFamily(METRIC_PREFIX + "records_dropped",
+                                  "Records lost: the database and the journal failed and memory was full.",
+                                  value=r.dropped)
+        yield CounterMetricFamily(METRIC_PREFIX + "records_rejected",
+                                  "Records the database refused even cleaned (kept in records.rejected).",
+                                  value=r.rejected)
+        if self.replica is not None:
+            yield CounterMetricFamily(METRIC_PREFIX + "interrupted_interceptions",
+                                      "Interceptions left open by a stopped server, closed as interrupted.",
+                                      value=self.replica.interrupted)

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 
+from prometheus_client.core import CounterMetricFamily, Metric
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.bridge.flow import Addon
+from aibridge.bridge.scrape import METRIC_PREFIX, Collector
 from aibridge.store.retention import PurgeResult, purge_detailed
 
 log = logging.getLogger("aibridge.retention")
@@ -43,6 +46,9 @@ class RetentionTask(Addon):
                 await self._task
             self._task = None
 
+    def collectors(self) -> list[Collector]:
+        return [PurgeCollector(self)]
+
     async def _run(self) -> None:
         while True:
             await self.run_once()
@@ -67,6 +73,19 @@ class RetentionTask(Addon):
             log.info("retention purge deleted %d interceptions older than %s", result.interceptions,
                      _days(self.retention_seconds),
                      extra={"purged_interceptions": result.interceptions, **result.children})
+
+
+class PurgeCollector:
+    """``purged_interceptions_total``, read from the retention task when scraped."""
+
+    def __init__(self, retention: RetentionTask) -> None:
+        self.retention = retention
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(METRIC_PREFIX + "purged_interceptions",
+                                     "Interceptions (with their records) deleted by the retention purge.")
+        family.add_metric([], self.retention.purged_total)
+        yield family
 
 
 def _days(seconds: float) -> str:

@@ -17,13 +17,16 @@ Counts: each redacted record carries ``metadata.redactions`` (kind → number), 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from aibridge.bridge.apis.base import Finding, Thought, ToolCall
 from aibridge.bridge.flow import Addon, Flow
 from aibridge.bridge.providers.base import UpstreamRequest
+from aibridge.bridge.scrape import METRIC_PREFIX, Collector
 from aibridge.redaction.secrets import Redactor
 
 MODES = ("store", "upstream", "off")
@@ -38,6 +41,9 @@ class RedactionAddon(Addon):
         self.upstream = mode == "upstream"
         self.redactor = redactor or Redactor()
         self.counts: Counter[str] = Counter()
+
+    def collectors(self) -> list[Collector]:
+        return [RedactionCollector(self.counts)]
 
     def _redact(self, text: str, metadata: dict[str, Any]) -> str:
         counts: Counter[str] = Counter()
@@ -77,3 +83,18 @@ def redact_tree(node: dict[str, Any] | list[Any], redactor: Redactor) -> bool:
         elif isinstance(value, dict | list) and key not in OPAQUE_FIELDS:
             changed = redact_tree(value, redactor) or changed
     return changed
+
+
+class RedactionCollector:
+    """``redactions_total{kind}``: secrets replaced in recorded items, read from the addon's counts."""
+
+    def __init__(self, counts: Mapping[str, int]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(METRIC_PREFIX + "redactions",
+                                     "Secrets replaced by [REDACTED:<kind>] in recorded prompts, tool arguments "
+                                     "and thoughts.", labels=["kind"])
+        for kind, count in sorted(self.counts.items()):
+            family.add_metric([kind], count)
+        yield family

@@ -19,7 +19,11 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from aibridge.bridge.scrape import METRIC_PREFIX, Collector
 
 log = logging.getLogger("aibridge.keypool")
 
@@ -101,3 +105,25 @@ class KeyPool:
         """Every key is cooling after a 401: the configuration, not the load, is wrong."""
         now = self._clock()
         return all(refused and until > now for refused, until in zip(self._refused, self._until, strict=True))
+
+
+def key_collectors(providers: Iterable[object]) -> list[Collector]:
+    """``provider_key_cooldowns_total`` over the key pools of ``providers`` (those that have one)."""
+    pools = [pool for p in providers if isinstance(pool := getattr(p, "keys", None), KeyPool)]
+    return [KeyCooldownCollector(pools)] if pools else []
+
+
+class KeyCooldownCollector:
+    """``provider_key_cooldowns_total{provider,key_hint}``, read from the key pools when scraped."""
+
+    def __init__(self, pools: Iterable[KeyPool]) -> None:
+        self.pools = list(pools)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(METRIC_PREFIX + "provider_key_cooldowns",
+                                     "Times a provider key was put on cooldown after a 429 or 401 from the upstream.",
+                                     labels=["provider", "key_hint"])
+        for pool in self.pools:
+            for hint, count in sorted(pool.cooldowns.items()):
+                family.add_metric([pool.provider, hint], count)
+        yield family

@@ -1,0 +1,38 @@
+"""Options of governance: how long records are kept, budgets, and how soon rule changes apply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aibridge.config.option import Option
+
+# Governance rules in the YAML file (under ``aibridge:``), parsed by ``aibridge.governance.rules``.
+GOVERNANCE_YAML_KEYS = ("prices", "budgets", "model_rules")
+
+RETENTION_OPTIONS: tuple[Option, ...] = (
+    Option("aibridge_retention", "CODER_AIBRIDGE_RETENTION", "60d", "duration",
+           "How long interception records are kept (0 keeps them forever)."),
+)
+
+# Budgets and the refresh of prices, budgets and model rules.
+GOVERNANCE_OPTIONS: tuple[Option, ...] = (
+    Option("aibridge_budget_max_reservation", "CODER_AIBRIDGE_BUDGET_MAX_RESERVATION", "1", "float",
+           "Most a request reserves from its user's budget before the upstream call, in USD: caps the cost "
+           "estimate so agents with large contexts are not refused, and bounds the overshoot."),
+    Option("aibridge_budget_output_estimate", "CODER_AIBRIDGE_BUDGET_OUTPUT_ESTIMATE", "4096", "int",
+           "Output tokens a budget reservation assumes for a request that sets no max_tokens."),
+    Option("aibridge_governance_refresh", "CODER_AIBRIDGE_GOVERNANCE_REFRESH", "10s", "duration",
+           "How often prices, budgets and model rules are re-read even without a change signal (changes "
+           "apply at once on this server and within 1 s on other replicas; this bounds staleness if "
+           "those signals stop)."),
+)
+
+
+@dataclass(frozen=True)
+class GovernanceSettings:
+    """Governance's fields of ``Settings``."""
+
+    aibridge_retention: float
+    aibridge_budget_max_reservation: float
+    aibridge_budget_output_estimate: int
+    aibridge_governance_refresh: float
