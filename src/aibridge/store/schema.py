@@ -248,3 +248,52 @@ response_continuations = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index("idx_aibridge_response_continuations_created", "created_at"),
 )
+
+# ---------------------------------------------------------------- groups (issue 22; synced from OIDC in issue 21)
+
+# A group is a subject of budgets and model rules beside users and roles (DESIGN §2.6). ``source``
+# says who manages its members: "manual" (REST, CLI, UI) or "oidc" (synced from the identity
+# provider's group claim at every sign-in).
+groups = sa.Table(
+    "aibridge_groups", metadata,
+    _id(),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_name", sa.String(128), nullable=False, server_default=""),
+    sa.Column("source", sa.String(16), nullable=False, server_default="manual"),
+    _created_at(),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+group_members = sa.Table(
+    "aibridge_group_members", metadata,
+    sa.Column("group_id", sa.Uuid(as_uuid=True), sa.ForeignKey("aibridge_groups.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("user_id", sa.Uuid(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              primary_key=True, index=True),
+    _created_at(),
+)
+
+# ---------------------------------------------------------------- the audit log (issue 22)
+
+# Every change made through the REST API, the CLI or the UI, successful or refused, and every
+# sign-in and sign-out (DESIGN §2.6, Coder's shape). Written in the transaction of the change it
+# records (store/audit.py); no route writes or deletes it; retention purges it in batches.
+audit_logs = sa.Table(
+    "aibridge_audit_logs", metadata,
+    _id(),
+    sa.Column("time", UTCDateTime(), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("ip", sa.String(64), nullable=False, server_default=""),
+    sa.Column("user_agent", sa.String(512), nullable=False, server_default=""),
+    sa.Column("user_id", sa.Uuid(as_uuid=True), nullable=True),       # the actor; NULL: unknown (failed sign-in)
+    sa.Column("username", sa.String(64), nullable=False, server_default=""),
+    sa.Column("action", sa.String(16), nullable=False),               # create|write|delete|login|logout|register
+    sa.Column("resource_type", sa.String(32), nullable=False),
+    sa.Column("resource_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("resource_target", sa.String(256), nullable=False, server_default=""),
+    sa.Column("diff", JSONType, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("status_code", sa.Integer(), nullable=False),
+    sa.Column("additional_fields", JSONType, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("description", sa.String(512), nullable=False, server_default=""),
+    sa.Index("idx_aibridge_audit_logs_time", "time"),
+)
