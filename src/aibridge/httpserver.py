@@ -117,10 +117,14 @@ class QuietRequestHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._waiting_for_head():
-            self._arm_header_timer()        # part of a head came: the rest has header_timeout to follow
-        else:
-            self._cancel_header_timer()
+        # Inlined checks (this runs for every read of every connection): part of a head came, the
+        # rest has header_timeout to follow; a whole head came, its timer goes.
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._arm_header_timer()
+        elif self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_timer()

@@ -145,7 +145,7 @@ class Metrics:
             "Total number of requests rejected due to open circuit breaker.", labels)
         self.limited = self._counter(
             "rate_limited_total",
-            "Requests refused by the per-token rate limit or the concurrency limit (reason).",
+            "Requests refused by the per-user rate limit or the concurrency limit (reason).",
             ("provider", "reason"))
 
     def _define_governance_metrics(self) -> None:
@@ -154,8 +154,9 @@ class Metrics:
             ("provider", "model", "client"))
         self.budget_rejections = self._counter(
             "budget_rejections_total",
-            "Requests refused before any upstream call: over budget (budget) or a model not allowed "
-            "(model_not_allowed).", ("reason",))
+            "Requests refused before any upstream call: over budget (budget), a model not allowed "
+            "(model_not_allowed), another user's stored response or conversation (not_owner), or its "
+            "owner unknown while the database is down (ownership_unavailable).", ("reason",))
 
     def watch(self, *collectors: Collector) -> None:
         """Values that live elsewhere (what the addons' ``collectors()`` return), read when scraped."""
