@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 from alembic import command
 from alembic.config import Config
@@ -30,10 +33,34 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, json_serializer=json_dumps,
-                               connect_args={"timeout": CONNECT_TIMEOUT})
+                               connect_args={"timeout": CONNECT_TIMEOUT,
+                                             "async_creator_fn": _OpeningGate(OPENING_AT_ONCE).connect})
 
 
 CONNECT_TIMEOUT = 10
+OPENING_AT_ONCE = 4
+
+
+class _OpeningGate:
+    """At most ``limit`` PostgreSQL connections being opened at once, per event loop.
+
+    A busy server starts new backends one after another, so a burst that asks for the whole pool
+    at once (20 connections) would have its last handshakes wait for all the others — inside
+    their own connect timeout — and fail with TimeoutError on a loaded machine. Queued here, each
+    handshake's timeout counts only its own handshake; waiting for the pool is bounded by the
+    pool's checkout timeout as before. (``async_creator_fn`` is the hook SQLAlchemy's own
+    ``async_creator`` uses; the URL's parameters still reach ``asyncpg.connect``.)
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary())
+
+    async def connect(self, *args: Any, **kwargs: Any) -> Any:
+        gate = self.gates.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(self.limit))
+        async with gate:
+            return await asyncpg.connect(*args, **kwargs)
 
 
 class DatabaseUnavailable(Exception):
