@@ -256,7 +256,8 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
-    proxy_service.attach(app, settings, bridge, metrics.registry if metrics else None)
+    proxy_service.attach(app, settings, bridge, metrics.registry if metrics else None,
+                         announce=worker is None or worker.leader)
     return app
 
 
@@ -337,7 +338,6 @@ async def serve(settings: Settings, worker: Worker | None = None, sock: socket.s
     if worker is None:
         check_providers(settings)
         engine = await open_database(settings)
-        log.info("database schema is up to date")
     else:
         engine = create_engine(settings.database_url)     # the supervisor migrated it
     app = build_app(settings, engine, worker=worker)       # first: it may still refuse the configuration
@@ -389,7 +389,6 @@ async def prepare(settings: Settings) -> None:
     check_providers(settings)
     engine = await open_database(settings)
     try:
-        log.info("database schema is up to date")
         if settings.aibridge_proxy_enabled:
             proxy_service.load_ca(settings)      # generated here once, so every worker loads the same CA
             proxy_service.listener_tls(settings)   # its files are checked once, before any worker starts
@@ -422,7 +421,7 @@ async def open_database(settings: Settings) -> AsyncEngine:
     """The migrated database, or one clear line and exit 2 when it cannot be reached."""
     try:
         engine = create_engine(settings.database_url)
-        await migrate(engine)
+        log.info(await migrate(engine))
     except OSError as exc:                    # the SQLite directory cannot be made
         raise ConfigError(unavailable_message(settings, DatabaseUnavailable(str(exc)))) from None
     except DatabaseUnavailable as exc:

@@ -40,8 +40,8 @@ CHILD = {"id": UUID, "interception_id": UUID}
 SCHEMAS: dict[str, Any] = {
     "Error": obj({"message": STR, "detail": STR}),
     "User": obj({"id": UUID, "username": STR, "email": STR, "name": STR,
-                 "role": {"enum": ["owner", "auditor", "member"]}, "status": {"enum": ["active", "suspended"]},
-                 "created_at": TIME, "updated_at": TIME}),
+                 "role": {"enum": ["owner", "auditor", "member"]}, "status": {"enum": ["active", "suspended", "deleted"]},
+                 "created_at": TIME, "updated_at": TIME}, {"deleted_at": TIME}),
     "Users": obj({"users": array(ref("User")), "count": INT}),
     "NewUser": obj({"username": {"type": "string", "pattern": "^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$"}},
                    {"role": {"enum": ["owner", "auditor", "member"]}, "email": STR, "name": STR}),
@@ -52,7 +52,7 @@ SCHEMAS: dict[str, Any] = {
     "CreatedToken": obj({"key": STR, "id": STR, "expires_at": TIME}),
     "Token": obj({"id": STR, "user_id": UUID, "token_name": STR, "created_at": TIME, "expires_at": TIME,
                   "revoked": {"type": "boolean"}}),
-    "Initiator": obj({"id": UUID, "username": STR, "name": STR}),
+    "Initiator": obj({"id": UUID, "username": STR, "name": STR, "deleted": {"type": "boolean"}}),
     "TokenUsage": obj({**CHILD, "provider_response_id": STR, "input_tokens": INT, "output_tokens": INT,
                        "cache_read_input_tokens": INT, "cache_write_input_tokens": INT, "metadata": OBJECT,
                        "created_at": TIME}),
@@ -125,7 +125,7 @@ PATHS: dict[str, Any] = {
     "/api/v2/users/me": {"get": operation("the current user", 200, ref("User"))},
     "/api/v2/users/{user}": {
         "get": operation("a user (owner, auditor; anyone for themselves)", 200, ref("User"), params=[USER]),
-        "delete": operation("delete a user without recorded interceptions, and its tokens (owner)", 204, None,
+        "delete": operation("delete a user (owner): marked deleted, tokens revoked, records kept", 204, None,
                             params=[USER]),
     },
     "/api/v2/users/{user}/status/{action}": {

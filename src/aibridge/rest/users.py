@@ -54,7 +54,10 @@ async def create_user(request: web.Request) -> web.Response:
 
 async def list_users(request: web.Request) -> web.Response:
     require(request, "owner", "auditor")
-    found = await store.list_users(request.app[ENGINE])
+    flag = request.query.get("include_deleted", "false")
+    if flag not in ("true", "false"):
+        raise APIError(400, f"invalid include_deleted {flag!r}", "use true or false")
+    found = await store.list_users(request.app[ENGINE], include_deleted=flag == "true")
     return json_response({"users": [u.to_json() for u in found], "count": len(found)})
 
 
@@ -143,12 +146,15 @@ async def set_status(request: web.Request) -> web.Response:
 
 
 async def delete_user(request: web.Request) -> web.Response:
+    """Marked deleted, its tokens revoked in the same transaction; its records stay attributed to it."""
     user = await _other_user(request)
-    await _forget_tokens(request, user)
     try:
-        await store.delete_user(request.app[ENGINE], user.id)
-    except store.Conflict as exc:
-        raise APIError(409, f"cannot delete user {user.username!r}", str(exc)) from None
+        revoked = await store.delete_user(request.app[ENGINE], user.id)
+    except store.NotFound as exc:        # deleted meanwhile by another request
+        raise APIError(404, str(exc)) from None
+    authenticator: Authenticator = request.app[AUTHENTICATOR]
+    for token_id in revoked:
+        authenticator.forget(token_id)
     return web.Response(status=204)
 
 

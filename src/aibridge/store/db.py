@@ -11,6 +11,7 @@ import asyncpg
 import orjson
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -118,11 +119,36 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision (idempotent; safe at every start)."""
+def _upgrade(sync: Connection) -> str:
+    """Upgrade to the newest revision; what was done, in words for the log."""
+    before = MigrationContext.configure(sync).get_current_revision()
+    command.upgrade(alembic_config(sync), "head")
+    after = MigrationContext.configure(sync).get_current_revision()
+    if before is None:
+        return f"created the database schema (revision {after})"
+    if before != after:
+        return f"migrated the database schema from revision {before} to {after}"
+    return f"database schema is up to date (revision {after})"
+
+
+async def migrate(engine: AsyncEngine) -> str:
+    """Bring the schema to the newest revision (idempotent; safe at every start); what was done."""
     await check_connection(engine)
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Several replicas may start at once: one migrates, the others wait here.
-            await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7231460001)")
-        await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "head"))
+    async with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite alters a table by rebuilding it; dropping the old copy must not fire the
+            # ON DELETE CASCADE of the rows pointing at it. The pragma works only outside a
+            # transaction, and the pysqlite driver begins none before this statement.
+            await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await conn.commit()
+        try:
+            async with conn.begin():
+                if not sqlite:
+                    # Several replicas may start at once: one migrates, the others wait here.
+                    await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7231460001)")
+                return await conn.run_sync(_upgrade)
+        finally:
+            if sqlite:
+                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await conn.commit()

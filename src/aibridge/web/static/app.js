@@ -95,7 +95,8 @@ function prettyJson(value) {
 
 function userLabel(initiator) {
   if (!initiator) return "—";
-  return initiator.username || initiator.id;
+  const name = initiator.username || initiator.id;
+  return initiator.deleted ? `${name} (deleted)` : name;
 }
 
 // ---------------------------------------------------------------- records
