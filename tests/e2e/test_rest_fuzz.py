@@ -97,8 +97,18 @@ def random_body(rng: random.Random) -> bytes:
     return orjson.dumps(random_json(rng) if choice == 3 else base)
 
 
+def fresh_token(bridge: Bridge, username: str) -> str:
+    """A user of this test's own, made with the CLI: schemathesis, run before with an owner's token,
+    may have suspended or deleted any user it found (the fixture's and the first owner included)."""
+    assert bridge.server.cli("users", "create", username).returncode == 0
+    made = bridge.server.cli("tokens", "create", username)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()
+
+
 async def test_fuzzed_bridge_requests_never_get_a_server_error(bridge: Bridge) -> None:
     rng = random.Random(20261202)
+    token = fresh_token(bridge, "bridge-fuzzer")
     headers_pool = [{"Content-Type": "application/json"}, {"Content-Type": "text/plain"},
                     {"Content-Encoding": "gzip"}, {"anthropic-version": "\u00e9t\u00e9"},
                     {"X-Claude-Code-Session-Id": "s" * 300}, {"session-id": ""}, {"User-Agent": ""}]
@@ -106,10 +116,10 @@ async def test_fuzzed_bridge_requests_never_get_a_server_error(bridge: Bridge) -
     for _ in range(120):
         route = rng.choice(ROUTES)
         method = rng.choice(["POST", "POST", "POST", "GET", "PUT", "DELETE", "PATCH"])
-        headers = {"Authorization": f"Bearer {rng.choice([bridge.token, bridge.token, 'x', bridge.token[:-2]])}"}
+        headers = {"Authorization": f"Bearer {rng.choice([token, token, 'x', token[:-2]])}"}
         headers.update(rng.choice(headers_pool))
-        token = headers["Authorization"].removeprefix("Bearer ")
-        relayed = token == bridge.token and (method, route) in RELAYED
+        sent = headers["Authorization"].removeprefix("Bearer ")
+        relayed = sent == token and (method, route) in RELAYED
         status, payload = await raw_request(bridge.server.url, method, BRIDGE + route, headers, random_body(rng))
         seen[status] = seen.get(status, 0) + 1
         assert status < 500, (method, route, headers, status, payload[:300], bridge.server.output()[-3000:])
