@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_governance import SIMPLE_USAGE, Env, cost, gov, message  # noqa: F401 (fixture)
+from tests.e2e import test_governance as governance
+from tests.e2e.test_governance import SIMPLE_USAGE, Env, cost, message
 from tests.harness import Client, wait_for
+
+gov = governance.gov            # the same fixture: a server with a fake upstream, for this module
 
 
 async def _spend(client: Client, query: str) -> dict[str, Any]:
@@ -49,7 +52,7 @@ async def test_users_me_spent_equals_spend_for_the_same_period(gov: Env) -> None
     assert (await message(gov, token, "claude-haiku-4-5"))[0] == 200
 
     async def recorded() -> bool:
-        return (await _spend(late, "group_by=user"))["total_usd"] > 0
+        return bool((await _spend(late, "group_by=user"))["total_usd"] > 0)
     assert await wait_for(recorded)
     status, _ = await gov.owner().request("PUT", "/api/v2/aibridge/budgets/user:latecomer",
                                           {"period": "month", "limit_usd": 50})

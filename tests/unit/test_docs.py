@@ -29,7 +29,7 @@ def known_flags() -> set[str]:
 
 def test_every_flag_the_docs_name_exists() -> None:
     known = known_flags()
-    unknown = {}
+    unknown: dict[str, str] = {}
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for code in re.findall(r"`([^`]+)`", path.read_text()):      # flags are written as code
             if not code.lstrip().startswith(("aibridge ", "--")):

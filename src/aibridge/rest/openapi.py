@@ -40,7 +40,8 @@ CHILD = {"id": UUID, "interception_id": UUID}
 SCHEMAS: dict[str, Any] = {
     "Error": obj({"message": STR, "detail": STR}),
     "User": obj({"id": UUID, "username": STR, "email": STR, "name": STR,
-                 "role": {"enum": ["owner", "auditor", "member"]}, "status": {"enum": ["active", "suspended", "deleted"]},
+                 "role": {"enum": ["owner", "auditor", "member"]},
+                 "status": {"enum": ["active", "suspended", "deleted"]},
                  "created_at": TIME, "updated_at": TIME}, {"deleted_at": TIME}),
     "Users": obj({"users": array(ref("User")), "count": INT}),
     "NewUser": obj({"username": {"type": "string", "pattern": "^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$"}},
