@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.config import postgres_async_url
 from aibridge.store import users as store
-from aibridge.store.db import alembic_config, create_engine, migrate
+from aibridge.store.db import DatabaseUnavailable, alembic_config, create_engine, migrate
 from aibridge.store.schema import api_keys, interceptions, users
 from tests.harness import Database
 
@@ -85,5 +85,18 @@ async def test_the_migration_keeps_tokens_and_records(database: Database) -> Non
                 else 1
         assert keys == 1 and pragma == 1                                     # nothing cascaded; checks back on
         assert (await store.get_user(eng, "old")).status == "active"
+    finally:
+        await eng.dispose()
+
+
+async def test_an_older_release_refuses_a_newer_schema_in_one_line(database: Database) -> None:
+    """A rollback without restoring the backup: one clear error naming the revision, no traceback."""
+    eng = create_engine(_url(database))
+    try:
+        await migrate(eng)
+        async with eng.begin() as conn:
+            await conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099_future'"))
+        with pytest.raises(DatabaseUnavailable, match="revision 0099_future, newer than this version"):
+            await migrate(eng)
     finally:
         await eng.dispose()

@@ -12,6 +12,8 @@ import orjson
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -122,13 +124,26 @@ def alembic_config(connection: Connection | None = None) -> Config:
 def _upgrade(sync: Connection) -> str:
     """Upgrade to the newest revision; what was done, in words for the log."""
     before = MigrationContext.configure(sync).get_current_revision()
-    command.upgrade(alembic_config(sync), "head")
+    config = alembic_config(sync)
+    if before is not None and not _known(config, before):
+        # A rollback to an older release: it must not touch (or half-understand) a newer schema.
+        raise DatabaseUnavailable(f"its schema is at revision {before}, newer than this version of AI Bridge "
+                                  "knows: run the release that migrated it, or restore the backup taken "
+                                  "before the upgrade (docs/deployment.md, Upgrades)")
+    command.upgrade(config, "head")
     after = MigrationContext.configure(sync).get_current_revision()
     if before is None:
         return f"created the database schema (revision {after})"
     if before != after:
         return f"migrated the database schema from revision {before} to {after}"
     return f"database schema is up to date (revision {after})"
+
+
+def _known(config: Config, revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(config).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 async def migrate(engine: AsyncEngine) -> str:
