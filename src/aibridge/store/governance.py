@@ -127,10 +127,20 @@ def _row(user_id: uuid.UUID, period: str, start: dt.datetime) -> sa.ColumnElemen
     return sa.and_(c.user_id == user_id, c.period == period, c.period_start == start)
 
 
-async def _ensure_row(conn: AsyncConnection, user_id: uuid.UUID, period: str, start: dt.datetime) -> None:
+async def _ensure_row(conn: AsyncConnection, user_id: uuid.UUID, period: str, start: dt.datetime,
+                      seed: bool = False) -> None:
+    """The period's ledger row. ``seed``: a new row starts from what the records say the user spent
+    since the period began (a budget set mid-period counts the spend before it, as ``spend`` does)."""
     module = postgresql if conn.dialect.name == "postgresql" else sqlite
+    spent: sa.ColumnElement[Any] | int = 0
+    if seed:
+        c = interceptions.c
+        spent = (sa.select(sa.cast(sa.func.round(sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0) * MICROS),
+                                   sa.BigInteger))
+                 .where(c.initiator_id == user_id, c.started_at >= start, c.ended_at.is_not(None))
+                 .scalar_subquery())
     await conn.execute(module.insert(budget_usage).values(
-        user_id=user_id, period=period, period_start=start, spent_micros=0, reserved_micros=0, notified=0,
+        user_id=user_id, period=period, period_start=start, spent_micros=spent, reserved_micros=0, notified=0,
     ).on_conflict_do_nothing())
 
 
@@ -153,7 +163,7 @@ async def reserve(engine: AsyncEngine, user_id: uuid.UUID, period: str, start: d
                                         .where(_row(user_id, period, start)))).first()
             if found is not None:
                 return False, Ledger(found.spent_micros, found.reserved_micros)
-            await _ensure_row(conn, user_id, period, start)
+            await _ensure_row(conn, user_id, period, start, seed=True)
     return False, Ledger(0, 0)       # not reached: the row exists after the first round
 
 
