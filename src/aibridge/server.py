@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -338,6 +339,8 @@ async def serve(settings: Settings, worker: Worker | None = None, sock: socket.s
     if worker is None:
         check_providers(settings)
         engine = await open_database(settings)
+        # One process now; the workers of an earlier `--workers N` run may have left journals.
+        await replay_journals(engine, sorted((settings.data_dir / "journal").glob("worker-*")))
     else:
         engine = create_engine(settings.database_url)     # the supervisor migrated it
     app = build_app(settings, engine, worker=worker)       # first: it may still refuse the configuration
@@ -393,12 +396,17 @@ async def prepare(settings: Settings) -> None:
             proxy_service.load_ca(settings)      # generated here once, so every worker loads the same CA
             proxy_service.listener_tls(settings)   # its files are checked once, before any worker starts
         journals = settings.data_dir / "journal"
-        for journal in [journals, *sorted(journals.glob("worker-*"))]:
-            recorder = Recorder(engine, journal)
-            await recorder.start()
-            await recorder.close()
+        await replay_journals(engine, [journals, *sorted(journals.glob("worker-*"))])
     finally:
         await engine.dispose()
+
+
+async def replay_journals(engine: AsyncEngine, folders: list[Path]) -> None:
+    """Write what stopped processes left in these journals into the database."""
+    for journal in folders:
+        recorder = Recorder(engine, journal)
+        await recorder.start()
+        await recorder.close()
 
 
 async def first_owner_once_listening(settings: Settings) -> None:

@@ -70,6 +70,10 @@ class DatabaseUnavailable(Exception):
     """The configured database cannot be reached or refuses us; the message says why, in one line."""
 
 
+class SchemaTooNew(DatabaseUnavailable):
+    """The database was migrated by a newer release (a rollback without restoring the backup)."""
+
+
 def database_label(settings: Settings) -> str:
     """Which database a command works on, for the operator (no password)."""
     if settings.postgres_url:
@@ -79,10 +83,12 @@ def database_label(settings: Settings) -> str:
 
 def unavailable_message(settings: Settings, exc: DatabaseUnavailable) -> str:
     """One line naming the setting to fix and the cause."""
+    too_new = isinstance(exc, SchemaTooNew)
     if settings.postgres_url:
-        return (f"--postgres-url (CODER_PG_CONNECTION_URL): cannot connect to "
+        return (f"--postgres-url (CODER_PG_CONNECTION_URL): {'cannot use' if too_new else 'cannot connect to'} "
                 f"{redact_url(settings.postgres_url)}: {exc}")
-    return f"--data-dir (CODER_AIBRIDGE_DATA_DIR): cannot open {settings.data_dir / 'aibridge.db'}: {exc}"
+    return (f"--data-dir (CODER_AIBRIDGE_DATA_DIR): {'cannot use' if too_new else 'cannot open'} "
+            f"{settings.data_dir / 'aibridge.db'}: {exc}")
 
 
 async def check_connection(engine: AsyncEngine) -> None:
@@ -127,7 +133,7 @@ def _upgrade(sync: Connection) -> str:
     config = alembic_config(sync)
     if before is not None and not _known(config, before):
         # A rollback to an older release: it must not touch (or half-understand) a newer schema.
-        raise DatabaseUnavailable(f"its schema is at revision {before}, newer than this version of AI Bridge "
+        raise SchemaTooNew(f"its schema is at revision {before}, newer than this version of AI Bridge "
                                   "knows: run the release that migrated it, or restore the backup taken "
                                   "before the upgrade (docs/deployment.md, Upgrades)")
     command.upgrade(config, "head")
