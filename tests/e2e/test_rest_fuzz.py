@@ -8,16 +8,37 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import openai
 import orjson
+import pytest
 
-from tests.e2e.conftest import Bridge
+from tests.e2e.conftest import Bridge, bridge_env
 from tests.e2e.test_hardening import raw_request
+from tests.fakes.upstream import FakeUpstream
+from tests.harness import Database, ServerProcess, free_port
 
 BRIDGE = "/api/v2/aibridge"
+
+
+@pytest.fixture(scope="module")
+async def bridge(module_database: Database) -> AsyncIterator[Bridge]:
+    """The shared bridge fixture, with every optional REST route on: ``/metrics`` on the main port
+    and the proxy (its CA route), so schemathesis reaches every route the document lists."""
+    fake = FakeUpstream()
+    await fake.start()
+    server = await ServerProcess(module_database, env={
+        **bridge_env(fake), "CODER_PROMETHEUS_ENABLE": "true", "CODER_PROMETHEUS_ADDRESS": "127.0.0.1:0",
+        "CODER_AIBRIDGE_PROXY_ENABLED": "true", "CODER_AIBRIDGE_PROXY_LISTEN_ADDR": f"127.0.0.1:{free_port()}",
+    }).start()
+    try:
+        yield Bridge(server, fake, server.create_user("alice"), server.create_user("bob"))
+    finally:
+        server.stop()
+        await fake.stop()
 
 
 async def make_records(bridge: Bridge) -> None:
@@ -32,7 +53,8 @@ async def test_openapi_document_is_served_without_a_token(bridge: Bridge) -> Non
         assert resp.status == 200
         document = orjson.loads(await resp.read())
     assert document["openapi"].startswith("3.1")
-    for path in ("/api/v2/users/{user}/status/{action}", "/api/v2/aibridge/interceptions", "/api/v2/users/{user}"):
+    for path in ("/api/v2/users/{user}/status/{action}", "/api/v2/aibridge/interceptions", "/api/v2/users/{user}",
+                 "/metrics", "/api/v2/aibridge/spend", "/api/v2/ai-gateway/proxy/ca-cert.pem"):
         assert path in document["paths"]
 
 
