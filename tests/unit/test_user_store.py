@@ -61,7 +61,7 @@ async def test_delete_marks_revokes_and_frees_the_username(engine: AsyncEngine) 
         await store.create_user(engine, "ANN", "member")                     # unique among the living
     async with engine.connect() as conn:                                     # ... by the database too
         with pytest.raises(sa.exc.IntegrityError):
-            await conn.execute(users.insert().values(id=uuid.uuid4(), username="aNN", role="member",
+            await conn.execute(users.insert().values(id=uuid.uuid4(), username="ann", role="member",
                                                      created_at=store.now(), updated_at=store.now()))
 
 
@@ -73,10 +73,13 @@ async def test_the_migration_keeps_tokens_and_records(database: Database) -> Non
             await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0003"))
         user_id = uuid.uuid4()
         async with eng.begin() as conn:
-            await conn.execute(sa.text("INSERT INTO users (id, username, email, name, role, suspended, created_at, "
-                                       "updated_at) VALUES (:id, 'old', '', '', 'member', false, :t, :t)"),
-                               {"id": user_id.hex if database.backend == "sqlite" else user_id,
-                                "t": store.now().replace(tzinfo=None)})
+            # 'OLD' beside 'old': allowed before create_user compared names without case.
+            for ref, name in ((user_id, "old"), (uuid.uuid4(), "OLD")):
+                await conn.execute(sa.text("INSERT INTO users (id, username, email, name, role, suspended, "
+                                           "created_at, updated_at) VALUES (:id, :name, '', '', 'member', false, "
+                                           ":t, :t)"),
+                                   {"id": ref.hex if database.backend == "sqlite" else ref, "name": name,
+                                    "t": store.now().replace(tzinfo=None)})
         await store.create_api_key(eng, user_id, dt.timedelta(days=1))
         await migrate(eng)
         async with eng.connect() as conn:

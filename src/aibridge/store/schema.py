@@ -71,8 +71,9 @@ users = sa.Table(
     # Deleted as Coder does: the row stays (its records name it), the username is free again.
     sa.Column("deleted", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("deleted_at", UTCDateTime(), nullable=True),
-    # One living user per username, whatever its case ('Alice' beside 'alice' would be ambiguous).
-    sa.Index("idx_users_username_active", sa.text("lower(username)"), unique=True,
+    # One living user per username (create_user also refuses one that differs only in case; the
+    # index stays exact, as the constraint it replaces was, so older databases migrate as they are).
+    sa.Index("idx_users_username_active", "username", unique=True,
              sqlite_where=sa.text("deleted = 0"), postgresql_where=sa.text("deleted = false")),
 )
 

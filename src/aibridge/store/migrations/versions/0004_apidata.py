@@ -26,7 +26,7 @@ def upgrade() -> None:
         batch_op.drop_constraint(_unique_name(), type_='unique')
         batch_op.add_column(sa.Column('deleted', sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.add_column(sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True))
-    op.create_index('idx_users_username_active', 'users', [sa.text('lower(username)')], unique=True,
+    op.create_index('idx_users_username_active', 'users', ['username'], unique=True,
                     sqlite_where=sa.text('deleted = 0'), postgresql_where=sa.text('deleted = false'))
 
 
