@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -248,7 +249,8 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
-    proxy_service.attach(app, settings, bridge, metrics.registry if metrics else None)
+    proxy_service.attach(app, settings, bridge, metrics.registry if metrics else None,
+                         announce=worker is None or worker.leader)
     return app
 
 
@@ -329,7 +331,8 @@ async def serve(settings: Settings, worker: Worker | None = None, sock: socket.s
     if worker is None:
         check_providers(settings)
         engine = await open_database(settings)
-        log.info("database schema is up to date")
+        # One process now; the workers of an earlier `--workers N` run may have left journals.
+        await replay_journals(engine, sorted((settings.data_dir / "journal").glob("worker-*")))
     else:
         engine = create_engine(settings.database_url)     # the supervisor migrated it
     app = build_app(settings, engine, worker=worker)       # first: it may still refuse the configuration
@@ -382,17 +385,21 @@ async def prepare(settings: Settings) -> None:
     check_providers(settings)
     engine = await open_database(settings)
     try:
-        log.info("database schema is up to date")
         if settings.aibridge_proxy_enabled:
             proxy_service.load_ca(settings)      # generated here once, so every worker loads the same CA
             proxy_service.listener_tls(settings)   # its files are checked once, before any worker starts
         journals = settings.data_dir / "journal"
-        for journal in [journals, *sorted(journals.glob("worker-*"))]:
-            recorder = Recorder(engine, journal)
-            await recorder.start()
-            await recorder.close()
+        await replay_journals(engine, [journals, *sorted(journals.glob("worker-*"))])
     finally:
         await engine.dispose()
+
+
+async def replay_journals(engine: AsyncEngine, folders: list[Path]) -> None:
+    """Write what stopped processes left in these journals into the database."""
+    for journal in folders:
+        recorder = Recorder(engine, journal)
+        await recorder.start()
+        await recorder.close()
 
 
 async def first_owner_once_listening(settings: Settings) -> None:
@@ -415,7 +422,7 @@ async def open_database(settings: Settings) -> AsyncEngine:
     """The migrated database, or one clear line and exit 2 when it cannot be reached."""
     try:
         engine = create_engine(settings.database_url)
-        await migrate(engine)
+        log.info(await migrate(engine))
     except OSError as exc:                    # the SQLite directory cannot be made
         raise ConfigError(unavailable_message(settings, DatabaseUnavailable(str(exc)))) from None
     except DatabaseUnavailable as exc:

@@ -199,8 +199,10 @@ async def _at_the_edge(gov: Env, token: str, edge: Client) -> None:
         return found if found["results"] and found["results"][0]["requests"] == 2 else None
 
     spend = await wait_for(both_recorded)
-    assert spend and spend["results"] == [{"user": "edge", "cost_usd": pytest.approx(final), "requests": 2,
-                                 "unpriced_requests": 0}]
+    assert spend and spend["results"] == [{
+        "user": "edge", "cost_usd": pytest.approx(final), "requests": 2, "unpriced_requests": 0,
+        "input_tokens": SIMPLE_USAGE[0] + SLOW_USAGE[0], "output_tokens": SIMPLE_USAGE[1] + SLOW_USAGE[1],
+        "cache_read_input_tokens": 0, "cache_write_input_tokens": 0}]
 
 
 async def _logged(env: Env, text: str) -> bool:
@@ -350,7 +352,8 @@ async def test_spend_export_json_csv_and_cli(gov: Env) -> None:
     row = next(r for r in body["results"] if r["user"] == "spender")
     assert row == {"user": "spender", "model": "claude-haiku-4-5", "day": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
                    "cost_usd": pytest.approx(2 * cost((1.0, 5.0), SIMPLE_USAGE)), "requests": 2,
-                   "unpriced_requests": 0}
+                   "unpriced_requests": 0, "input_tokens": 2 * SIMPLE_USAGE[0], "output_tokens": 2 * SIMPLE_USAGE[1],
+                   "cache_read_input_tokens": 0, "cache_write_input_tokens": 0}
     status, own = await spender.get("/api/v2/aibridge/spend?group_by=user")
     assert status == 200 and [r["user"] for r in own["results"]] == ["spender"]     # members see their own
 
@@ -371,7 +374,8 @@ async def test_spend_export_json_csv_and_cli(gov: Env) -> None:
 
     done = gov.cli(token, "spend", "--group-by", "model", "--format", "csv")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == "model,cost_usd,requests,unpriced_requests"
+    assert done.stdout.splitlines()[0] == ("model,cost_usd,requests,unpriced_requests,input_tokens,output_tokens,"
+                                           "cache_read_input_tokens,cache_write_input_tokens")
     assert done.stdout.splitlines()[1].startswith("claude-haiku-4-5,")
 
 

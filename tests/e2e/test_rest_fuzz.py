@@ -8,16 +8,37 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import openai
 import orjson
+import pytest
 
-from tests.e2e.conftest import Bridge
+from tests.e2e.conftest import Bridge, bridge_env
 from tests.e2e.test_hardening import raw_request
+from tests.fakes.upstream import FakeUpstream
+from tests.harness import Database, ServerProcess, free_port
 
 BRIDGE = "/api/v2/aibridge"
+
+
+@pytest.fixture(scope="module")
+async def bridge(module_database: Database) -> AsyncIterator[Bridge]:
+    """The shared bridge fixture, with every optional REST route on: ``/metrics`` on the main port
+    and the proxy (its CA route), so schemathesis reaches every route the document lists."""
+    fake = FakeUpstream()
+    await fake.start()
+    server = await ServerProcess(module_database, env={
+        **bridge_env(fake), "CODER_PROMETHEUS_ENABLE": "true", "CODER_PROMETHEUS_ADDRESS": "127.0.0.1:0",
+        "CODER_AIBRIDGE_PROXY_ENABLED": "true", "CODER_AIBRIDGE_PROXY_LISTEN_ADDR": f"127.0.0.1:{free_port()}",
+    }).start()
+    try:
+        yield Bridge(server, fake, server.create_user("alice"), server.create_user("bob"))
+    finally:
+        server.stop()
+        await fake.stop()
 
 
 async def make_records(bridge: Bridge) -> None:
@@ -32,7 +53,8 @@ async def test_openapi_document_is_served_without_a_token(bridge: Bridge) -> Non
         assert resp.status == 200
         document = orjson.loads(await resp.read())
     assert document["openapi"].startswith("3.1")
-    for path in ("/api/v2/users/{user}/status/{action}", "/api/v2/aibridge/interceptions", "/api/v2/users/{user}"):
+    for path in ("/api/v2/users/{user}/status/{action}", "/api/v2/aibridge/interceptions", "/api/v2/users/{user}",
+                 "/metrics", "/api/v2/aibridge/spend", "/api/v2/ai-gateway/proxy/ca-cert.pem"):
         assert path in document["paths"]
 
 
@@ -97,8 +119,18 @@ def random_body(rng: random.Random) -> bytes:
     return orjson.dumps(random_json(rng) if choice == 3 else base)
 
 
+def fresh_token(bridge: Bridge, username: str) -> str:
+    """A user of this test's own, made with the CLI: schemathesis, run before with an owner's token,
+    may have suspended or deleted any user it found (the fixture's and the first owner included)."""
+    assert bridge.server.cli("users", "create", username).returncode == 0
+    made = bridge.server.cli("tokens", "create", username)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()
+
+
 async def test_fuzzed_bridge_requests_never_get_a_server_error(bridge: Bridge) -> None:
     rng = random.Random(20261202)
+    token = fresh_token(bridge, "bridge-fuzzer")
     headers_pool = [{"Content-Type": "application/json"}, {"Content-Type": "text/plain"},
                     {"Content-Encoding": "gzip"}, {"anthropic-version": "\u00e9t\u00e9"},
                     {"X-Claude-Code-Session-Id": "s" * 300}, {"session-id": ""}, {"User-Agent": ""}]
@@ -106,10 +138,10 @@ async def test_fuzzed_bridge_requests_never_get_a_server_error(bridge: Bridge) -
     for _ in range(120):
         route = rng.choice(ROUTES)
         method = rng.choice(["POST", "POST", "POST", "GET", "PUT", "DELETE", "PATCH"])
-        headers = {"Authorization": f"Bearer {rng.choice([bridge.token, bridge.token, 'x', bridge.token[:-2]])}"}
+        headers = {"Authorization": f"Bearer {rng.choice([token, token, 'x', token[:-2]])}"}
         headers.update(rng.choice(headers_pool))
-        token = headers["Authorization"].removeprefix("Bearer ")
-        relayed = token == bridge.token and (method, route) in RELAYED
+        sent = headers["Authorization"].removeprefix("Bearer ")
+        relayed = sent == token and (method, route) in RELAYED
         status, payload = await raw_request(bridge.server.url, method, BRIDGE + route, headers, random_body(rng))
         seen[status] = seen.get(status, 0) + 1
         assert status < 500, (method, route, headers, status, payload[:300], bridge.server.output()[-3000:])

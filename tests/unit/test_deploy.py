@@ -7,6 +7,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
+import pytest
 import yaml
 
 from aibridge.bridge.providers import PROVIDER_KINDS
@@ -132,3 +134,27 @@ def test_systemd_unit_uses_known_options_and_outlasts_the_grace() -> None:
     assert values["KillSignal"] == "SIGTERM" and values["KillMode"] == "mixed"
     assert int(values["TimeoutStopSec"]) > settings.shutdown_grace
     assert values["User"] != "root"
+
+
+# ---------------------------------------------------------------- against the Kubernetes schemas
+
+# The oldest Kubernetes release still supported upstream when this was written, and the newest the
+# validator ships (its schemas are in the package: nothing is fetched).
+KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
+
+
+def test_manifests_are_valid_kubernetes_objects() -> None:
+    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                for version in KUBERNETES_VERSIONS:
+                    kubernetes_validate.validate(doc, version, strict=True)      # unknown fields too
+
+
+def test_the_schema_check_catches_a_misspelled_field_and_a_wrong_type() -> None:
+    deployment = manifests()["Deployment"]
+    misspelled = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
+    wrong_type = {**deployment, "spec": {**deployment["spec"], "replicas": "two"}}
+    for bad in (misspelled, wrong_type):
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(bad, KUBERNETES_VERSIONS[-1], strict=True)

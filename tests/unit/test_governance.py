@@ -174,3 +174,20 @@ async def test_one_request_at_a_time_while_the_budget_is_not_used_up(engine: Asy
     assert await store.mark_notified(engine, user.id, "month", start, 100)
     assert not await store.mark_notified(engine, user.id, "month", start, 100)   # reported once
     assert not await store.mark_notified(engine, user.id, "month", start, 85)
+
+
+async def test_a_new_ledger_period_starts_from_the_recorded_spend(engine: AsyncEngine) -> None:
+    """A budget set mid-period counts what the user spent before it, as the spend export does."""
+    from aibridge.store.schema import interceptions
+
+    user = await user_store.create_user(engine, f"u{uuid.uuid4().hex[:8]}", "member")
+    start = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    async with engine.begin() as conn:
+        for when, cost in ((start - dt.timedelta(hours=1), 9.0), (start + dt.timedelta(days=2), 0.25),
+                           (start + dt.timedelta(days=3), 0.5), (start + dt.timedelta(days=4), None)):
+            await conn.execute(interceptions.insert().values(
+                id=uuid.uuid4(), initiator_id=user.id, provider="openai", provider_name="openai", model="m",
+                started_at=when, ended_at=when, cost_usd=cost))
+    ok, ledger = await store.reserve(engine, user.id, "month", start, 10_000, 1_000_000)
+    assert ok and ledger == store.Ledger(750_000, 10_000)                  # last month's $9 is not in it
+    assert await store.spent_usd(engine, user.id, start, dt.datetime(2027, 1, 1, tzinfo=dt.UTC)) == 0.75

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -166,9 +167,11 @@ def test_journal_reading_skips_only_torn_lines(tmp_path: Path) -> None:
     assert lines[1][:20] in journal.corrupt_path.read_bytes()
 
 
-async def test_a_long_outage_spills_memory_to_the_journal_and_recovers(tmp_path: Path) -> None:
+async def test_a_long_outage_spills_memory_to_the_journal_and_recovers(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
     """Past max_pending records in memory, the journal alone holds them; they are replayed from
-    disk, in order, once the database answers (here: once its tables exist)."""
+    disk, in order, once the database answers (here: once its tables exist) — and that is said once."""
+    caplog.set_level(logging.INFO, logger="aibridge.recorder")
     late = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'late.db'}")       # no tables yet: writes fail
     recorder = Recorder(late, tmp_path / "journal", linger=0, max_pending=10)
     await recorder.start()
@@ -200,3 +203,5 @@ async def test_a_long_outage_spills_memory_to_the_journal_and_recovers(tmp_path:
     await late.dispose()
     assert ended == 30
     assert recorder.journal.bytes_on_disk() == 0
+    replayed = [r.getMessage() for r in caplog.records if "replayed the journal" in r.getMessage()]
+    assert len(replayed) == 1, replayed

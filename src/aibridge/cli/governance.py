@@ -176,7 +176,7 @@ def models_rules(url: str, token: str) -> None:
 
 @click.command()
 @click.option("--group-by", default="user,model,day", show_default=True,
-              help="Comma-separated: user, model, day, provider, client.")
+              help="Comma-separated: user, model, day, provider, client (empty: one total).")
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
 @click.option("--since", help="RFC3339 timestamp.")
 @click.option("--until", help="RFC3339 timestamp.")

@@ -38,14 +38,17 @@ def server(**kwargs: Any) -> None:
     run(settings)
 
 
-def with_database(kwargs: dict[str, Any], work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+def with_database(kwargs: dict[str, Any], work: Callable[[AsyncEngine], Awaitable[T]],
+                  say_migrated: bool = False) -> T:
     """Run ``work`` against the configured database (migrated first), with clean errors."""
     settings = settings_from(kwargs, storage_only=True)
 
     async def main() -> T:
         engine = create_engine(settings.database_url)
         try:
-            await migrate(engine)
+            migrated = await migrate(engine)
+            if say_migrated:
+                click.echo(migrated)
             return await work(engine)
         finally:
             await engine.dispose()
@@ -68,8 +71,7 @@ def with_database(kwargs: dict[str, Any], work: Callable[[AsyncEngine], Awaitabl
 @storage_options
 def migrate_command(**kwargs: Any) -> None:
     """Apply database migrations (the server also does at start)."""
-    with_database(kwargs, lambda engine: asyncio.sleep(0))
-    click.echo("database is up to date")
+    with_database(kwargs, lambda engine: asyncio.sleep(0), say_migrated=True)
 
 
 @cli.group()
@@ -105,14 +107,14 @@ def users_create(username: str, role: str, email: str, full_name: str, **kwargs:
 
 
 @users.command("list")
+@click.option("--deleted", is_flag=True, help="Also list deleted users.")
 @storage_options
-def users_list(**kwargs: Any) -> None:
-    """List users."""
-    found = with_database(kwargs, store.list_users)
+def users_list(deleted: bool, **kwargs: Any) -> None:
+    """List users (deleted ones only with --deleted)."""
+    found = with_database(kwargs, lambda engine: store.list_users(engine, include_deleted=deleted))
     click.echo(f"{'USERNAME':<24} {'ROLE':<8} {'STATUS':<10} {'EMAIL':<32} ID")
     for user in found:
-        status = "suspended" if user.suspended else "active"
-        click.echo(f"{user.username:<24} {user.role:<8} {status:<10} {user.email:<32} {user.id}")
+        click.echo(f"{user.username:<24} {user.role:<8} {user.status:<10} {user.email:<32} {user.id}")
 
 
 def _set_suspended(username: str, suspended: bool, kwargs: dict[str, Any]) -> None:
@@ -144,7 +146,8 @@ def users_activate(username: str, **kwargs: Any) -> None:
 @click.argument("username")
 @storage_options
 def users_delete(username: str, **kwargs: Any) -> None:
-    """Delete a user and its tokens (only a user without recorded interceptions; else suspend it)."""
+    """Delete a user: its tokens are revoked, it cannot sign in, its username is free again; its
+    records stay attributed to it (shown as a deleted user's)."""
 
     async def work(engine: AsyncEngine) -> None:
         await store.delete_user(engine, (await store.get_user(engine, username)).id)

@@ -214,9 +214,11 @@ async def budget_status(governance: Governance, engine: AsyncEngine, username: s
     if budget is None:
         return None
     start = period_start(budget.period, dt.datetime.now(dt.UTC))
-    ledger = await store.ledger(engine, user_id, budget.period, start)
-    return {"limit_usd": budget.limit_usd, "spent_usd": round(ledger.spent / store.MICROS, 6),
-            "period": budget.period, "resets_at": iso(period_end(budget.period, start))}
+    end = period_end(budget.period, start)
+    # The records' spend, read as the spend export reads it: the ledger only holds what requests
+    # settled while a budget applied, so it can lag behind what the export shows.
+    spent = await store.spent_usd(engine, user_id, start, end)
+    return {"limit_usd": budget.limit_usd, "spent_usd": spent, "period": budget.period, "resets_at": iso(end)}
 
 
 class BudgetThresholdCollector:

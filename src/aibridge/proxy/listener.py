@@ -116,7 +116,7 @@ class ProxyServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
+    async def start(self, announce: bool = True) -> None:
         await self._runner.setup()
         host, port = self.listen.rsplit(":", 1)
         try:
@@ -128,8 +128,9 @@ class ProxyServer:
             await self._runner.cleanup()
             raise SystemExit(f"error: --aibridge-proxy-listen-addr: cannot listen on {self.listen}: "
                              f"{exc.strerror}") from None
-        log.info("AI Bridge Proxy listening on %s://%s (decrypting %s; CA %s)", "https" if self.tls else "http",
-                 self.listen, ", ".join(self.hosts.hosts), self.ca.cert_path)
+        say = log.info if announce else log.debug       # every worker listens; one of them says so
+        say("AI Bridge Proxy listening on %s://%s (decrypting %s; CA %s)", "https" if self.tls else "http",
+            self.listen, ", ".join(self.hosts.hosts), self.ca.cert_path)
 
     async def stop(self) -> None:
         """Stop accepting, let decrypted requests finish (within the grace), then end the tunnels

@@ -79,16 +79,17 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(CA_ROUTE, ca_cert)
 
 
-def attach(app: web.Application, settings: Settings, bridge: Bridge, registry: CollectorRegistry | None) -> None:
+def attach(app: web.Application, settings: Settings, bridge: Bridge, registry: CollectorRegistry | None,
+           announce: bool = True) -> None:
     """The listener's life: started after the server's own start-up hooks, drained on shutdown
-    before the bridge and the recorder close."""
+    before the bridge and the recorder close. Every worker listens; only ``announce`` says so."""
     proxy = build_proxy(settings, bridge, registry) if settings.aibridge_proxy_enabled else None
     app[PROXY] = proxy
     if proxy is None:
         return
 
     async def start(_app: web.Application) -> None:
-        await proxy.start()
+        await proxy.start(announce)
 
     async def stop(_app: web.Application) -> None:
         await proxy.stop()

@@ -365,16 +365,25 @@ class Recorder:
             log.error("recording: cannot keep the refused record: %s", err)
 
     async def _drain_journal(self) -> bool:
-        """Replay the journal's segments into the database, oldest first; True when all are in."""
-        while True:
-            self.flush()
-            self.journal.rotate()       # seal what has been journaled so far
-            for path in self.journal.sealed():
-                for chunk in self.journal.read(path, self._batch_size):
-                    if not await self._write(chunk):
-                        return False
-                self.journal.remove(path)
-                log.info("recording: replayed the journal segment %s into the database", path.name)
-            if not self._buffer.lines and not self.journal.segments():
-                self._spilled = False   # nothing was journaled meanwhile: memory takes over again
-                return True
+        """Replay the journal's segments into the database, oldest first; True when all are in.
+
+        Said once per catch-up, not per segment: while the database was away, each pass seals
+        what arrived meanwhile into a segment of its own."""
+        replayed: list[str] = []
+        try:
+            while True:
+                self.flush()
+                self.journal.rotate()       # seal what has been journaled so far
+                for path in self.journal.sealed():
+                    for chunk in self.journal.read(path, self._batch_size):
+                        if not await self._write(chunk):
+                            return False
+                    self.journal.remove(path)
+                    replayed.append(path.name)
+                if not self._buffer.lines and not self.journal.segments():
+                    self._spilled = False   # nothing was journaled meanwhile: memory takes over again
+                    return True
+        finally:
+            if replayed:
+                log.info("recording: replayed the journal segment%s %s into the database",
+                         "s" if len(replayed) > 1 else "", ", ".join(replayed))

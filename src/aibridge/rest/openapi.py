@@ -1,8 +1,11 @@
 """The REST API's OpenAPI 3.1 document, served at ``GET /api/v2/openapi.json`` (no token needed).
 
-It describes the routes of ``rest/`` (users, tokens, off-boarding, the export); the bridge routes
-follow the providers' own APIs and are not in it. A test runs schemathesis against a running
-server with this document: no server errors, every answer matches it.
+The paths are read from the application's route table when the document is first asked for, each
+described by its entry in ``OPERATIONS`` (the ``/api/v2/ai-gateway/…`` aliases share their
+``aibridge`` route's entry), so what is served is exactly what answers; a test checks that every
+REST route has an entry. The bridge routes follow the providers' own APIs and the web UI serves
+pages: neither is in it. A test runs schemathesis against a running server with this document: no
+server errors, every answer matches it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ INT: dict[str, Any] = {"type": "integer"}
 TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 UUID: dict[str, Any] = {"type": "string", "format": "uuid"}
 OBJECT: dict[str, Any] = {"type": "object"}
+NUMBER: dict[str, Any] = {"type": "number"}
+PERIOD: dict[str, Any] = {"enum": ["day", "week", "month"]}
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -40,8 +45,9 @@ CHILD = {"id": UUID, "interception_id": UUID}
 SCHEMAS: dict[str, Any] = {
     "Error": obj({"message": STR, "detail": STR}),
     "User": obj({"id": UUID, "username": STR, "email": STR, "name": STR,
-                 "role": {"enum": ["owner", "auditor", "member"]}, "status": {"enum": ["active", "suspended"]},
-                 "created_at": TIME, "updated_at": TIME}),
+                 "role": {"enum": ["owner", "auditor", "member"]},
+                 "status": {"enum": ["active", "suspended", "deleted"]},
+                 "created_at": TIME, "updated_at": TIME}, {"deleted_at": TIME}),
     "Users": obj({"users": array(ref("User")), "count": INT}),
     "NewUser": obj({"username": {"type": "string", "pattern": "^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$"}},
                    {"role": {"enum": ["owner", "auditor", "member"]}, "email": STR, "name": STR}),
@@ -52,7 +58,7 @@ SCHEMAS: dict[str, Any] = {
     "CreatedToken": obj({"key": STR, "id": STR, "expires_at": TIME}),
     "Token": obj({"id": STR, "user_id": UUID, "token_name": STR, "created_at": TIME, "expires_at": TIME,
                   "revoked": {"type": "boolean"}}),
-    "Initiator": obj({"id": UUID, "username": STR, "name": STR}),
+    "Initiator": obj({"id": UUID, "username": STR, "name": STR, "deleted": {"type": "boolean"}}),
     "TokenUsage": obj({**CHILD, "provider_response_id": STR, "input_tokens": INT, "output_tokens": INT,
                        "cache_read_input_tokens": INT, "cache_write_input_tokens": INT, "metadata": OBJECT,
                        "created_at": TIME}),
@@ -77,6 +83,24 @@ SCHEMAS: dict[str, Any] = {
     "Sessions": obj({"count": INT, "results": array(ref("Session"))}),
     "SessionDetail": obj({"sessions": array(ref("Session")), "interceptions": array(ref("Interception"))}),
     "BuildInfo": obj({"version": STR}),
+    "Health": obj({"status": STR}, {"recording": {"type": ["object", "null"]}, "database": STR}),
+    "Price": obj({"model": STR, "input": NUMBER, "output": NUMBER, "cache_read": NUMBER, "cache_write": NUMBER,
+                  "source": STR}),
+    "Prices": obj({"prices": array(ref("Price")), "count": INT}),
+    "NewPrice": obj({"input": NUMBER, "output": NUMBER}, {"cache_read": NUMBER, "cache_write": NUMBER}),
+    "Budget": obj({"scope": STR, "subject": STR, "period": PERIOD, "limit_usd": NUMBER, "source": STR}),
+    "Budgets": obj({"budgets": array(ref("Budget")), "count": INT}),
+    "NewBudget": obj({"period": PERIOD, "limit_usd": NUMBER}),
+    "ModelRules": obj({"allow": array(obj({"scope": STR, "subject": STR, "models": array(STR)})),
+                       "aliases": array(obj({"from": STR, "to": STR, "provider": STR}))}),
+    "NewModelRules": {"type": "object", "properties": {
+        "allow": array({"type": "object", "properties": {"user": STR, "role": STR,
+                                                         "models": {"type": ["array", "null"], "items": STR}}}),
+        "aliases": array({"type": "object", "properties": {"from": STR, "to": NULLABLE_STR, "provider": STR}})}},
+    "SpendRow": obj({"cost_usd": NUMBER, "requests": INT, "unpriced_requests": INT, "input_tokens": INT,
+                     "output_tokens": INT, "cache_read_input_tokens": INT, "cache_write_input_tokens": INT},
+                    {"user": STR, "model": STR, "day": STR, "provider": STR, "client": STR}),
+    "Spend": obj({"group_by": array(STR), "total_usd": NUMBER, "count": INT, "results": array(ref("SpendRow"))}),
 }
 
 
@@ -91,11 +115,16 @@ ERRORS = {str(code): {"description": text, **json_content(ref("Error"))} for cod
 
 
 def operation(summary: str, ok: int, schema: dict[str, Any] | None, *, body: dict[str, Any] | None = None,
-              params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+              params: list[dict[str, Any]] | None = None, content: dict[str, Any] | None = None,
+              public: bool = False, more: dict[str, Any] | None = None) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": summary}
     if schema is not None:
         answer.update(json_content(schema))
-    op: dict[str, Any] = {"summary": summary, "responses": {str(ok): answer, **ERRORS}}
+    if content is not None:
+        answer["content"] = {**answer.get("content", {}), **content}
+    op: dict[str, Any] = {"summary": summary, "responses": {str(ok): answer, **ERRORS, **(more or {})}}
+    if public:
+        op["security"] = []
     if body is not None:
         op["requestBody"] = {"required": False, **json_content(body)}
     if params:
@@ -115,54 +144,83 @@ USER = path_param("user", "'me', a username or a user id")
 Q = query_param("q", "space-separated key:value terms: initiator, provider, model, client, started_after, "
                      "started_before (RFC3339), session", STR)
 LIMIT = query_param("limit", "1-1000 (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000})
+MODEL = path_param("model", "a model name or glob")
+TARGET = path_param("target", "user:USERNAME or role:ROLE")
+TEXT = {"text/plain": {"schema": STR}}
+UNAVAILABLE = {"503": {"description": "the database does not answer", **json_content(ref("Health"))}}
+API = "/api/v2/aibridge"
 
-PATHS: dict[str, Any] = {
-    "/api/v2/buildinfo": {"get": operation("the server's version", 200, ref("BuildInfo"))},
-    "/api/v2/users": {
-        "get": operation("list users (owner, auditor)", 200, ref("Users")),
-        "post": operation("create a user (owner)", 201, ref("User"), body=ref("NewUser")),
-    },
-    "/api/v2/users/me": {"get": operation("the current user", 200, ref("User"))},
-    "/api/v2/users/{user}": {
-        "get": operation("a user (owner, auditor; anyone for themselves)", 200, ref("User"), params=[USER]),
-        "delete": operation("delete a user without recorded interceptions, and its tokens (owner)", 204, None,
-                            params=[USER]),
-    },
-    "/api/v2/users/{user}/status/{action}": {
-        "post": operation("suspend or activate a user (owner); a suspended user's tokens stop working", 200,
-                          ref("User"), params=[USER, path_param("action", "suspend or activate",
-                                                                {"enum": ["suspend", "activate"]})]),
-    },
-    "/api/v2/users/{user}/keys/tokens": {
-        "get": operation("a user's tokens", 200, array(ref("Token")), params=[USER]),
-        "post": operation("create a token; the response holds it, shown once (409: the user already "
-                          "holds --max-tokens-per-user live tokens)", 201, ref("CreatedToken"),
-                          body=ref("NewToken"), params=[USER]),
-    },
-    "/api/v2/users/{user}/keys/{id}": {
-        "delete": operation("revoke a token", 204, None, params=[USER, path_param("id", "the token's id")]),
-    },
-    "/api/v2/aibridge/interceptions": {
-        "get": operation("finished interceptions, newest first", 200, ref("Interceptions"), params=[
-            Q, LIMIT, query_param("after_id", "cursor: the last id of the previous page", UUID)]),
-    },
-    "/api/v2/aibridge/sessions": {
-        "get": operation("interceptions grouped by client session", 200, ref("Sessions"), params=[
-            Q, LIMIT, query_param("offset", "0-1000000000", {"type": "integer", "minimum": 0,
-                                                             "maximum": 1_000_000_000})]),
-    },
-    "/api/v2/aibridge/sessions/{id}": {
-        "get": operation("one session and its interceptions, oldest first", 200, ref("SessionDetail"),
-                         params=[path_param("id", "the client's session id"), Q]),
-    },
-    "/api/v2/aibridge/clients": {"get": operation("distinct clients seen", 200, array(STR))},
-    "/api/v2/aibridge/models": {"get": operation("distinct models seen", 200, array(STR))},
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("get", "/healthz"): operation("the process is up; how recording is doing", 200, ref("Health"), public=True),
+    ("get", "/readyz"): operation("the database answers (503 when not)", 200, ref("Health"), public=True,
+                                  more=UNAVAILABLE),
+    ("get", "/metrics"): operation("Prometheus metrics (owner, auditor; open on --prometheus-address)", 200,
+                                   None, content=TEXT),
+    ("get", PATH): operation("this document", 200, OBJECT, public=True),
+    ("get", "/api/v2/buildinfo"): operation("the server's version", 200, ref("BuildInfo")),
+    ("get", "/api/v2/users"): operation("list users (owner, auditor); deleted ones with include_deleted=true",
+                                        200, ref("Users"), params=[query_param(
+                                            "include_deleted", "true or false", {"enum": ["true", "false"]})]),
+    ("post", "/api/v2/users"): operation("create a user (owner)", 201, ref("User"), body=ref("NewUser")),
+    ("get", "/api/v2/users/me"): operation("the current user, with its budget", 200, ref("User")),
+    ("get", "/api/v2/users/{user}"): operation("a user (owner, auditor; anyone for themselves)", 200,
+                                               ref("User"), params=[USER]),
+    ("delete", "/api/v2/users/{user}"): operation(
+        "delete a user (owner): marked deleted, tokens revoked, records kept", 204, None, params=[USER]),
+    ("post", "/api/v2/users/{user}/status/{action}"): operation(
+        "suspend or activate a user (owner); a suspended user's tokens stop working", 200, ref("User"),
+        params=[USER, path_param("action", "suspend or activate", {"enum": ["suspend", "activate"]})]),
+    ("get", "/api/v2/users/{user}/keys/tokens"): operation("a user's tokens", 200, array(ref("Token")),
+                                                           params=[USER]),
+    ("post", "/api/v2/users/{user}/keys/tokens"): operation(
+        "create a token; the response holds it, shown once (409: the user already holds "
+        "--max-tokens-per-user live tokens)", 201, ref("CreatedToken"), body=ref("NewToken"),
+        params=[USER]),
+    ("delete", "/api/v2/users/{user}/keys/{id}"): operation(
+        "revoke a token", 204, None, params=[USER, path_param("id", "the token's id")]),
+    ("get", f"{API}/interceptions"): operation(
+        "finished interceptions, newest first", 200, ref("Interceptions"),
+        params=[Q, LIMIT, query_param("after_id", "cursor: the last id of the previous page", UUID)]),
+    ("get", f"{API}/sessions"): operation(
+        "interceptions grouped by client session", 200, ref("Sessions"),
+        params=[Q, LIMIT, query_param("offset", "0-1000000000", {"type": "integer", "minimum": 0,
+                                                                 "maximum": 1_000_000_000})]),
+    ("get", f"{API}/sessions/{{id}}"): operation(
+        "one session and its interceptions, oldest first", 200, ref("SessionDetail"),
+        params=[path_param("id", "the client's session id"), Q]),
+    ("get", f"{API}/clients"): operation("distinct clients seen", 200, array(STR)),
+    ("get", f"{API}/models"): operation("distinct models seen", 200, array(STR)),
+    ("get", f"{API}/prices"): operation("prices in force (owner, auditor)", 200, ref("Prices")),
+    ("put", f"{API}/prices/{{model}}"): operation("set a price, USD per million tokens (owner)", 200,
+                                                  ref("Price"), body=ref("NewPrice"), params=[MODEL]),
+    ("delete", f"{API}/prices/{{model}}"): operation("remove an owner's price (owner)", 204, None,
+                                                     params=[MODEL]),
+    ("get", f"{API}/budgets"): operation("budgets in force (owner, auditor)", 200, ref("Budgets")),
+    ("put", f"{API}/budgets/{{target}}"): operation("set a budget (owner)", 200, ref("Budget"),
+                                                    body=ref("NewBudget"), params=[TARGET]),
+    ("delete", f"{API}/budgets/{{target}}"): operation("remove a budget (owner)", 204, None, params=[TARGET]),
+    ("get", f"{API}/model-rules"): operation("allowed models and aliases (owner, auditor)", 200,
+                                             ref("ModelRules")),
+    ("put", f"{API}/model-rules"): operation("upsert allowed models and aliases (owner)", 200, ref("ModelRules"),
+                                             body=ref("NewModelRules")),
+    ("get", f"{API}/spend"): operation(
+        "cost and tokens of finished interceptions, grouped (members: their own)", 200, ref("Spend"),
+        content={"text/csv": {"schema": STR}}, params=[
+            query_param("group_by", "comma-separated: user, model, provider, client, day", STR),
+            query_param("format", "json or csv", {"enum": ["json", "csv"]}),
+            query_param("since", "RFC3339: interceptions started at or after", TIME),
+            query_param("until", "RFC3339: interceptions started before", TIME)]),
+    ("get", f"{API}/proxy/ca-cert.pem"): operation("the AI Bridge Proxy's CA certificate (PEM)", 200, None,
+                                                   content={"application/x-pem-file": {"schema": STR}},
+                                                   public=True),
 }
+ALIAS_PREFIX, PRIMARY_PREFIX = "/api/v2/ai-gateway/", "/api/v2/aibridge/"
 
-DOCUMENT: dict[str, Any] = {
+BASE: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "AI Bridge REST API", "version": __version__,
-             "description": "Users, tokens and the export of recorded interceptions (docs/api.md)."},
+             "description": "Users, tokens, governance, spend and the export of recorded interceptions "
+                            "(docs/api.md, docs/governance.md)."},
     "components": {
         "schemas": SCHEMAS,
         "securitySchemes": {
@@ -171,14 +229,33 @@ DOCUMENT: dict[str, Any] = {
         },
     },
     "security": [{"sessionToken": []}, {"bearer": []}],
-    "paths": PATHS,
 }
-_BODY = orjson.dumps(DOCUMENT)
 
 
-async def openapi(_request: web.Request) -> web.Response:
-    return web.Response(body=_BODY, content_type="application/json")
+def document_for(app: web.Application) -> dict[str, Any]:
+    """The document of the routes ``app`` registers that ``OPERATIONS`` describes."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.router.routes():
+        if route.resource is None or route.method == "HEAD":
+            continue
+        path = route.resource.canonical
+        primary = PRIMARY_PREFIX + path.removeprefix(ALIAS_PREFIX) if path.startswith(ALIAS_PREFIX) else path
+        described = OPERATIONS.get((route.method.lower(), primary))
+        if described is not None:
+            paths.setdefault(path, {})[route.method.lower()] = described
+    return {**BASE, "paths": paths}
+
+
+CACHE: web.AppKey[dict[str, bytes]] = web.AppKey("openapi_document")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    cache = request.app[CACHE]
+    if "body" not in cache:          # built once every route is registered (the aliases come last)
+        cache["body"] = orjson.dumps(document_for(request.app))
+    return web.Response(body=cache["body"], content_type="application/json")
 
 
 def add_routes(app: web.Application) -> None:
+    app[CACHE] = {}
     app.router.add_get(PATH, openapi)

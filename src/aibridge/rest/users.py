@@ -53,7 +53,10 @@ async def create_user(request: web.Request) -> web.Response:
 
 async def list_users(request: web.Request) -> web.Response:
     require(request, "owner", "auditor")
-    found = await store.list_users(request.app[ENGINE])
+    flag = request.query.get("include_deleted", "false")
+    if flag not in ("true", "false"):
+        raise APIError(400, f"invalid include_deleted {flag!r}", "use true or false")
+    found = await store.list_users(request.app[ENGINE], include_deleted=flag == "true")
     return json_response({"users": [u.to_json() for u in found], "count": len(found)})
 
 
@@ -140,11 +143,12 @@ async def set_status(request: web.Request) -> web.Response:
 
 
 async def delete_user(request: web.Request) -> web.Response:
+    """Marked deleted, its tokens revoked in the same transaction; its records stay attributed to it."""
     user = await _other_user(request)
     try:
         await store.delete_user(request.app[ENGINE], user.id)
-    except store.Conflict as exc:
-        raise APIError(409, f"cannot delete user {user.username!r}", str(exc)) from None
+    except store.NotFound as exc:        # deleted meanwhile by another request
+        raise APIError(404, str(exc)) from None
     await request.app[CHANGES].publish()
     return web.Response(status=204)
 

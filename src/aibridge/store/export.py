@@ -59,8 +59,13 @@ class UnknownCursor(Exception):
     pass
 
 
-_SELECT = sa.select(interceptions, users.c.username, users.c.name.label("initiator_name")).join(
-    users, users.c.id == interceptions.c.initiator_id)
+_SELECT = sa.select(interceptions, users.c.username, users.c.name.label("initiator_name"),
+                    users.c.deleted.label("initiator_deleted")).join(users, users.c.id == interceptions.c.initiator_id)
+
+
+def _initiator(user_id: uuid.UUID, username: str, name: str, deleted: bool) -> dict[str, Any]:
+    """Coder's minimal user, plus whether it has been deleted since (its records stay attributed)."""
+    return {"id": str(user_id), "username": username, "name": name, "deleted": bool(deleted)}
 
 
 async def list_interceptions(engine: AsyncEngine, filters: Filters, limit: int,
@@ -116,7 +121,7 @@ async def _with_children(conn: AsyncConnection, rows: Sequence[sa.Row[Any]]) -> 
 def _interception(row: Any) -> dict[str, Any]:
     return {
         "id": str(row.id),
-        "initiator": {"id": str(row.initiator_id), "username": row.username, "name": row.initiator_name},
+        "initiator": _initiator(row.initiator_id, row.username, row.initiator_name, row.initiator_deleted),
         "provider": row.provider,
         "provider_name": row.provider_name,
         "model": row.model,
@@ -175,7 +180,7 @@ async def list_sessions(engine: AsyncEngine, filters: Filters, limit: int,
                        sa.func.sum(token_usages.c.cache_write_input_tokens).label("cache_write"),
                        ).group_by(token_usages.c.interception_id).subquery()
     grouped = (sa.select(
-        c.client_session_id, c.initiator_id, users.c.username, users.c.name,
+        c.client_session_id, c.initiator_id, users.c.username, users.c.name, users.c.deleted,
         sa.func.min(c.client).label("client"),
         sa.func.min(c.started_at).label("started_at"), sa.func.max(c.ended_at).label("ended_at"),
         sa.func.count(c.id).label("interceptions"),
@@ -186,7 +191,7 @@ async def list_sessions(engine: AsyncEngine, filters: Filters, limit: int,
         .join(users, users.c.id == c.initiator_id)
         .outerjoin(tokens, tokens.c.interception_id == c.id)
         .where(*conditions)
-        .group_by(c.client_session_id, c.initiator_id, users.c.username, users.c.name))
+        .group_by(c.client_session_id, c.initiator_id, users.c.username, users.c.name, users.c.deleted))
     async with engine.connect() as conn:
         total = (await conn.execute(sa.select(sa.func.count()).select_from(grouped.subquery()))).scalar_one()
         rows = (await conn.execute(grouped.order_by(sa.desc("ended_at"), c.client_session_id)
@@ -210,7 +215,7 @@ async def _session_models(conn: AsyncConnection, session_ids: list[str]) -> dict
 def _session(row: Any, models: list[str]) -> dict[str, Any]:
     return {
         "id": row.client_session_id,
-        "initiator": {"id": str(row.initiator_id), "username": row.username, "name": row.name},
+        "initiator": _initiator(row.initiator_id, row.username, row.name, row.deleted),
         "client": row.client,
         "models": models,
         "started_at": iso(row.started_at),

@@ -19,7 +19,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aibridge.store.changes import GOVERNANCE, bump
-from aibridge.store.schema import budget_usage, budgets, interceptions, model_aliases, model_allow, prices, users
+from aibridge.store.schema import (
+    budget_usage,
+    budgets,
+    interceptions,
+    model_aliases,
+    model_allow,
+    prices,
+    token_usages,
+    users,
+)
 from aibridge.store.users import now
 
 MICROS = 1_000_000
@@ -126,10 +135,20 @@ def _row(user_id: uuid.UUID, period: str, start: dt.datetime) -> sa.ColumnElemen
     return sa.and_(c.user_id == user_id, c.period == period, c.period_start == start)
 
 
-async def _ensure_row(conn: AsyncConnection, user_id: uuid.UUID, period: str, start: dt.datetime) -> None:
+async def _ensure_row(conn: AsyncConnection, user_id: uuid.UUID, period: str, start: dt.datetime,
+                      seed: bool = False) -> None:
+    """The period's ledger row. ``seed``: a new row starts from what the records say the user spent
+    since the period began (a budget set mid-period counts the spend before it, as ``spend`` does)."""
     module = postgresql if conn.dialect.name == "postgresql" else sqlite
+    spent: sa.ColumnElement[Any] | int = 0
+    if seed:
+        c = interceptions.c
+        spent = (sa.select(sa.cast(sa.func.round(sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0) * MICROS),
+                                   sa.BigInteger))
+                 .where(c.initiator_id == user_id, c.started_at >= start, c.ended_at.is_not(None))
+                 .scalar_subquery())
     await conn.execute(module.insert(budget_usage).values(
-        user_id=user_id, period=period, period_start=start, spent_micros=0, reserved_micros=0, notified=0,
+        user_id=user_id, period=period, period_start=start, spent_micros=spent, reserved_micros=0, notified=0,
     ).on_conflict_do_nothing())
 
 
@@ -152,7 +171,7 @@ async def reserve(engine: AsyncEngine, user_id: uuid.UUID, period: str, start: d
                                         .where(_row(user_id, period, start)))).first()
             if found is not None:
                 return False, Ledger(found.spent_micros, found.reserved_micros)
-            await _ensure_row(conn, user_id, period, start)
+            await _ensure_row(conn, user_id, period, start, seed=True)
     return False, Ledger(0, 0)       # not reached: the row exists after the first round
 
 
@@ -188,9 +207,10 @@ async def ledger(engine: AsyncEngine, user_id: uuid.UUID, period: str, start: dt
     return Ledger(found.spent_micros, found.reserved_micros) if found else Ledger(0, 0)
 
 
-# ---------------------------------------------------------------- spend export
+# ---------------------------------------------------------------- spend and usage aggregates
 
 GROUPS = ("user", "model", "day", "provider", "client")
+TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
 
 
 def _day(conn: AsyncConnection) -> sa.ColumnElement[str]:
@@ -200,19 +220,36 @@ def _day(conn: AsyncConnection) -> sa.ColumnElement[str]:
     return sa.func.substr(started, 1, 10)        # stored as UTC text "YYYY-MM-DD HH:MM:SS"
 
 
+def _user_label() -> sa.ColumnElement[str]:
+    """The username; a deleted user's says so (its name may belong to a new user now)."""
+    return sa.case((users.c.deleted, users.c.username + " (deleted)"), else_=users.c.username)
+
+
+def _tokens_per_interception() -> sa.Subquery:
+    t = token_usages.c
+    return (sa.select(t.interception_id, *(sa.func.sum(t[k]).label(k) for k in TOKEN_COLUMNS))
+            .group_by(t.interception_id).subquery())
+
+
 async def spend(engine: AsyncEngine, group_by: Sequence[str], since: dt.datetime | None,
                 until: dt.datetime | None, restrict_to: uuid.UUID | None) -> list[dict[str, Any]]:
-    """Cost, request count and tokens of finished interceptions, grouped; biggest cost first."""
+    """Cost, request count and tokens of finished interceptions started in [since, until), grouped;
+    biggest cost first. The one place spend is computed: the spend export, the UI's Usage and Cost
+    tabs and ``users/me``'s budget all read it."""
     c = interceptions.c
+    tokens = _tokens_per_interception()
     async with engine.connect() as conn:
         columns: dict[str, sa.ColumnElement[Any]] = {
-            "user": users.c.username, "model": c.model, "day": _day(conn), "provider": c.provider_name,
+            "user": _user_label(), "model": c.model, "day": _day(conn), "provider": c.provider_name,
             "client": c.client}
         keys = [columns[g].label(g) for g in group_by]
+        sums = [sa.func.coalesce(sa.func.sum(tokens.c[k]), 0).label(k) for k in TOKEN_COLUMNS]
         query = (sa.select(*keys, sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0).label("cost_usd"),
                            sa.func.count(c.id).label("requests"),
-                           sa.func.count(c.id).filter(c.cost_usd.is_(None)).label("unpriced_requests"))
-                 .join(users, users.c.id == c.initiator_id).where(c.ended_at.is_not(None)))
+                           sa.func.count(c.id).filter(c.cost_usd.is_(None)).label("unpriced_requests"), *sums)
+                 .join(users, users.c.id == c.initiator_id)
+                 .outerjoin(tokens, tokens.c.interception_id == c.id)
+                 .where(c.ended_at.is_not(None)))
         if since is not None:
             query = query.where(c.started_at >= since)
         if until is not None:
@@ -223,4 +260,11 @@ async def spend(engine: AsyncEngine, group_by: Sequence[str], since: dt.datetime
             query = query.group_by(*keys).order_by(sa.desc("cost_usd"), *keys)
         rows = (await conn.execute(query)).all()
     return [{**{g: getattr(r, g) for g in group_by}, "cost_usd": round(float(r.cost_usd), 6),
-             "requests": int(r.requests), "unpriced_requests": int(r.unpriced_requests)} for r in rows]
+             "requests": int(r.requests), "unpriced_requests": int(r.unpriced_requests),
+             **{k: int(getattr(r, k)) for k in TOKEN_COLUMNS}} for r in rows]
+
+
+async def spent_usd(engine: AsyncEngine, user_id: uuid.UUID, since: dt.datetime, until: dt.datetime) -> float:
+    """What one user spent in [since, until): the ``spend`` export's total for it, nothing else."""
+    (row,) = await spend(engine, [], since, until, user_id)
+    return float(row["cost_usd"])

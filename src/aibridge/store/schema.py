@@ -61,13 +61,20 @@ def _metadata() -> sa.Column[Any]:
 users = sa.Table(
     "users", metadata,
     _id(),
-    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("username", sa.String(64), nullable=False),
     sa.Column("email", sa.String(320), nullable=False, server_default=""),
     sa.Column("name", sa.String(128), nullable=False, server_default=""),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("suspended", sa.Boolean(), nullable=False, server_default=sa.false()),
     _created_at(),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # Deleted as Coder does: the row stays (its records name it), the username is free again.
+    sa.Column("deleted", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("deleted_at", UTCDateTime(), nullable=True),
+    # One living user per username (create_user also refuses one that differs only in case; the
+    # index stays exact, as the constraint it replaces was, so older databases migrate as they are).
+    sa.Index("idx_users_username_active", "username", unique=True,
+             sqlite_where=sa.text("deleted = 0"), postgresql_where=sa.text("deleted = false")),
 )
 
 api_keys = sa.Table(

@@ -46,11 +46,19 @@ class User:
     suspended: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    deleted_at: dt.datetime | None = None
+
+    @property
+    def status(self) -> str:
+        return "deleted" if self.deleted_at else "suspended" if self.suspended else "active"
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": str(self.id), "username": self.username, "email": self.email, "name": self.name,
-                "role": self.role, "status": "suspended" if self.suspended else "active",
-                "created_at": iso(self.created_at), "updated_at": iso(self.updated_at)}
+        found = {"id": str(self.id), "username": self.username, "email": self.email, "name": self.name,
+                 "role": self.role, "status": self.status,
+                 "created_at": iso(self.created_at), "updated_at": iso(self.updated_at)}
+        if self.deleted_at is not None:
+            found["deleted_at"] = iso(self.deleted_at)
+        return found
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,10 @@ def now() -> dt.datetime:
 
 def _user(row: Any) -> User:
     return User(row.id, row.username, row.email, row.name, row.role, row.suspended, row.created_at,
-                row.updated_at)
+                row.updated_at, row.deleted_at if row.deleted else None)
+
+
+LIVING = users.c.deleted == sa.false()
 
 
 def _key(row: Any) -> ApiKey:
@@ -94,7 +105,7 @@ async def create_user(engine: AsyncEngine, username: str, role: str, email: str 
         async with engine.begin() as conn:
             # 'Alice' next to 'alice' would make /users/{name} and the export's initiator ambiguous.
             taken = (await conn.execute(sa.select(users.c.username).where(
-                sa.func.lower(users.c.username) == username.lower()))).first()
+                sa.func.lower(users.c.username) == username.lower(), LIVING))).first()
             if taken is not None:
                 spelled = "" if taken.username == username else f" (as {taken.username!r})"
                 raise Conflict(f"user {username!r} already exists{spelled}")
@@ -106,14 +117,15 @@ async def create_user(engine: AsyncEngine, username: str, role: str, email: str 
     return user
 
 
-async def list_users(engine: AsyncEngine) -> list[User]:
+async def list_users(engine: AsyncEngine, include_deleted: bool = False) -> list[User]:
+    query = users.select().order_by(users.c.username, users.c.created_at)
     async with engine.connect() as conn:
-        rows = await conn.execute(users.select().order_by(users.c.username))
+        rows = await conn.execute(query if include_deleted else query.where(LIVING))
         return [_user(r) for r in rows]
 
 
 async def count_users(engine: AsyncEngine, role: str | None = None) -> int:
-    query = sa.select(sa.func.count()).select_from(users)
+    query = sa.select(sa.func.count()).select_from(users).where(LIVING)
     if role is not None:
         query = query.where(users.c.role == role, users.c.suspended == sa.false())
     async with engine.connect() as conn:
@@ -121,12 +133,12 @@ async def count_users(engine: AsyncEngine, role: str | None = None) -> int:
 
 
 async def get_user(engine: AsyncEngine, ref: str) -> User:
-    """A user by username or id."""
+    """A living user by username or id (a deleted user is no longer found)."""
     condition = users.c.username == ref
     with contextlib.suppress(ValueError):
         condition = sa.or_(condition, users.c.id == uuid.UUID(ref))
     async with engine.connect() as conn:
-        row = (await conn.execute(users.select().where(condition))).first()
+        row = (await conn.execute(users.select().where(condition, LIVING))).first()
     if row is None:
         raise NotFound(f"user {ref!r} not found")
     return _user(row)
@@ -139,16 +151,20 @@ async def set_suspended(engine: AsyncEngine, user_id: uuid.UUID, suspended: bool
         await bump(conn, AUTH)
 
 
-async def delete_user(engine: AsyncEngine, user_id: uuid.UUID) -> None:
-    """Delete a user and its tokens; refused (Conflict) while recorded interceptions name it."""
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(api_keys.delete().where(api_keys.c.user_id == user_id))
-            await conn.execute(users.delete().where(users.c.id == user_id))
-            await bump(conn, AUTH)
-    except IntegrityError:
-        raise Conflict("the user has recorded interceptions, which are kept for audit: suspend it instead "
-                       "(its tokens stop working and its records stay attributed)") from None
+async def delete_user(engine: AsyncEngine, user_id: uuid.UUID) -> list[str]:
+    """Mark a user deleted and revoke its tokens, in one transaction (as Coder does: its records stay
+    attributed to it, it cannot sign in, its username is free again). The revoked token ids."""
+    stamp = now()
+    async with engine.begin() as conn:
+        marked = await conn.execute(users.update().where(users.c.id == user_id, LIVING)
+                                    .values(deleted=True, deleted_at=stamp, updated_at=stamp))
+        if marked.rowcount == 0:
+            raise NotFound(f"user {user_id} not found")
+        revoked = await conn.execute(api_keys.update().where(api_keys.c.user_id == user_id,
+                                                             api_keys.c.revoked_at.is_(None))
+                                     .values(revoked_at=stamp).returning(api_keys.c.id))
+        await bump(conn, AUTH)
+        return [r.id for r in revoked]
 
 
 async def create_api_key(engine: AsyncEngine, user_id: uuid.UUID, lifetime: dt.timedelta,

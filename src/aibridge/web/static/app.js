@@ -95,7 +95,8 @@ function prettyJson(value) {
 
 function userLabel(initiator) {
   if (!initiator) return "—";
-  return initiator.username || initiator.id;
+  const name = initiator.username || initiator.id;
+  return initiator.deleted ? `${name} (deleted)` : name;
 }
 
 // ---------------------------------------------------------------- records
@@ -636,67 +637,44 @@ function sessionDetail(id, body) {
 
 // ---------------------------------------------------------------- usage
 
+const USAGE_GROUPS = [["user", "#usage-users"], ["model", "#usage-models"], ["client", "#usage-clients"]];
+
+/** Tokens per user, model and client, aggregated by the server over the whole period (the spend API). */
 function loadUsage() {
   const form = $("#usage-form");
   const days = Number(form.elements.period.value);
-  const limit = form.elements.limit.value;
-  const q = days ? `started_after:${new Date(Date.now() - days * 86400000).toISOString()}` : "";
-  return loadLatest(state.usage, $("#usage-view"), () => api("/aibridge/interceptions", { q, limit }),
-    (body) => renderUsage(body, form.elements.period.selectedOptions[0].textContent));
+  const since = days ? new Date(Date.now() - days * 86400000).toISOString() : "";
+  return loadLatest(state.usage, $("#usage-view"),
+    async () => Promise.all(USAGE_GROUPS.map(([group]) => api("/aibridge/spend", { group_by: group, since }))),
+    (groups) => renderUsage(groups, form.elements.period.selectedOptions[0].textContent));
 }
 
-/** Sums tokens per key (user, model, client) over the interceptions; biggest total first. */
-function aggregate(results, keyOf, labelOf) {
-  const groups = new Map();
-  for (const rec of results) {
-    const key = keyOf(rec);
-    let g = groups.get(key);
-    if (!g) {
-      g = { label: labelOf(rec), requests: 0, input: 0, output: 0, cache: 0, total: 0 };
-      groups.set(key, g);
-    }
-    const t = tokenTotals(rec);
-    g.requests += 1;
-    g.input += t.input_tokens;
-    g.output += t.output_tokens;
-    g.cache += t.cache_read_input_tokens + t.cache_write_input_tokens;
-    g.total = g.input + g.output + g.cache;
-  }
-  return [...groups.values()].sort((a, b) => b.total - a.total || b.requests - a.requests);
+/** Bar rows from spend rows: biggest token total first. */
+function usageBars(results, group) {
+  return results.map((r) => {
+    const cache = r.cache_read_input_tokens + r.cache_write_input_tokens;
+    return { label: String(r[group] || "(unknown)"), requests: r.requests, input: r.input_tokens,
+      output: r.output_tokens, cache, total: r.input_tokens + r.output_tokens + cache };
+  }).sort((a, b) => b.total - a.total || b.requests - a.requests);
 }
 
-function renderUsage(body, periodLabel) {
-  const results = body.results;
-  const partial = results.length < body.count ? " (raise the limit or shorten the period for the full picture)" : "";
+function renderUsage(groups, periodLabel) {
+  const [byUser] = groups;
   const scope = state.me.role === "member" ? " Members see their own usage only." : "";
-  $("#usage-note").textContent =
-    `Computed in your browser from the latest ${fmtNum(results.length)} of ${fmtNum(body.count)} ` +
-    `interceptions in the ${periodLabel}${partial}.${scope}`;
-
-  const totals = tokenTotalsOf(results);
+  $("#usage-note").textContent = `Every finished interception in the ${periodLabel}, added up by the server.${scope}`;
+  const sum = (key) => byUser.results.reduce((n, r) => n + r[key], 0);
   $("#usage-stats").replaceChildren(
-    stat("Interceptions", results.length),
-    stat("Users", new Set(results.map((r) => r.initiator && r.initiator.id)).size),
-    stat("Input tokens", totals.input_tokens),
-    stat("Output tokens", totals.output_tokens),
-    stat("Cache read", totals.cache_read_input_tokens),
-    stat("Cache write", totals.cache_write_input_tokens),
-    stat("Tool calls", results.reduce((n, r) => n + (r.tool_usages || []).length, 0)),
-    stat("Failed", results.filter((r) => outcomeOf(r) !== "ok").length),
+    stat("Interceptions", sum("requests")),
+    stat("Users", byUser.results.length),
+    ...TOKEN_FIELDS.map((key) => stat(TOKEN_LABELS[key], sum(key))),
+    el("div", { class: "stat" }, el("div", { class: "stat-value" }, fmtUsd(byUser.total_usd)),
+      el("div", { class: "stat-label" }, "Cost")),
   );
-  renderBars($("#usage-users"), aggregate(results, (r) => r.initiator && r.initiator.id, (r) => userLabel(r.initiator)));
-  renderBars($("#usage-models"), aggregate(results, (r) => `${r.provider}\u0000${r.model}`, (r) => r.model));
-  renderBars($("#usage-clients"), aggregate(results, (r) => r.client || "", (r) => r.client || "(unknown)"));
+  USAGE_GROUPS.forEach(([group, selector], i) => renderBars($(selector), usageBars(groups[i].results, group)));
 }
 
-function tokenTotalsOf(results) {
-  const totals = Object.fromEntries(TOKEN_FIELDS.map((k) => [k, 0]));
-  for (const rec of results) {
-    const t = tokenTotals(rec);
-    for (const key of TOKEN_FIELDS) totals[key] += t[key];
-  }
-  return totals;
-}
+const TOKEN_LABELS = { input_tokens: "Input tokens", output_tokens: "Output tokens",
+  cache_read_input_tokens: "Cache read", cache_write_input_tokens: "Cache write" };
 
 function stat(label, value) {
   return el("div", { class: "stat" }, el("div", { class: "stat-value" }, fmtNum(value)), el("div", { class: "stat-label" }, label));

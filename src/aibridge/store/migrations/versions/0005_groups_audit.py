@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0005_groups_audit'
-down_revision = '0004_turns'
+down_revision = '0004_apidata'
 branch_labels = None
 depends_on = None
 
