@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from aibridge.store.changes import AUTH, bump
 from aibridge.store.schema import api_keys, users
 from aibridge.store.tokens import hash_secret, new_token
+from aibridge.store.tx import Db, begin, connect
 
 
 class Conflict(Exception):
@@ -87,11 +88,11 @@ def _key(row: Any) -> ApiKey:
                   row.revoked_at)
 
 
-async def create_user(engine: AsyncEngine, username: str, role: str, email: str = "", name: str = "") -> User:
+async def create_user(engine: Db, username: str, role: str, email: str = "", name: str = "") -> User:
     stamp = now()
     user = User(uuid.uuid4(), username, email, name, role, False, stamp, stamp)
     try:
-        async with engine.begin() as conn:
+        async with begin(engine) as conn:
             # 'Alice' next to 'alice' would make /users/{name} and the export's initiator ambiguous.
             taken = (await conn.execute(sa.select(users.c.username).where(
                 sa.func.lower(users.c.username) == username.lower()))).first()
@@ -120,29 +121,29 @@ async def count_users(engine: AsyncEngine, role: str | None = None) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
-async def get_user(engine: AsyncEngine, ref: str) -> User:
+async def get_user(engine: Db, ref: str) -> User:
     """A user by username or id."""
     condition = users.c.username == ref
     with contextlib.suppress(ValueError):
         condition = sa.or_(condition, users.c.id == uuid.UUID(ref))
-    async with engine.connect() as conn:
+    async with connect(engine) as conn:
         row = (await conn.execute(users.select().where(condition))).first()
     if row is None:
         raise NotFound(f"user {ref!r} not found")
     return _user(row)
 
 
-async def set_suspended(engine: AsyncEngine, user_id: uuid.UUID, suspended: bool) -> None:
-    async with engine.begin() as conn:
+async def set_suspended(engine: Db, user_id: uuid.UUID, suspended: bool) -> None:
+    async with begin(engine) as conn:
         await conn.execute(users.update().where(users.c.id == user_id)
                            .values(suspended=suspended, updated_at=now()))
         await bump(conn, AUTH)
 
 
-async def delete_user(engine: AsyncEngine, user_id: uuid.UUID) -> None:
+async def delete_user(engine: Db, user_id: uuid.UUID) -> None:
     """Delete a user and its tokens; refused (Conflict) while recorded interceptions name it."""
     try:
-        async with engine.begin() as conn:
+        async with begin(engine) as conn:
             await conn.execute(api_keys.delete().where(api_keys.c.user_id == user_id))
             await conn.execute(users.delete().where(users.c.id == user_id))
             await bump(conn, AUTH)
@@ -151,7 +152,7 @@ async def delete_user(engine: AsyncEngine, user_id: uuid.UUID) -> None:
                        "(its tokens stop working and its records stay attributed)") from None
 
 
-async def create_api_key(engine: AsyncEngine, user_id: uuid.UUID, lifetime: dt.timedelta,
+async def create_api_key(engine: Db, user_id: uuid.UUID, lifetime: dt.timedelta,
                          name: str = "", max_live: int = 0) -> tuple[ApiKey, str]:
     """Create a key; returns it and the full token (shown once, never stored). ``max_live`` > 0:
     refused (TooManyTokens) when the user already holds that many live tokens."""
@@ -160,7 +161,7 @@ async def create_api_key(engine: AsyncEngine, user_id: uuid.UUID, lifetime: dt.t
     key = ApiKey(token_id, user_id, name or f"token-{token_id}", hash_secret(secret), stamp,
                  stamp + lifetime, None)
     try:
-        async with engine.begin() as conn:
+        async with begin(engine) as conn:
             if max_live > 0:
                 await _check_live_tokens(conn, user_id, max_live, stamp)
             await conn.execute(api_keys.insert().values(
@@ -205,11 +206,11 @@ async def get_api_key(engine: AsyncEngine, token_id: str) -> tuple[ApiKey, User]
     return _key(row), user
 
 
-async def revoke_api_key(engine: AsyncEngine, token_id: str, user_id: uuid.UUID | None = None) -> None:
+async def revoke_api_key(engine: Db, token_id: str, user_id: uuid.UUID | None = None) -> None:
     condition = api_keys.c.id == token_id
     if user_id is not None:
         condition = sa.and_(condition, api_keys.c.user_id == user_id)
-    async with engine.begin() as conn:
+    async with begin(engine) as conn:
         result = await conn.execute(api_keys.update().where(condition).values(revoked_at=now()))
         if result.rowcount:
             await bump(conn, AUTH)
