@@ -12,7 +12,7 @@ from aibridge.identity.validation import parse_lifetime, validate_email, validat
 from aibridge.rest.common import APIError, actor, audited, json_body, json_response, require, string_field
 from aibridge.server_keys import CHANGES, ENGINE, GOVERNANCE, SETTINGS
 from aibridge.store import users as store
-from aibridge.store.audit import diff
+from aibridge.store.audit import diff, token_diff, user_fields
 from aibridge.store.users import User
 
 DEFAULT_LIFETIME = dt.timedelta(days=30)
@@ -30,12 +30,6 @@ async def _target(request: web.Request) -> User:
         return await store.get_user(request.app[ENGINE], ref)
     except store.NotFound as exc:
         raise APIError(404, str(exc)) from None
-
-
-def audit_fields(user: User) -> dict[str, str]:
-    """What the audit diff shows of a user."""
-    return {"username": user.username, "email": user.email, "name": user.name, "role": user.role,
-            "status": "suspended" if user.suspended else "active"}
 
 
 async def create_user(request: web.Request) -> web.Response:
@@ -57,7 +51,7 @@ async def create_user(request: web.Request) -> web.Response:
             user = await store.create_user(change.conn, username, role, email, string_field(body, "name"))
         except store.Conflict as exc:
             raise APIError(409, str(exc)) from None
-        change.resource_id, change.diff = str(user.id), diff(None, audit_fields(user))
+        change.resource_id, change.diff = str(user.id), diff(None, user_fields(user))
     return json_response(user.to_json(), 201)
 
 
@@ -114,13 +108,6 @@ async def create_token(request: web.Request) -> web.Response:
     return json_response({"key": token, "id": key.id, "expires_at": key.to_json()["expires_at"]}, 201)
 
 
-def token_diff(key: store.ApiKey, token: str) -> dict[str, dict[str, object]]:
-    """A new token's audit diff: its secret only as ``secret: true``."""
-    shown = key.to_json()
-    return diff(None, {"token_name": key.name, "user_id": shown["user_id"], "expires_at": shown["expires_at"],
-                       "key": token}, secrets=["key"])
-
-
 async def list_tokens(request: web.Request) -> web.Response:
     user = await _target(request)
     keys = await store.list_api_keys(request.app[ENGINE], user.id)
@@ -162,7 +149,7 @@ async def set_status(request: web.Request) -> web.Response:
         user = await _other_user(request)
         change.resource_id, change.resource_target = str(user.id), user.username
         await store.set_suspended(change.conn, user.id, action == "suspend")
-        change.diff = diff({"status": audit_fields(user)["status"]},
+        change.diff = diff({"status": user_fields(user)["status"]},
                            {"status": "suspended" if action == "suspend" else "active"})
     await request.app[CHANGES].publish()
     return json_response((await store.get_user(request.app[ENGINE], str(user.id))).to_json())
@@ -176,7 +163,7 @@ async def delete_user(request: web.Request) -> web.Response:
             await store.delete_user(change.conn, user.id)
         except store.Conflict as exc:
             raise APIError(409, f"cannot delete user {user.username!r}", str(exc)) from None
-        change.diff = diff(audit_fields(user), None)
+        change.diff = diff(user_fields(user), None)
     await request.app[CHANGES].publish()
     return web.Response(status=204)
 

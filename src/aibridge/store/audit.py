@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aibridge.store.schema import audit_logs
 from aibridge.store.tx import Db, connect
-from aibridge.store.users import iso, now
+from aibridge.store.users import ApiKey, User, iso, now
 
 ACTIONS = ("create", "write", "delete", "login", "logout", "register")
 
@@ -62,6 +62,19 @@ def diff(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None,
         else:
             changed[key] = {"old": before, "new": after, "secret": False}
     return changed
+
+
+def user_fields(user: User) -> dict[str, str]:
+    """What a diff shows of a user."""
+    return {"username": user.username, "email": user.email, "name": user.name, "role": user.role,
+            "status": "suspended" if user.suspended else "active"}
+
+
+def token_diff(key: ApiKey, token: str) -> dict[str, dict[str, Any]]:
+    """A new token's diff: its secret only as ``secret: true``, without a value."""
+    shown = key.to_json()
+    return diff(None, {"token_name": key.name, "user_id": shown["user_id"], "expires_at": shown["expires_at"],
+                       "key": token}, secrets=["key"])
 
 
 async def record(conn: AsyncConnection, actor: Actor, entry: Entry, at: dt.datetime | None = None) -> uuid.UUID:

@@ -236,4 +236,5 @@ async def stored(conn: AsyncConnection, kind: str, **keys: str) -> dict[str, Any
     """A rule's stored row (without its timestamp), read in the change's transaction; None if unset."""
     table = RULE_TABLES[kind]
     row = (await conn.execute(table.select().where(*(table.c[k] == v for k, v in keys.items())))).first()
-    return None if row is None else {k: v for k, v in row._mapping.items() if k not in ("updated_at", *keys)}
+    # str(): the keys are SQLAlchemy quoted_name objects, which orjson refuses as dict keys
+    return None if row is None else {str(k): v for k, v in row._asdict().items() if k not in ("updated_at", *keys)}
