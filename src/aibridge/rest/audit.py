@@ -51,6 +51,8 @@ def parse_query(q: str) -> Filters:
                            f"use key:value with a key among {', '.join(QUERY_KEYS)}")
         if key not in QUERY_KEYS:
             raise APIError(400, f"unknown query key {key!r}", f"valid keys: {', '.join(QUERY_KEYS)}")
+        if "\x00" in value:
+            raise APIError(400, f"invalid {key}: a NUL character")
         if key == "action" and value not in audit.ACTIONS:
             raise APIError(400, f"invalid action {value!r}", f"use one of {', '.join(audit.ACTIONS)}")
         found[key] = parse_date(key, value, key == "date_to") if key.startswith("date_") else value

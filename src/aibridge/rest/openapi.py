@@ -77,6 +77,14 @@ SCHEMAS: dict[str, Any] = {
     "Sessions": obj({"count": INT, "results": array(ref("Session"))}),
     "SessionDetail": obj({"sessions": array(ref("Session")), "interceptions": array(ref("Interception"))}),
     "BuildInfo": obj({"version": STR}),
+    "AuditLog": obj({"id": UUID, "request_id": STR, "time": TIME, "ip": STR, "user_agent": STR,
+                     "user": {"oneOf": [{"type": "null"}, obj({"id": NULLABLE_STR, "username": STR})]},
+                     "action": {"enum": ["create", "write", "delete", "login", "logout", "register"]},
+                     "resource_type": STR, "resource_id": STR, "resource_target": STR,
+                     "diff": {"type": "object", "additionalProperties": obj(
+                         {"old": {}, "new": {}, "secret": {"type": "boolean"}})},
+                     "status_code": INT, "additional_fields": OBJECT, "description": STR}),
+    "AuditLogs": obj({"audit_logs": array(ref("AuditLog")), "count": INT}),
 }
 
 
@@ -109,6 +117,12 @@ def path_param(name: str, description: str, schema: dict[str, Any] | None = None
 
 def query_param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+def _csv_too(op: dict[str, Any]) -> dict[str, Any]:
+    """The 200 answer may also be CSV (``format=csv``)."""
+    op["responses"]["200"]["content"]["text/csv"] = {"schema": STR}
+    return op
 
 
 USER = path_param("user", "'me', a username or a user id")
@@ -155,6 +169,14 @@ PATHS: dict[str, Any] = {
         "get": operation("one session and its interceptions, oldest first", 200, ref("SessionDetail"),
                          params=[path_param("id", "the client's session id"), Q]),
     },
+    "/api/v2/audit": {"get": _csv_too(operation(
+        "the audit log, newest first (owner, auditor): every change, allowed or refused, and every sign-in",
+        200, ref("AuditLogs"), params=[
+            query_param("q", "space-separated key:value terms: action, resource_type, username, "
+                             "resource_target, date_from, date_to (YYYY-MM-DD or RFC3339)", STR),
+            LIMIT, query_param("offset", "0-1000000000", {"type": "integer", "minimum": 0,
+                                                          "maximum": 1_000_000_000}),
+            query_param("format", "json (default) or csv", {"enum": ["json", "csv"]})]))},
     "/api/v2/aibridge/clients": {"get": operation("distinct clients seen", 200, array(STR))},
     "/api/v2/aibridge/models": {"get": operation("distinct models seen", 200, array(STR))},
 }
