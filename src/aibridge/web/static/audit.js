@@ -30,7 +30,7 @@ function auditRow(row) {
     el("td", {}, row.resource_type),
     el("td", { class: "mono", title: row.resource_id || undefined }, row.resource_target || row.resource_id),
     el("td", {}, el("span", { class: `badge ${row.status_code < 400 ? "ok" : "bad"}` }, String(row.status_code))),
-    el("td", {}, el("pre", { class: "text small" }, auditDiff(row.diff))),
+    el("td", {}, auditDiff(row.diff) ? el("pre", { class: "text small" }, auditDiff(row.diff)) : el("span", { class: "muted" }, "—")),
     el("td", { class: "mono small", title: row.request_id }, row.ip));
 }
 
