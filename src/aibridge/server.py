@@ -44,11 +44,12 @@ from aibridge.recording.retention import RetentionTask
 from aibridge.redaction.addon import RedactionAddon
 from aibridge.resilience.breaker import CircuitBreakerAddon
 from aibridge.resilience.limits import LimitsAddon, RedisCounter
+from aibridge.rest import audit as audit_api
 from aibridge.rest import governance as governance_api
 from aibridge.rest import interceptions as interceptions_api
 from aibridge.rest import openapi as openapi_api
 from aibridge.rest import users as users_api
-from aibridge.rest.common import APIError, json_response
+from aibridge.rest.common import APIError, json_response, request_id_middleware
 from aibridge.server_keys import AUTHENTICATOR, CHANGES, ENGINE, GOVERNANCE, SETTINGS
 from aibridge.store import users as user_store
 from aibridge.store.changes import Changes
@@ -187,7 +188,7 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
     journal = worker.journal_dir(settings.data_dir) if worker else settings.data_dir / "journal"
     addons.append(RecordingAddon(Recorder(engine, journal), Replica(engine)))
     if leader:
-        addons.append(RetentionTask(engine, settings.aibridge_retention))
+        addons.append(RetentionTask(engine, settings.aibridge_retention, settings.audit_logs_retention))
         if worker is not None:
             log.info("worker %d runs the retention purge", worker.slot)
     if metrics is not None:
@@ -200,7 +201,8 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
 
 
 def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = None) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[request_id_middleware, errors_middleware, auth_middleware],
+                          client_max_size=64 * 1024 * 1024)
     # One listener per server (the leader worker); every worker shares the generations (DESIGN §2.6).
     changes = Changes(engine, worker.generations if worker else None, listen=worker is None or worker.leader)
     authenticator = Authenticator(engine, changes.generations)
@@ -229,6 +231,7 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
     users_api.add_routes(app)
     interceptions_api.add_routes(app)
     governance_api.add_routes(app)
+    audit_api.add_routes(app)
     openapi_api.add_routes(app)
     web_ui.add_routes(app)
     proxy_service.add_routes(app)

@@ -12,9 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge import __version__
 from aibridge.cli import env, governance, interceptions, proxy
+from aibridge.cli.audit import audit, cli_change
 from aibridge.cli.options import fail, server_options, settings_from, storage_options
 from aibridge.identity.roles import ROLES
 from aibridge.store import users as store
+from aibridge.store.audit import diff, token_diff, user_fields
 from aibridge.store.db import DatabaseUnavailable, create_engine, database_label, migrate, unavailable_message
 
 T = TypeVar("T")
@@ -96,7 +98,9 @@ def users_create(username: str, role: str, email: str, full_name: str, **kwargs:
         fail(str(exc))
 
     async def work(engine: AsyncEngine) -> tuple[store.User, int]:
-        user = await store.create_user(engine, username, role, email, full_name)
+        async with cli_change(engine, "create", "user", resource_target=username) as change:
+            user = await store.create_user(change.conn, username, role, email, full_name)
+            change.resource_id, change.diff = str(user.id), diff(None, user_fields(user))
         return user, await store.count_users(engine, role="owner")
 
     user, owners = with_database(kwargs, work)
@@ -119,7 +123,12 @@ def users_list(deleted: bool, **kwargs: Any) -> None:
 
 def _set_suspended(username: str, suspended: bool, kwargs: dict[str, Any]) -> None:
     async def work(engine: AsyncEngine) -> None:
-        await store.set_suspended(engine, (await store.get_user(engine, username)).id, suspended)
+        async with cli_change(engine, "write", "user", resource_target=username) as change:
+            user = await store.get_user(change.conn, username)
+            change.resource_id, change.description = str(user.id), f"{'suspend' if suspended else 'activate'} user"
+            await store.set_suspended(change.conn, user.id, suspended)
+            change.diff = diff({"status": user_fields(user)["status"]},
+                               {"status": "suspended" if suspended else "active"})
 
     with_database(kwargs, work)
     click.echo(f"{'suspended' if suspended else 'activated'} user {username}"
@@ -150,7 +159,11 @@ def users_delete(username: str, **kwargs: Any) -> None:
     records stay attributed to it (shown as a deleted user's)."""
 
     async def work(engine: AsyncEngine) -> None:
-        await store.delete_user(engine, (await store.get_user(engine, username)).id)
+        async with cli_change(engine, "delete", "user", resource_target=username) as change:
+            user = await store.get_user(change.conn, username)
+            change.resource_id = str(user.id)
+            await store.delete_user(change.conn, user.id)
+            change.diff = diff(user_fields(user), None)
 
     with_database(kwargs, work)
     click.echo(f"deleted user {username}")
@@ -178,9 +191,13 @@ def tokens_create(username: str, lifetime: str, token_name: str, **kwargs: Any) 
     cap = settings_from(dict(kwargs), storage_only=True).max_tokens_per_user
 
     async def work(engine: AsyncEngine) -> str:
-        user = await store.get_user(engine, username)
         try:
-            _, token = await store.create_api_key(engine, user.id, duration, token_name, cap)
+            async with cli_change(engine, "create", "api_key") as change:
+                user = await store.get_user(change.conn, username)
+                change.additional_fields["user"] = user.username
+                key, token = await store.create_api_key(change.conn, user.id, duration, token_name, cap)
+                change.resource_id, change.resource_target = key.id, key.name
+                change.diff = token_diff(key, token)
         except store.TooManyTokens as exc:
             fail(f"cannot create a token for {username!r}: {exc}; revoke one first "
                  f"(`aibridge tokens list {username}`, then `aibridge tokens revoke ID`)")
@@ -209,14 +226,22 @@ def tokens_list(username: str, **kwargs: Any) -> None:
 @storage_options
 def tokens_revoke(token_id: str, **kwargs: Any) -> None:
     """Revoke a token by its id (the part before the dash). Running servers refuse it within a second."""
-    with_database(kwargs, lambda engine: store.revoke_api_key(engine, token_id.split("-", 1)[0]))
-    click.echo(f"revoked token {token_id.split('-', 1)[0]}")
+    key_id = token_id.split("-", 1)[0]      # never the secret, even when given the whole token
+
+    async def work(engine: AsyncEngine) -> None:
+        async with cli_change(engine, "delete", "api_key", resource_id=key_id, resource_target=key_id) as change:
+            await store.revoke_api_key(change.conn, key_id)
+            change.diff = diff({"revoked": False}, {"revoked": True})
+
+    with_database(kwargs, work)
+    click.echo(f"revoked token {key_id}")
 
 
 cli.add_command(interceptions.interceptions)
 for command in (governance.prices, governance.budgets, governance.models, governance.spend):
     cli.add_command(command)
 cli.add_command(env.env)
+cli.add_command(audit)
 cli.add_command(proxy.proxy)
 
 

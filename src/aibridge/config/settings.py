@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, get_type_hints
 
+from aibridge.config.audit import AUDIT_OPTIONS, AuditSettings
 from aibridge.config.bridge import REQUEST_OPTIONS, BridgeSettings
 from aibridge.config.governance import GOVERNANCE_OPTIONS, RETENTION_OPTIONS, GovernanceSettings
 from aibridge.config.mcp import MCP_OPTIONS, McpServerConfig, McpSettings
@@ -31,6 +32,7 @@ OPTIONS: tuple[Option, ...] = (
     *SERVER_OPTIONS,
     *PROVIDER_OPTIONS,
     *RETENTION_OPTIONS,
+    *AUDIT_OPTIONS,
     *LIMIT_OPTIONS,
     *GOVERNANCE_OPTIONS,
     *STRUCTURED_LOG_OPTIONS,
@@ -51,7 +53,7 @@ STORAGE_OPTIONS = tuple(opt for opt in OPTIONS if opt.storage)
 
 @dataclass(frozen=True)
 class Settings(ServerSettings, ProviderSettings, GovernanceSettings, ResilienceSettings, BridgeSettings,
-               ObservabilitySettings, McpSettings, ProxySettings):
+               ObservabilitySettings, McpSettings, ProxySettings, AuditSettings):
     """Every option's typed value (the fields come from each area's class), and what is derived from them."""
 
     providers: tuple[ProviderConfig, ...] = field(default=())

@@ -1,7 +1,8 @@
 """Retention: interceptions older than ``--aibridge-retention`` are deleted with all their records.
 
 A purge runs at start and every 10 minutes (the SQL is in ``store/retention.py``: batched, and
-one replica at a time on PostgreSQL). Retention 0 keeps everything.
+one replica at a time on PostgreSQL). Retention 0 keeps everything. The same task purges audit log
+rows older than ``--audit-logs-retention`` (``store/audit.purge``, batched too).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.bridge.flow import Addon
 from aibridge.bridge.scrape import METRIC_PREFIX, Collector
+from aibridge.store import audit
 from aibridge.store.retention import PurgeResult, purge_detailed
 
 log = logging.getLogger("aibridge.retention")
@@ -26,17 +28,19 @@ PURGE_INTERVAL = 600.0
 class RetentionTask(Addon):
     """Runs ``purge`` now and then every ``interval`` seconds, from server start to stop."""
 
-    def __init__(self, engine: AsyncEngine, retention_seconds: float, *, interval: float = PURGE_INTERVAL) -> None:
+    def __init__(self, engine: AsyncEngine, retention_seconds: float, audit_seconds: float = 0.0, *,
+                 interval: float = PURGE_INTERVAL) -> None:
         self.engine = engine
         self.retention_seconds = retention_seconds
+        self.audit_seconds = audit_seconds
         self.interval = interval
         self.purged_total = 0        # interceptions this process deleted (read by the metrics)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self.retention_seconds > 0:
+        if self.retention_seconds > 0 or self.audit_seconds > 0:
             self._task = asyncio.create_task(self._run(), name="retention")
-        else:
+        if self.retention_seconds <= 0:
             log.info("retention is 0: interception records are kept forever")
 
     async def close(self) -> None:
@@ -51,8 +55,22 @@ class RetentionTask(Addon):
 
     async def _run(self) -> None:
         while True:
-            await self.run_once()
+            if self.retention_seconds > 0:
+                await self.run_once()
+            await self.purge_audit()
             await asyncio.sleep(self.interval)
+
+    async def purge_audit(self) -> int:
+        """Audit rows older than their retention; a failure is logged and retried next round."""
+        try:
+            deleted = await audit.purge(self.engine, self.audit_seconds)
+        except Exception as exc:
+            log.warning("audit log purge failed (will retry in %ss): %s", int(self.interval),
+                        str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            return 0
+        if deleted:
+            log.info("retention purge deleted %d audit log rows older than %s", deleted, _days(self.audit_seconds))
+        return deleted
 
     async def run_once(self) -> PurgeResult | None:
         try:

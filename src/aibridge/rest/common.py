@@ -1,7 +1,10 @@
-"""Shared pieces of the REST API: JSON in and out, errors, the acting user."""
+"""Shared pieces of the REST API: JSON in and out, errors, the acting user, audited changes."""
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -9,7 +12,9 @@ from aiohttp import web
 
 from aibridge.httpserver import BodyError, read_body
 from aibridge.identity.roles import Actor
-from aibridge.server_keys import SETTINGS
+from aibridge.server_keys import ENGINE, SETTINGS
+from aibridge.store import audit
+from aibridge.store.audit import Change
 
 
 class APIError(web.HTTPException):
@@ -61,3 +66,58 @@ def string_field(body: dict[str, Any], name: str, default: str = "") -> str:
     if not isinstance(value, str):
         raise APIError(400, f"field {name!r} must be a string")
     return value.strip()
+
+
+# ---------------------------------------------------------------- request ids and audited changes
+
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_KEY = "request_id"
+
+
+def request_id(request: web.Request) -> str:
+    """The request's id: the caller's ``X-Request-Id`` (kept when sane) or one made here."""
+    found = request.get(REQUEST_ID_KEY)
+    if not found:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        found = given if 0 < len(given) <= 64 and given.isprintable() else str(uuid.uuid4())
+        request[REQUEST_ID_KEY] = found
+    return str(found)
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every REST answer carries its request id (also the audit row's ``request_id``); the bridge
+    routes (the hot path) are left alone."""
+    if "provider" in request.match_info:
+        return await handler(request)  # type: ignore[no-any-return]
+    rid = request_id(request)
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[REQUEST_ID_HEADER] = rid
+        raise
+    if not response.prepared:
+        response.headers[REQUEST_ID_HEADER] = rid
+    return response
+
+
+def audit_actor(request: web.Request) -> audit.Actor:
+    """Who makes this request, from where (for the audit log)."""
+    current = request.get("actor")
+    return audit.Actor(user_id=current.id if current else None, username=current.username if current else "",
+                       ip=request.remote or "", user_agent=request.headers.get("User-Agent", ""),
+                       request_id=request_id(request))
+
+
+@contextlib.asynccontextmanager
+async def audited(request: web.Request, action: str, resource_type: str, *, resource_id: str = "",
+                  resource_target: str = "") -> AsyncIterator[Change]:
+    """Run a change and its audit row in one transaction. Do the role check, the validation and every
+    write inside the block, writing through ``change.conn`` (store functions take it in place of
+    the engine); fill in ``change.resource_id``/``resource_target``/``diff`` as they are known,
+    and ``change.status_code`` when the answer is not 201 (create), 204 (delete) or 200. An
+    ``APIError`` raised in the block rolls the change back and writes only its row, with its status.
+    Publish cache changes (``CHANGES.publish()``) after the block: the commit happens at its end."""
+    async with audit.change(request.app[ENGINE], audit_actor(request), action, resource_type,
+                            resource_id=resource_id, resource_target=resource_target) as change:
+        yield change

@@ -11,11 +11,12 @@ from aiohttp import web
 from aibridge.governance.prices import PRICE_FIELDS, parse_price
 from aibridge.governance.rules import SCOPES, check_budget, check_patterns
 from aibridge.identity.roles import ROLES
-from aibridge.rest.common import APIError, actor, json_body, json_response, require
+from aibridge.rest.common import APIError, actor, audited, json_body, json_response, require
 from aibridge.rest.interceptions import parse_time
 from aibridge.server_keys import CHANGES, ENGINE, GOVERNANCE
 from aibridge.store import governance as store
 from aibridge.store import users as user_store
+from aibridge.store.audit import Change, diff
 
 READERS = ("owner", "auditor")
 
@@ -38,22 +39,28 @@ def _model(request: web.Request) -> str:
 
 
 async def put_price(request: web.Request) -> web.Response:
-    require(request, "owner")
-    model = _model(request)
-    try:
-        price = parse_price(await json_body(request), f"price of {model}")
-    except ValueError as exc:
-        raise APIError(400, str(exc), f"fields: {', '.join(PRICE_FIELDS)} (USD per million tokens)") from None
-    await store.set_price(request.app[ENGINE], model, price.as_tuple())
+    async with audited(request, "write", "price", resource_target=request.match_info["model"][:256]) as change:
+        require(request, "owner")
+        model = _model(request)
+        try:
+            price = parse_price(await json_body(request), f"price of {model}")
+        except ValueError as exc:
+            raise APIError(400, str(exc), f"fields: {', '.join(PRICE_FIELDS)} (USD per million tokens)") from None
+        old = await store.stored(change.conn, "price", model=model)
+        await store.set_price(change.conn, model, price.as_tuple())
+        change.diff = diff(old, await store.stored(change.conn, "price", model=model))
     await request.app[CHANGES].publish()
     return json_response({"model": model, **price.to_json(), "source": "owner"})
 
 
 async def delete_price(request: web.Request) -> web.Response:
-    require(request, "owner")
-    model = _model(request)
-    if not await store.delete_price(request.app[ENGINE], model):
-        raise APIError(404, f"no price set by an owner for {model!r}")
+    async with audited(request, "delete", "price", resource_target=request.match_info["model"][:256]) as change:
+        require(request, "owner")
+        model = _model(request)
+        old = await store.stored(change.conn, "price", model=model)
+        if not await store.delete_price(change.conn, model):
+            raise APIError(404, f"no price set by an owner for {model!r}")
+        change.diff = diff(old, None)
     await request.app[CHANGES].publish()
     return web.Response(status=204)
 
@@ -83,24 +90,32 @@ async def _subject(request: web.Request, ref: str) -> tuple[str, str]:
 
 
 async def put_budget(request: web.Request) -> web.Response:
-    require(request, "owner")
-    scope, subject = await _subject(request, request.match_info["target"])
-    body = await json_body(request)
-    try:
-        period, limit = check_budget(body.get("period"), body.get("limit_usd"), "budget")
-    except ValueError as exc:
-        raise APIError(400, str(exc)) from None
-    await store.set_budget(request.app[ENGINE], scope, subject, period, limit)
+    async with audited(request, "write", "budget", resource_target=request.match_info["target"][:256]) as change:
+        require(request, "owner")
+        scope, subject = await _subject(request, request.match_info["target"])
+        change.resource_target = f"{scope}:{subject}"
+        body = await json_body(request)
+        try:
+            period, limit = check_budget(body.get("period"), body.get("limit_usd"), "budget")
+        except ValueError as exc:
+            raise APIError(400, str(exc)) from None
+        old = await store.stored(change.conn, "budget", scope=scope, subject=subject)
+        await store.set_budget(change.conn, scope, subject, period, limit)
+        change.diff = diff(old, {"period": period, "limit_usd": limit})
     await request.app[CHANGES].publish()
     return json_response({"scope": scope, "subject": subject, "period": period, "limit_usd": limit,
                           "source": "owner"})
 
 
 async def delete_budget(request: web.Request) -> web.Response:
-    require(request, "owner")
-    scope, subject = await _subject(request, request.match_info["target"])
-    if not await store.delete_budget(request.app[ENGINE], scope, subject):
-        raise APIError(404, f"no budget set by an owner for {scope}:{subject}")
+    async with audited(request, "delete", "budget", resource_target=request.match_info["target"][:256]) as change:
+        require(request, "owner")
+        scope, subject = await _subject(request, request.match_info["target"])
+        change.resource_target = f"{scope}:{subject}"
+        old = await store.stored(change.conn, "budget", scope=scope, subject=subject)
+        if not await store.delete_budget(change.conn, scope, subject):
+            raise APIError(404, f"no budget set by an owner for {scope}:{subject}")
+        change.diff = diff(old, None)
     await request.app[CHANGES].publish()
     return web.Response(status=204)
 
@@ -115,39 +130,56 @@ async def get_model_rules(request: web.Request) -> web.Response:
 async def put_model_rules(request: web.Request) -> web.Response:
     """Upserts the listed entries. ``allow``: ``{user|role, models}`` (``models: null`` removes the
     rule: every model); ``aliases``: ``{from, to, provider}`` (``to: null`` removes the alias)."""
-    require(request, "owner")
-    body = await json_body(request)
-    allow, aliases = body.get("allow") or [], body.get("aliases") or []
-    if not isinstance(allow, list) or not isinstance(aliases, list) or \
-            not all(isinstance(e, dict) for e in [*allow, *aliases]):
-        raise APIError(400, "allow and aliases must be lists of objects")
-    checked_allow = []
-    for i, entry in enumerate(allow):
-        scopes = [s for s in SCOPES if entry.get(s)]
-        if len(scopes) != 1 or not isinstance(entry[scopes[0]], str):
-            raise APIError(400, f"allow[{i}]: name exactly one of user or role")
-        scope, subject = await _subject(request, f"{scopes[0]}:{entry[scopes[0]]}")
-        models = entry.get("models")
-        try:
-            patterns = None if models is None else check_patterns(models, f"allow[{i}]")
-        except ValueError as exc:
-            raise APIError(400, str(exc)) from None
-        checked_allow.append((scope, subject, patterns))
-    checked_aliases = []
-    for i, entry in enumerate(aliases):
-        source, target, provider = entry.get("from"), entry.get("to"), entry.get("provider") or ""
-        if not isinstance(source, str) or not source.strip() or not isinstance(provider, str) or \
-                not (target is None or (isinstance(target, str) and target.strip())):
-            raise APIError(400, f"aliases[{i}]: from and to are model names (to: null removes it), "
-                                "provider a provider name")
-        checked_aliases.append((source.strip(), provider.strip(), target.strip() if target else None))
-    engine = request.app[ENGINE]
-    for scope, subject, patterns in checked_allow:
-        await store.set_allowed(engine, scope, subject, patterns)
-    for source, provider, target in checked_aliases:
-        await store.set_alias(engine, source, provider, target)
+    async with audited(request, "write", "model_rule") as change:
+        require(request, "owner")
+        body = await json_body(request)
+        allow, aliases = body.get("allow") or [], body.get("aliases") or []
+        if not isinstance(allow, list) or not isinstance(aliases, list) or \
+                not all(isinstance(e, dict) for e in [*allow, *aliases]):
+            raise APIError(400, "allow and aliases must be lists of objects")
+        checked_allow = []
+        for i, entry in enumerate(allow):
+            scopes = [s for s in SCOPES if entry.get(s)]
+            if len(scopes) != 1 or not isinstance(entry[scopes[0]], str):
+                raise APIError(400, f"allow[{i}]: name exactly one of user or role")
+            scope, subject = await _subject(request, f"{scopes[0]}:{entry[scopes[0]]}")
+            models = entry.get("models")
+            try:
+                patterns = None if models is None else check_patterns(models, f"allow[{i}]")
+            except ValueError as exc:
+                raise APIError(400, str(exc)) from None
+            checked_allow.append((scope, subject, patterns))
+        checked_aliases = []
+        for i, entry in enumerate(aliases):
+            source, target, provider = entry.get("from"), entry.get("to"), entry.get("provider") or ""
+            if not isinstance(source, str) or not source.strip() or not isinstance(provider, str) or \
+                    not (target is None or (isinstance(target, str) and target.strip())):
+                raise APIError(400, f"aliases[{i}]: from and to are model names (to: null removes it), "
+                                    "provider a provider name")
+            checked_aliases.append((source.strip(), provider.strip(), target.strip() if target else None))
+        await _apply_model_rules(change, checked_allow, checked_aliases)
     await request.app[CHANGES].publish()
     return json_response((await request.app[GOVERNANCE].rules()).to_model_rules_json())
+
+
+async def _apply_model_rules(change: Change, allow: list[tuple[str, str, list[str] | None]],
+                             aliases: list[tuple[str, str, str | None]]) -> None:
+    """Write the checked entries; the diff has one field per entry (``allow user:bob``,
+    ``alias claude@anthropic``)."""
+    old: dict[str, Any] = {}
+    new: dict[str, Any] = {}
+    for scope, subject, patterns in allow:
+        key = f"allow {scope}:{subject}"
+        found = await store.stored(change.conn, "allow", scope=scope, subject=subject)
+        old[key], new[key] = (list(found["patterns"]) if found else None), patterns
+        await store.set_allowed(change.conn, scope, subject, patterns)
+    for source, provider, target in aliases:
+        key = f"alias {source}@{provider}" if provider else f"alias {source}"
+        found = await store.stored(change.conn, "alias", from_model=source, provider=provider)
+        old[key], new[key] = (found["to_model"] if found else None), target
+        await store.set_alias(change.conn, source, provider, target)
+    change.diff = diff(old, new)
+    change.resource_target = ", ".join(key.split(" ", 1)[1] for key in new)[:256]
 
 
 # ---------------------------------------------------------------- spend

@@ -101,6 +101,14 @@ SCHEMAS: dict[str, Any] = {
                      "output_tokens": INT, "cache_read_input_tokens": INT, "cache_write_input_tokens": INT},
                     {"user": STR, "model": STR, "day": STR, "provider": STR, "client": STR}),
     "Spend": obj({"group_by": array(STR), "total_usd": NUMBER, "count": INT, "results": array(ref("SpendRow"))}),
+    "AuditLog": obj({"id": UUID, "request_id": STR, "time": TIME, "ip": STR, "user_agent": STR,
+                     "user": {"oneOf": [{"type": "null"}, obj({"id": NULLABLE_STR, "username": STR})]},
+                     "action": {"enum": ["create", "write", "delete", "login", "logout", "register"]},
+                     "resource_type": STR, "resource_id": STR, "resource_target": STR,
+                     "diff": {"type": "object", "additionalProperties": obj(
+                         {"old": {}, "new": {}, "secret": {"type": "boolean"}})},
+                     "status_code": INT, "additional_fields": OBJECT, "description": STR}),
+    "AuditLogs": obj({"audit_logs": array(ref("AuditLog")), "count": INT}),
 }
 
 
@@ -138,6 +146,7 @@ def path_param(name: str, description: str, schema: dict[str, Any] | None = None
 
 def query_param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
 
 
 USER = path_param("user", "'me', a username or a user id")
@@ -210,6 +219,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             query_param("format", "json or csv", {"enum": ["json", "csv"]}),
             query_param("since", "RFC3339: interceptions started at or after", TIME),
             query_param("until", "RFC3339: interceptions started before", TIME)]),
+    ("get", "/api/v2/audit"): operation(
+        "the audit log, newest first (owner, auditor): every change, allowed or refused, and every sign-in",
+        200, ref("AuditLogs"), content={"text/csv": {"schema": STR}}, params=[
+            query_param("q", "space-separated key:value terms: action, resource_type, username, "
+                             "resource_target, date_from, date_to (YYYY-MM-DD or RFC3339)", STR),
+            LIMIT, query_param("offset", "0-1000000000", {"type": "integer", "minimum": 0,
+                                                          "maximum": 1_000_000_000}),
+            query_param("format", "json (default) or csv", {"enum": ["json", "csv"]})]),
     ("get", f"{API}/proxy/ca-cert.pem"): operation("the AI Bridge Proxy's CA certificate (PEM)", 200, None,
                                                    content={"application/x-pem-file": {"schema": STR}},
                                                    public=True),

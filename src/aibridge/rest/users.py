@@ -9,9 +9,10 @@ from aiohttp import web
 from aibridge.governance.addons import budget_status
 from aibridge.identity.roles import ROLES
 from aibridge.identity.validation import parse_lifetime, validate_email, validate_username
-from aibridge.rest.common import APIError, actor, json_body, json_response, require, string_field
+from aibridge.rest.common import APIError, actor, audited, json_body, json_response, require, string_field
 from aibridge.server_keys import CHANGES, ENGINE, GOVERNANCE, SETTINGS
 from aibridge.store import users as store
+from aibridge.store.audit import diff, token_diff, user_fields
 from aibridge.store.users import User
 
 DEFAULT_LIFETIME = dt.timedelta(days=30)
@@ -32,22 +33,25 @@ async def _target(request: web.Request) -> User:
 
 
 async def create_user(request: web.Request) -> web.Response:
-    require(request, "owner")
-    body = await json_body(request)
-    username = string_field(body, "username")
-    role = string_field(body, "role", "member")
-    email = string_field(body, "email")
-    try:
-        validate_username(username)
-        validate_email(email)
-    except ValueError as exc:
-        raise APIError(400, str(exc)) from None
-    if role not in ROLES:
-        raise APIError(400, f"invalid role {role!r}", f"use one of {', '.join(ROLES)}")
-    try:
-        user = await store.create_user(request.app[ENGINE], username, role, email, string_field(body, "name"))
-    except store.Conflict as exc:
-        raise APIError(409, str(exc)) from None
+    async with audited(request, "create", "user") as change:
+        require(request, "owner")
+        body = await json_body(request)
+        username = string_field(body, "username")
+        change.resource_target = username
+        role = string_field(body, "role", "member")
+        email = string_field(body, "email")
+        try:
+            validate_username(username)
+            validate_email(email)
+        except ValueError as exc:
+            raise APIError(400, str(exc)) from None
+        if role not in ROLES:
+            raise APIError(400, f"invalid role {role!r}", f"use one of {', '.join(ROLES)}")
+        try:
+            user = await store.create_user(change.conn, username, role, email, string_field(body, "name"))
+        except store.Conflict as exc:
+            raise APIError(409, str(exc)) from None
+        change.resource_id, change.diff = str(user.id), diff(None, user_fields(user))
     return json_response(user.to_json(), 201)
 
 
@@ -82,24 +86,28 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 async def create_token(request: web.Request) -> web.Response:
-    user = await _target(request)
-    body = await json_body(request)
-    lifetime_raw = body.get("lifetime")
-    if isinstance(lifetime_raw, int | float) and not isinstance(lifetime_raw, bool):
-        lifetime_raw = f"{lifetime_raw}s"          # a number is seconds
-    if lifetime_raw is not None and not isinstance(lifetime_raw, str):
-        raise APIError(400, "invalid lifetime: use a duration such as 720h or 90d")
-    try:
-        lifetime = parse_lifetime(lifetime_raw) if lifetime_raw else DEFAULT_LIFETIME
-    except ValueError as exc:
-        raise APIError(400, f"invalid lifetime: {exc}") from None
-    try:
-        key, token = await store.create_api_key(request.app[ENGINE], user.id, lifetime,
-                                                string_field(body, "token_name"),
-                                                request.app[SETTINGS].max_tokens_per_user)
-    except store.TooManyTokens as exc:
-        raise APIError(409, f"cannot create a token for user {user.username!r}: {exc}",
-                       exc.HINT.replace("{user}", user.username)) from None
+    async with audited(request, "create", "api_key") as change:
+        user = await _target(request)
+        change.additional_fields = {"user": user.username}
+        body = await json_body(request)
+        lifetime_raw = body.get("lifetime")
+        if isinstance(lifetime_raw, int | float) and not isinstance(lifetime_raw, bool):
+            lifetime_raw = f"{lifetime_raw}s"          # a number is seconds
+        if lifetime_raw is not None and not isinstance(lifetime_raw, str):
+            raise APIError(400, "invalid lifetime: use a duration such as 720h or 90d")
+        try:
+            lifetime = parse_lifetime(lifetime_raw) if lifetime_raw else DEFAULT_LIFETIME
+        except ValueError as exc:
+            raise APIError(400, f"invalid lifetime: {exc}") from None
+        try:
+            key, token = await store.create_api_key(change.conn, user.id, lifetime,
+                                                    string_field(body, "token_name"),
+                                                    request.app[SETTINGS].max_tokens_per_user)
+        except store.TooManyTokens as exc:
+            raise APIError(409, f"cannot create a token for user {user.username!r}: {exc}",
+                           exc.HINT.replace("{user}", user.username)) from None
+        change.resource_id, change.resource_target = key.id, key.name
+        change.diff = token_diff(key, token)
     return json_response({"key": token, "id": key.id, "expires_at": key.to_json()["expires_at"]}, 201)
 
 
@@ -110,12 +118,15 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 
 async def delete_token(request: web.Request) -> web.Response:
-    user = await _target(request)
     token_id = request.match_info["id"]
-    try:
-        await store.revoke_api_key(request.app[ENGINE], token_id, user.id)
-    except store.NotFound as exc:
-        raise APIError(404, str(exc)) from None
+    async with audited(request, "delete", "api_key", resource_id=token_id, resource_target=token_id) as change:
+        user = await _target(request)
+        change.additional_fields = {"user": user.username}
+        try:
+            await store.revoke_api_key(change.conn, token_id, user.id)
+        except store.NotFound as exc:
+            raise APIError(404, str(exc)) from None
+        change.diff = diff({"revoked": False}, {"revoked": True})
     await request.app[CHANGES].publish()
     return web.Response(status=204)
 
@@ -136,19 +147,27 @@ async def _other_user(request: web.Request) -> User:
 async def set_status(request: web.Request) -> web.Response:
     """Its tokens stop (or start again) working on every worker before this answers (DESIGN §2.6)."""
     action = request.match_info["action"]
-    user = await _other_user(request)
-    await store.set_suspended(request.app[ENGINE], user.id, action == "suspend")
+    async with audited(request, "write", "user", resource_target=request.match_info["user"]) as change:
+        change.description = f"{action} user"
+        user = await _other_user(request)
+        change.resource_id, change.resource_target = str(user.id), user.username
+        await store.set_suspended(change.conn, user.id, action == "suspend")
+        change.diff = diff({"status": user_fields(user)["status"]},
+                           {"status": "suspended" if action == "suspend" else "active"})
     await request.app[CHANGES].publish()
     return json_response((await store.get_user(request.app[ENGINE], str(user.id))).to_json())
 
 
 async def delete_user(request: web.Request) -> web.Response:
     """Marked deleted, its tokens revoked in the same transaction; its records stay attributed to it."""
-    user = await _other_user(request)
-    try:
-        await store.delete_user(request.app[ENGINE], user.id)
-    except store.NotFound as exc:        # deleted meanwhile by another request
-        raise APIError(404, str(exc)) from None
+    async with audited(request, "delete", "user", resource_target=request.match_info["user"]) as change:
+        user = await _other_user(request)
+        change.resource_id, change.resource_target = str(user.id), user.username
+        try:
+            await store.delete_user(change.conn, user.id)
+        except store.NotFound as exc:        # deleted meanwhile by another request
+            raise APIError(404, str(exc)) from None
+        change.diff = diff(user_fields(user), None)
     await request.app[CHANGES].publish()
     return web.Response(status=204)
 

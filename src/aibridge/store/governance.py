@@ -29,6 +29,7 @@ from aibridge.store.schema import (
     token_usages,
     users,
 )
+from aibridge.store.tx import Db, begin
 from aibridge.store.users import now
 
 MICROS = 1_000_000
@@ -68,38 +69,38 @@ async def load_rules(engine: AsyncEngine) -> StoredRules:
         aliases={(r.from_model, r.provider): r.to_model for r in alias_rows})
 
 
-async def set_price(engine: AsyncEngine, model: str, values: tuple[float, float, float, float]) -> None:
+async def set_price(engine: Db, model: str, values: tuple[float, float, float, float]) -> None:
     row = dict(zip(("input", "output", "cache_read", "cache_write"), values, strict=True))
-    async with engine.begin() as conn:
+    async with begin(engine) as conn:
         await conn.execute(_upsert(conn, prices, {"model": model, **row, "updated_at": now()}, ["model"]))
         await bump(conn, GOVERNANCE)
 
 
-async def delete_price(engine: AsyncEngine, model: str) -> bool:
-    async with engine.begin() as conn:
+async def delete_price(engine: Db, model: str) -> bool:
+    async with begin(engine) as conn:
         deleted = (await conn.execute(prices.delete().where(prices.c.model == model))).rowcount > 0
         await bump(conn, GOVERNANCE)
         return deleted
 
 
-async def set_budget(engine: AsyncEngine, scope: str, subject: str, period: str, limit_usd: float) -> None:
-    async with engine.begin() as conn:
+async def set_budget(engine: Db, scope: str, subject: str, period: str, limit_usd: float) -> None:
+    async with begin(engine) as conn:
         await conn.execute(_upsert(conn, budgets, {"scope": scope, "subject": subject, "period": period,
                                                    "limit_usd": limit_usd, "updated_at": now()},
                                    ["scope", "subject"]))
         await bump(conn, GOVERNANCE)
 
 
-async def delete_budget(engine: AsyncEngine, scope: str, subject: str) -> bool:
-    async with engine.begin() as conn:
+async def delete_budget(engine: Db, scope: str, subject: str) -> bool:
+    async with begin(engine) as conn:
         result = await conn.execute(budgets.delete().where(budgets.c.scope == scope, budgets.c.subject == subject))
         await bump(conn, GOVERNANCE)
         return result.rowcount > 0
 
 
-async def set_allowed(engine: AsyncEngine, scope: str, subject: str, patterns: list[str] | None) -> None:
+async def set_allowed(engine: Db, scope: str, subject: str, patterns: list[str] | None) -> None:
     """``None``: no rule (every model)."""
-    async with engine.begin() as conn:
+    async with begin(engine) as conn:
         if patterns is None:
             await conn.execute(model_allow.delete().where(model_allow.c.scope == scope,
                                                           model_allow.c.subject == subject))
@@ -109,9 +110,9 @@ async def set_allowed(engine: AsyncEngine, scope: str, subject: str, patterns: l
         await bump(conn, GOVERNANCE)
 
 
-async def set_alias(engine: AsyncEngine, from_model: str, provider: str, to_model: str | None) -> None:
+async def set_alias(engine: Db, from_model: str, provider: str, to_model: str | None) -> None:
     """``to_model`` None removes the alias."""
-    async with engine.begin() as conn:
+    async with begin(engine) as conn:
         if to_model is None:
             await conn.execute(model_aliases.delete().where(model_aliases.c.from_model == from_model,
                                                             model_aliases.c.provider == provider))
@@ -268,3 +269,16 @@ async def spent_usd(engine: AsyncEngine, user_id: uuid.UUID, since: dt.datetime,
     """What one user spent in [since, until): the ``spend`` export's total for it, nothing else."""
     (row,) = await spend(engine, [], since, until, user_id)
     return float(row["cost_usd"])
+
+
+# ---------------------------------------------------------------- current values (for the audit diff)
+
+RULE_TABLES = {"price": prices, "budget": budgets, "allow": model_allow, "alias": model_aliases}
+
+
+async def stored(conn: AsyncConnection, kind: str, **keys: str) -> dict[str, Any] | None:
+    """A rule's stored row (without its timestamp), read in the change's transaction; None if unset."""
+    table = RULE_TABLES[kind]
+    row = (await conn.execute(table.select().where(*(table.c[k] == v for k, v in keys.items())))).first()
+    # str(): the keys are SQLAlchemy quoted_name objects, which orjson refuses as dict keys
+    return None if row is None else {str(k): v for k, v in row._asdict().items() if k not in ("updated_at", *keys)}

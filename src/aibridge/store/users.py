@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from aibridge.store.changes import AUTH, bump
 from aibridge.store.schema import api_keys, users
 from aibridge.store.tokens import hash_secret, new_token
+from aibridge.store.tx import Db, begin, connect
 
 
 class Conflict(Exception):
@@ -98,11 +99,11 @@ def _key(row: Any) -> ApiKey:
                   row.revoked_at)
 
 
-async def create_user(engine: AsyncEngine, username: str, role: str, email: str = "", name: str = "") -> User:
+async def create_user(engine: Db, username: str, role: str, email: str = "", name: str = "") -> User:
     stamp = now()
     user = User(uuid.uuid4(), username, email, name, role, False, stamp, stamp)
     try:
-        async with engine.begin() as conn:
+        async with begin(engine) as conn:
             # 'Alice' next to 'alice' would make /users/{name} and the export's initiator ambiguous.
             taken = (await conn.execute(sa.select(users.c.username).where(
                 sa.func.lower(users.c.username) == username.lower(), LIVING))).first()
@@ -132,30 +133,30 @@ async def count_users(engine: AsyncEngine, role: str | None = None) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
-async def get_user(engine: AsyncEngine, ref: str) -> User:
+async def get_user(engine: Db, ref: str) -> User:
     """A living user by username or id (a deleted user is no longer found)."""
     condition = users.c.username == ref
     with contextlib.suppress(ValueError):
         condition = sa.or_(condition, users.c.id == uuid.UUID(ref))
-    async with engine.connect() as conn:
+    async with connect(engine) as conn:
         row = (await conn.execute(users.select().where(condition, LIVING))).first()
     if row is None:
         raise NotFound(f"user {ref!r} not found")
     return _user(row)
 
 
-async def set_suspended(engine: AsyncEngine, user_id: uuid.UUID, suspended: bool) -> None:
-    async with engine.begin() as conn:
+async def set_suspended(engine: Db, user_id: uuid.UUID, suspended: bool) -> None:
+    async with begin(engine) as conn:
         await conn.execute(users.update().where(users.c.id == user_id)
                            .values(suspended=suspended, updated_at=now()))
         await bump(conn, AUTH)
 
 
-async def delete_user(engine: AsyncEngine, user_id: uuid.UUID) -> list[str]:
+async def delete_user(engine: Db, user_id: uuid.UUID) -> list[str]:
     """Mark a user deleted and revoke its tokens, in one transaction (as Coder does: its records stay
     attributed to it, it cannot sign in, its username is free again). The revoked token ids."""
     stamp = now()
-    async with engine.begin() as conn:
+    async with begin(engine) as conn:
         marked = await conn.execute(users.update().where(users.c.id == user_id, LIVING)
                                     .values(deleted=True, deleted_at=stamp, updated_at=stamp))
         if marked.rowcount == 0:
@@ -167,7 +168,7 @@ async def delete_user(engine: AsyncEngine, user_id: uuid.UUID) -> list[str]:
         return [r.id for r in revoked]
 
 
-async def create_api_key(engine: AsyncEngine, user_id: uuid.UUID, lifetime: dt.timedelta,
+async def create_api_key(engine: Db, user_id: uuid.UUID, lifetime: dt.timedelta,
                          name: str = "", max_live: int = 0) -> tuple[ApiKey, str]:
     """Create a key; returns it and the full token (shown once, never stored). ``max_live`` > 0:
     refused (TooManyTokens) when the user already holds that many live tokens."""
@@ -176,7 +177,7 @@ async def create_api_key(engine: AsyncEngine, user_id: uuid.UUID, lifetime: dt.t
     key = ApiKey(token_id, user_id, name or f"token-{token_id}", hash_secret(secret), stamp,
                  stamp + lifetime, None)
     try:
-        async with engine.begin() as conn:
+        async with begin(engine) as conn:
             if max_live > 0:
                 await _check_live_tokens(conn, user_id, max_live, stamp)
             await conn.execute(api_keys.insert().values(
@@ -221,11 +222,11 @@ async def get_api_key(engine: AsyncEngine, token_id: str) -> tuple[ApiKey, User]
     return _key(row), user
 
 
-async def revoke_api_key(engine: AsyncEngine, token_id: str, user_id: uuid.UUID | None = None) -> None:
+async def revoke_api_key(engine: Db, token_id: str, user_id: uuid.UUID | None = None) -> None:
     condition = api_keys.c.id == token_id
     if user_id is not None:
         condition = sa.and_(condition, api_keys.c.user_id == user_id)
-    async with engine.begin() as conn:
+    async with begin(engine) as conn:
         result = await conn.execute(api_keys.update().where(condition).values(revoked_at=now()))
         if result.rowcount:
             await bump(conn, AUTH)

@@ -251,6 +251,7 @@ async function start() {
   show($("#signin-view"), false);
   show($("#tabs"), true);
   show($("#who"), true);
+  show($("#audit-tab"), me.role === "owner" || me.role === "auditor");
   loadSuggestions();
   route();
 }
