@@ -139,8 +139,15 @@ def test_yaml_group_rules_need_a_valid_name() -> None:
         parse_configured({"model_rules": {"allow": [{"group": "no spaces", "models": ["*"]}]}})
 
 
-def test_budget_policy_option() -> None:
+def test_budget_policy_option(tmp_path: object) -> None:
+    from pathlib import Path
     assert load_settings({}, env={}).ai_budget_policy == "highest"
+    path = Path(str(tmp_path)) / "c.yaml"
+    path.write_text("aibridge:\n  budget_policy: highest\n  budgets:\n    - {group: crew, period: month, limit_usd: 5}\n"
+                    "  model_rules:\n    allow:\n      - {group: crew, models: [claude-*]}\n")
+    settings = load_settings({}, env={}, config_path=str(path))
+    assert settings.ai_budget_policy == "highest"
+    assert parse_configured(settings.governance).budgets[("group", "crew")].limit_usd == 5
     with pytest.raises(ConfigError, match="CODER_AI_BUDGET_POLICY: invalid budget policy 'lowest'"):
         load_settings({}, env={"CODER_AI_BUDGET_POLICY": "lowest"})
 

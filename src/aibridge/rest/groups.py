@@ -23,9 +23,16 @@ READERS = ("owner", "auditor")
 MAX_LIMIT_MICROS = 1_000_000 * gov_store.MICROS        # Coder's cap: $1,000,000 per member per period
 
 
+def _storable(value: str, what: str, status: int = 400) -> str:
+    """PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database."""
+    if "\x00" in value:
+        raise APIError(status, f"{what} must not contain NUL characters")
+    return value
+
+
 async def _group(request: web.Request) -> Group:
     """The group named in the path (id or name); a member sees only its own groups (others: 404)."""
-    ref = request.match_info["group"]
+    ref = _storable(request.match_info["group"], "a group name", 404)
     engine = request.app[ENGINE]
     group = await store.get_group(engine, ref)
     current = actor(request)
@@ -53,7 +60,8 @@ async def list_groups(request: web.Request) -> web.Response:
 async def create_group(request: web.Request) -> web.Response:
     require(request, "owner")
     body = await json_body(request)
-    name, display_name = string_field(body, "name"), string_field(body, "display_name")
+    name = string_field(body, "name")
+    display_name = _storable(string_field(body, "display_name"), "display_name")
     try:
         store.validate_group_name(name)
         async with request.app[ENGINE].begin() as conn:
@@ -75,7 +83,7 @@ async def _user_ids(request: web.Request, body: dict[str, Any], key: str) -> lis
     if not isinstance(refs, list) or not all(isinstance(r, str) and r.strip() for r in refs):
         raise APIError(400, f"{key} must be a list of user ids or usernames")
     found = []
-    for ref in refs:
+    for ref in (_storable(r, key) for r in refs):
         try:
             found.append((await user_store.get_user(request.app[ENGINE], ref.strip())).id)
         except user_store.NotFound as exc:
@@ -90,7 +98,8 @@ async def patch_group(request: web.Request) -> web.Response:
     body = await json_body(request)
     added, removed = await _user_ids(request, body, "add_users"), await _user_ids(request, body, "remove_users")
     name = string_field(body, "name") if body.get("name") is not None else None
-    display_name = string_field(body, "display_name")[:128] if body.get("display_name") is not None else None
+    display_name = (_storable(string_field(body, "display_name"), "display_name")[:128]
+                    if body.get("display_name") is not None else None)
     try:
         async with request.app[ENGINE].begin() as conn:
             if name is not None or display_name is not None:
@@ -158,7 +167,7 @@ async def delete_group_budget(request: web.Request) -> web.Response:
 
 
 async def _budget_user(request: web.Request) -> user_store.User:
-    ref = request.match_info["user"]
+    ref = _storable(request.match_info["user"], "a user", 404)
     current = actor(request)
     if ref not in ("me", current.username, str(current.id)):
         require(request, *READERS)
@@ -178,7 +187,7 @@ async def put_user_budget(request: web.Request) -> web.Response:
     micros = _limit_micros(body)
     group_ref = body.get("group_id")
     if group_ref is not None:
-        group = await store.get_group(request.app[ENGINE], str(group_ref))
+        group = await store.get_group(request.app[ENGINE], _storable(str(group_ref), "group_id"))
         if group is None:
             raise APIError(404, f"group {group_ref!r} not found")
         if group.name not in await store.user_group_names(request.app[ENGINE], user.id):

@@ -37,11 +37,27 @@ def array(items: dict[str, Any]) -> dict[str, Any]:
 
 
 CHILD = {"id": UUID, "interception_id": UUID}
+GROUP_NAME: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?$"}
+MICROS: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 1_000_000_000_000}
+GROUP_SCHEMAS: dict[str, Any] = {
+    "Group": obj({"id": UUID, "name": STR, "display_name": STR, "source": {"enum": ["manual", "oidc"]},
+                  "created_at": TIME, "updated_at": TIME, "total_member_count": INT},
+                 {"members": array(obj({"id": UUID, "username": STR, "name": STR, "email": STR}))}),
+    "Groups": obj({"groups": array({"$ref": "#/components/schemas/Group"}), "count": INT}),
+    "NewGroup": obj({"name": GROUP_NAME}, {"display_name": STR}),
+    "GroupPatch": {"type": "object", "properties": {
+        "add_users": array(STR), "remove_users": array(STR), "name": GROUP_NAME, "display_name": STR}},
+    "GroupBudget": obj({"group_id": UUID, "spend_limit_micros": INT, "period": STR, "source": STR}),
+    "UserBudget": obj({"user_id": UUID, "spend_limit_micros": INT, "period": STR, "source": STR},
+                      {"group_id": {"type": ["string", "null"]}}),
+    "SetGroupBudget": obj({"spend_limit_micros": MICROS}),
+    "SetUserBudget": obj({"spend_limit_micros": MICROS}, {"group_id": UUID}),
+}
 SCHEMAS: dict[str, Any] = {
     "Error": obj({"message": STR, "detail": STR}),
     "User": obj({"id": UUID, "username": STR, "email": STR, "name": STR,
                  "role": {"enum": ["owner", "auditor", "member"]}, "status": {"enum": ["active", "suspended"]},
-                 "created_at": TIME, "updated_at": TIME}),
+                 "created_at": TIME, "updated_at": TIME}, {"groups": array(STR)}),
     "Users": obj({"users": array(ref("User")), "count": INT}),
     "NewUser": obj({"username": {"type": "string", "pattern": "^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$"}},
                    {"role": {"enum": ["owner", "auditor", "member"]}, "email": STR, "name": STR}),
@@ -77,6 +93,7 @@ SCHEMAS: dict[str, Any] = {
     "Sessions": obj({"count": INT, "results": array(ref("Session"))}),
     "SessionDetail": obj({"sessions": array(ref("Session")), "interceptions": array(ref("Interception"))}),
     "BuildInfo": obj({"version": STR}),
+    **GROUP_SCHEMAS,
 }
 
 
@@ -112,6 +129,7 @@ def query_param(name: str, description: str, schema: dict[str, Any]) -> dict[str
 
 
 USER = path_param("user", "'me', a username or a user id")
+GROUP = path_param("group", "a group name or id")
 Q = query_param("q", "space-separated key:value terms: initiator, provider, model, client, started_after, "
                      "started_before (RFC3339), session", STR)
 LIMIT = query_param("limit", "1-1000 (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000})
@@ -156,6 +174,31 @@ PATHS: dict[str, Any] = {
                          params=[path_param("id", "the client's session id"), Q]),
     },
     "/api/v2/aibridge/clients": {"get": operation("distinct clients seen", 200, array(STR))},
+    "/api/v2/groups": {
+        "get": operation("groups with member counts (owner, auditor; a member: its own)", 200, ref("Groups")),
+        "post": operation("create a group (owner)", 201, ref("Group"), body=ref("NewGroup")),
+    },
+    "/api/v2/groups/{group}": {
+        "get": operation("a group and its members", 200, ref("Group"), params=[GROUP]),
+        "patch": operation("add and remove members (by id or username), rename (owner)", 200, ref("Group"),
+                           body=ref("GroupPatch"), params=[GROUP]),
+        "delete": operation("delete a group, its memberships, budget and model rule (owner)", 204, None,
+                            params=[GROUP]),
+    },
+    "/api/v2/groups/{group}/ai/budget": {
+        "get": operation("the group's budget: a limit for each member (owner, auditor)", 200, ref("GroupBudget"),
+                         params=[GROUP]),
+        "put": operation("set the group's monthly budget per member (owner)", 200, ref("GroupBudget"),
+                         body=ref("SetGroupBudget"), params=[GROUP]),
+        "delete": operation("delete the group's budget (owner)", 204, None, params=[GROUP]),
+    },
+    "/api/v2/users/{user}/ai/budget": {
+        "get": operation("the user's own budget (owner, auditor; anyone for themselves)", 200, ref("UserBudget"),
+                         params=[USER]),
+        "put": operation("set the user's own monthly budget, which beats its groups' (owner)", 200,
+                         ref("UserBudget"), body=ref("SetUserBudget"), params=[USER]),
+        "delete": operation("delete the user's own budget (owner)", 204, None, params=[USER]),
+    },
     "/api/v2/aibridge/models": {"get": operation("distinct models seen", 200, array(STR))},
 }
 
