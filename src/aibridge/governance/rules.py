@@ -89,27 +89,32 @@ class Rules:
     memberships: dict[uuid.UUID, list[str]] = field(default_factory=dict)  # user id → group names
 
     def groups_of(self, user_id: uuid.UUID | None) -> list[str]:
-        return self.memberships.get(user_id, []) if user_id is not None else []
+        return self.memberships.get(user_id, []) if user_id is not None and self.memberships else []
 
     def budget_for(self, username: str, role: str, user_id: uuid.UUID | None = None) -> Budget | None:
         """A user's own budget beats its groups', which beat its role's. Of several group budgets
         the highest limit applies (policy ``highest``, Coder's only one); each is a limit for each
-        member, not a pot the members share."""
+        member, not a pot the members share. Asked per request: dictionary lookups only."""
         own = self.budgets.get(("user", username))
         if own is not None:
             return own
-        found = [b for g in self.groups_of(user_id) if (b := self.budgets.get(("group", g))) is not None]
-        if found:
-            return max(found, key=lambda b: (b.limit_usd, b.subject))
-        return self.budgets.get(("role", role))
+        best: Budget | None = None
+        for group in self.groups_of(user_id):
+            found = self.budgets.get(("group", group))
+            if found is not None and (best is None or (found.limit_usd, found.subject) >
+                                      (best.limit_usd, best.subject)):
+                best = found
+        return best if best is not None else self.budgets.get(("role", role))
 
     def allowed_for(self, username: str, role: str, user_id: uuid.UUID | None = None) -> list[str] | None:
         """The allowed model patterns; None: every model. A model is allowed by the user's own rule
         or any of its groups' rules; only when none of those exists, by its role's rule."""
-        rules = [r for key in (("user", username), *(("group", g) for g in self.groups_of(user_id)))
-                 if (r := self.allow.get(key)) is not None]
+        own = self.allow.get(("user", username))
+        rules = [r for g in self.groups_of(user_id) if (r := self.allow.get(("group", g))) is not None]
         if not rules:
-            return self.allow.get(("role", role))
+            return own if own is not None else self.allow.get(("role", role))
+        if own is not None:
+            rules.insert(0, own)
         return list(dict.fromkeys(p for r in rules for p in r))
 
     def alias(self, model: str, provider: str) -> str | None:
