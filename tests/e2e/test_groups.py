@@ -320,3 +320,36 @@ async def _spent(client: Client, at_least: float) -> float | None:
     budget = (await _me(client))["budget"]
     spent: float = budget["spent_usd"]
     return spent if spent >= at_least - 1e-6 else None
+
+
+async def test_yaml_group_rules_and_a_bad_budget_policy(database: Database) -> None:
+    fake = FakeUpstream()
+    await fake.start()
+    config = database.data_dir / "aibridge.yaml"
+    config.write_text("""
+aibridge:
+  budget_policy: highest
+  budgets:
+    - {group: yaml-crew, period: week, limit_usd: 4}
+  model_rules:
+    allow:
+      - {group: yaml-crew, models: ["claude-haiku-*"]}
+""")
+    server = await ServerProcess(database, env={**bridge_env(fake), "CODER_CONFIG_PATH": str(config)}).start()
+    try:
+        owner = Client(server.url, server.admin_token)
+        token = server.create_user("yuri")
+        assert (await owner.post("/api/v2/groups", {"name": "yaml-crew"}))[0] == 201
+        assert (await owner.request("PATCH", "/api/v2/groups/yaml-crew", {"add_users": ["yuri"]}))[0] == 200
+        budget = (await _me(Client(server.url, token)))["budget"]
+        assert budget["source"] == "group:yaml-crew" and budget["limit_usd"] == 4 and budget["period"] == "week"
+        assert (await message(Env(server, fake), token, "claude-opus-4-5"))[0] == 403
+        assert (await message(Env(server, fake), token, "claude-haiku-4-5"))[0] == 200
+    finally:
+        server.stop()
+        await fake.stop()
+    bad = ServerProcess(database, env={**bridge_env(fake), "CODER_AI_BUDGET_POLICY": "lowest"})
+    with pytest.raises(RuntimeError, match="exited with 2"):
+        await bad.start()
+    assert bad.output().strip().splitlines()[-1] == (
+        "error: CODER_AI_BUDGET_POLICY: invalid budget policy 'lowest' (only highest is supported)")
