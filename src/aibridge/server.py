@@ -46,6 +46,7 @@ from aibridge.resilience.breaker import CircuitBreakerAddon
 from aibridge.resilience.limits import LimitsAddon, RedisCounter
 from aibridge.rest import audit as audit_api
 from aibridge.rest import governance as governance_api
+from aibridge.rest import groups as groups_api
 from aibridge.rest import interceptions as interceptions_api
 from aibridge.rest import openapi as openapi_api
 from aibridge.rest import users as users_api
@@ -232,6 +233,7 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
     interceptions_api.add_routes(app)
     governance_api.add_routes(app)
     audit_api.add_routes(app)
+    groups_api.add_routes(app)
     openapi_api.add_routes(app)
     web_ui.add_routes(app)
     proxy_service.add_routes(app)

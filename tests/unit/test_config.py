@@ -164,7 +164,7 @@ def test_workers_option_auto_count_and_sources(tmp_path: Path) -> None:
 
 SAMPLES = {"str": "x-value", "bool": "true", "int": "7", "float": "2.5", "duration": "5d",
            "address": "127.0.0.1:9", "url": "http://example.test", "redact": "upstream", "path": "/tmp/x",
-           "cidrs": "10.0.0.0/8", "workers": "2"}
+           "cidrs": "10.0.0.0/8", "workers": "2", "budget_policy": "highest"}
 ALIASED = [opt for opt in OPTIONS if opt.alias_env]
 
 

@@ -104,9 +104,58 @@ def test_rules_precedence() -> None:
     assert merge(Configured(), None).prices.lookup("claude-sonnet-4-5") is not None
 
 
+def test_group_rules_precedence() -> None:
+    """A user's own budget beats its groups' (the highest of them), which beat its role's; a model is
+    allowed by the user's own rule or any of its groups' rules, else by its role's."""
+    ann, bob, cid, dan = (uuid.uuid4() for _ in range(4))
+    configured = parse_configured({
+        "budgets": [{"role": "member", "period": "month", "limit_usd": 50},
+                    {"group": "design", "period": "month", "limit_usd": 2}],
+        "model_rules": {"allow": [{"role": "member", "models": ["*"]},
+                                  {"group": "design", "models": ["claude-haiku-*"]}]}})
+    stored = store.StoredRules(
+        prices={}, budgets={("user", "ann"): ("day", 1.0), ("group", "platform"): ("month", 5.0),
+                            ("group", "data"): ("month", 8.0)},
+        allow={("group", "platform"): ["claude-sonnet-*"], ("user", "ann"): ["gpt-5*"]}, aliases={},
+        memberships={ann: ["platform", "data"], bob: ["platform", "data", "design"], cid: ["design"]})
+    rules = merge(configured, stored)
+    assert rules.budget_for("ann", "member", ann) == Budget("user", "ann", "day", 1.0)
+    assert rules.budget_for("bob", "member", bob) == Budget("group", "data", "month", 8.0)     # the highest
+    assert rules.budget_for("cid", "member", cid) == Budget("group", "design", "month", 2.0, "config")
+    assert rules.budget_for("dan", "member", dan) == Budget("role", "member", "month", 50.0, "config")
+    assert [b.source_label() for b in (rules.budget_for("bob", "member", bob), rules.budget_for("ann", "member", ann),
+                                       rules.budget_for("dan", "member", dan)) if b] == ["group:data", "user",
+                                                                                          "role:member"]
+    assert rules.allowed_for("ann", "member", ann) == ["gpt-5*", "claude-sonnet-*"]
+    assert rules.allowed_for("bob", "member", bob) == ["claude-sonnet-*", "claude-haiku-*"]
+    assert rules.allowed_for("dan", "member", dan) == ["*"]                 # no own or group rule: the role's
+    assert rules.allowed_for("eve", "owner", uuid.uuid4()) is None
+
+
+def test_yaml_group_rules_need_a_valid_name() -> None:
+    with pytest.raises(ConfigError, match=r"budgets\[0\]: name exactly one of user, group or role"):
+        parse_configured({"budgets": [{"group": "a", "role": "member", "period": "day", "limit_usd": 1}]})
+    with pytest.raises(ConfigError, match="invalid group name"):
+        parse_configured({"model_rules": {"allow": [{"group": "no spaces", "models": ["*"]}]}})
+
+
+def test_budget_policy_option(tmp_path: object) -> None:
+    from pathlib import Path
+    assert load_settings({}, env={}).ai_budget_policy == "highest"
+    path = Path(str(tmp_path)) / "c.yaml"
+    path.write_text("aibridge:\n  budget_policy: highest\n"
+                    "  budgets:\n    - {group: crew, period: month, limit_usd: 5}\n"
+                    "  model_rules:\n    allow:\n      - {group: crew, models: [claude-*]}\n")
+    settings = load_settings({}, env={}, config_path=str(path))
+    assert settings.ai_budget_policy == "highest"
+    assert parse_configured(settings.governance).budgets[("group", "crew")].limit_usd == 5
+    with pytest.raises(ConfigError, match="CODER_AI_BUDGET_POLICY: invalid budget policy 'lowest'"):
+        load_settings({}, env={"CODER_AI_BUDGET_POLICY": "lowest"})
+
+
 @pytest.mark.parametrize(("doc", "message"), [
     ({"budgets": [{"role": "member", "user": "x", "period": "day", "limit_usd": 1}]},
-     r"config aibridge.budgets\[0\]: name exactly one of user or role"),
+     r"config aibridge.budgets\[0\]: name exactly one of user, group or role"),
     ({"budgets": [{"role": "wizard", "period": "day", "limit_usd": 1}]}, "unknown role 'wizard'"),
     ({"budgets": [{"role": "member", "period": "day", "limit_usd": -1}]}, "limit_usd must be a non-negative"),
     ({"prices": {"m": {"input": 1}}}, "config aibridge.prices.m: output is required"),

@@ -104,3 +104,21 @@ async def test_audit_rows_keep_secrets_out(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         with pytest.raises(ValueError):
             await audit.record(conn, audit.Actor(), audit.Entry("explode", "user"))
+
+
+async def test_a_groups_budget_and_model_rule_follow_a_rename_and_go_with_it(engine: AsyncEngine) -> None:
+    from aibridge.store import governance as gov_store
+
+    async with engine.begin() as conn:
+        await group_store.create_group(conn, "old-name")
+    await gov_store.set_budget(engine, "group", "old-name", "month", 5.0)
+    await gov_store.set_allowed(engine, "group", "old-name", ["claude-*"])
+    async with engine.begin() as conn:
+        await group_store.update_group(conn, "old-name", name="new-name")
+    rules = await gov_store.load_rules(engine)
+    assert rules.budgets == {("group", "new-name"): ("month", 5.0)}
+    assert rules.allow == {("group", "new-name"): ["claude-*"]}
+    async with engine.begin() as conn:
+        await group_store.delete_group(conn, "new-name")
+    rules = await gov_store.load_rules(engine)
+    assert rules.budgets == {} and rules.allow == {}

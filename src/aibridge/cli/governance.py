@@ -49,10 +49,17 @@ def call_json(url: str, token: str, method: str, path: str, body: Any = None) ->
     return orjson.loads(payload) if payload else None
 
 
-def _target(user: str | None, role: str | None) -> str:
-    if bool(user) == bool(role):
-        fail("name exactly one of --user or --role")
-    return f"user:{user}" if user else f"role:{role}"
+def _named(user: str | None, role: str | None, group: str | None) -> tuple[str, str]:
+    named = [(scope, value) for scope, value in (("user", user), ("group", group), ("role", role)) if value]
+    if len(named) != 1:
+        fail("name exactly one of --user, --group or --role")
+    return named[0]
+
+
+def _target(user: str | None, role: str | None, group: str | None = None) -> str:
+    """The budget path's ``scope:subject``."""
+    scope, value = _named(user, role, group)
+    return f"{scope}:{quote(value, safe='')}"
 
 
 # ---------------------------------------------------------------- prices
@@ -94,18 +101,21 @@ def prices_set(model: str, input_: float, output: float, cache_read: float | Non
 
 @click.group()
 def budgets() -> None:
-    """Spend limits per user or role over a UTC day, week or month."""
+    """Spend limits per user, group or role over a UTC day, week or month."""
 
 
 @budgets.command("set")
-@click.option("--user", help="A user's own budget (beats its role's).")
+@click.option("--user", help="A user's own budget (beats its groups' and role's).")
+@click.option("--group", help="The budget of each member of a group (beats its role's; the highest of "
+                              "a user's groups applies).")
 @click.option("--role", type=click.Choice(["owner", "auditor", "member"]), help="The budget of each user of a role.")
 @click.option("--period", type=click.Choice(["day", "week", "month"]), required=True)
 @click.option("--limit-usd", type=click.FloatRange(min=0), required=True)
 @server_options
-def budgets_set(user: str | None, role: str | None, period: str, limit_usd: float, url: str, token: str) -> None:
+def budgets_set(user: str | None, group: str | None, role: str | None, period: str, limit_usd: float, url: str,
+                token: str) -> None:
     """Set a budget."""
-    target = _target(user, role)
+    target = _target(user, role, group)
     call_json(url, token, "PUT", f"/api/v2/aibridge/budgets/{target}", {"period": period, "limit_usd": limit_usd})
     click.echo(f"budget of {target}: ${limit_usd:g} per {period}")
 
@@ -122,11 +132,12 @@ def budgets_list(url: str, token: str) -> None:
 
 @budgets.command("delete")
 @click.option("--user")
+@click.option("--group")
 @click.option("--role", type=click.Choice(["owner", "auditor", "member"]))
 @server_options
-def budgets_delete(user: str | None, role: str | None, url: str, token: str) -> None:
+def budgets_delete(user: str | None, group: str | None, role: str | None, url: str, token: str) -> None:
     """Delete a budget set by an owner."""
-    target = _target(user, role)
+    target = _target(user, role, group)
     call(url, token, "DELETE", f"/api/v2/aibridge/budgets/{target}")
     click.echo(f"deleted the budget of {target}")
 
@@ -141,12 +152,14 @@ def models() -> None:
 @models.command("allow")
 @click.argument("patterns", nargs=-1)
 @click.option("--user")
+@click.option("--group", help="Its members may use these models (besides what their own rule allows).")
 @click.option("--role", type=click.Choice(["owner", "auditor", "member"]))
 @server_options
-def models_allow(patterns: tuple[str, ...], user: str | None, role: str | None, url: str, token: str) -> None:
-    """Allow only the models matching PATTERNS (globs) to a user or role; no pattern: every model."""
-    target = _target(user, role)
-    scope, _, subject = target.partition(":")
+def models_allow(patterns: tuple[str, ...], user: str | None, group: str | None, role: str | None, url: str,
+                 token: str) -> None:
+    """Allow only the models matching PATTERNS (globs) to a user, group or role; no pattern: every model."""
+    scope, subject = _named(user, role, group)
+    target = f"{scope}:{subject}"
     call_json(url, token, "PUT", "/api/v2/aibridge/model-rules",
               {"allow": [{scope: subject, "models": list(patterns) or None}]})
     click.echo(f"{target} may use {', '.join(patterns) if patterns else 'every model'}")
@@ -176,7 +189,8 @@ def models_rules(url: str, token: str) -> None:
 
 @click.command()
 @click.option("--group-by", default="user,model,day", show_default=True,
-              help="Comma-separated: user, model, day, provider, client (empty: one total).")
+              help="Comma-separated: user, group, model, day, provider, client (empty: one total; a user "
+                   "in several groups counts under each).")
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
 @click.option("--since", help="RFC3339 timestamp.")
 @click.option("--until", help="RFC3339 timestamp.")

@@ -11,7 +11,7 @@ import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge import __version__
-from aibridge.cli import env, governance, interceptions, proxy
+from aibridge.cli import env, governance, groups, interceptions, proxy
 from aibridge.cli.audit import audit, cli_change
 from aibridge.cli.options import fail, server_options, settings_from, storage_options
 from aibridge.identity.roles import ROLES
@@ -238,7 +238,7 @@ def tokens_revoke(token_id: str, **kwargs: Any) -> None:
 
 
 cli.add_command(interceptions.interceptions)
-for command in (governance.prices, governance.budgets, governance.models, governance.spend):
+for command in (governance.prices, governance.budgets, governance.models, governance.spend, groups.groups):
     cli.add_command(command)
 cli.add_command(env.env)
 cli.add_command(audit)

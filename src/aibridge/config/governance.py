@@ -28,6 +28,22 @@ GOVERNANCE_OPTIONS: tuple[Option, ...] = (
 )
 
 
+# Groups as subjects of budgets (issue 22); Coder's own names, hence no ``aibridge`` prefix.
+BUDGET_POLICY_OPTIONS: tuple[Option, ...] = (
+    Option("ai_budget_policy", "CODER_AI_BUDGET_POLICY", "highest", "budget_policy",
+           "Which group budget applies to a user in several budgeted groups: highest (the largest "
+           "limit; Coder's only policy). A user's own budget beats its groups', groups beat roles.",
+           yaml="aibridge.budget_policy"),
+)
+
+
+@dataclass(frozen=True)
+class BudgetPolicySettings:
+    """The budget policy's field of ``Settings``."""
+
+    ai_budget_policy: str
+
+
 @dataclass(frozen=True)
 class GovernanceSettings:
     """Governance's fields of ``Settings``."""

@@ -53,7 +53,7 @@ def yaml_schema() -> dict[str, Schema]:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = ANY
-    subject = {"user": ANY, "role": ANY}
+    subject = {"user": ANY, "group": ANY, "role": ANY}
     schema.setdefault("aibridge", {}).update({
         "providers": ListOf(dict.fromkeys((f.lower() for f in PROVIDER_FIELDS), ANY)),
         "mcp_servers": ListOf(dict.fromkeys((f.lower() for f in MCP_FIELDS), ANY)),

@@ -11,7 +11,13 @@ from typing import Any, get_type_hints
 
 from aibridge.config.audit import AUDIT_OPTIONS, AuditSettings
 from aibridge.config.bridge import REQUEST_OPTIONS, BridgeSettings
-from aibridge.config.governance import GOVERNANCE_OPTIONS, RETENTION_OPTIONS, GovernanceSettings
+from aibridge.config.governance import (
+    BUDGET_POLICY_OPTIONS,
+    GOVERNANCE_OPTIONS,
+    RETENTION_OPTIONS,
+    BudgetPolicySettings,
+    GovernanceSettings,
+)
 from aibridge.config.mcp import MCP_OPTIONS, McpServerConfig, McpSettings
 from aibridge.config.observability import OBSERVABILITY_OPTIONS, STRUCTURED_LOG_OPTIONS, ObservabilitySettings
 from aibridge.config.option import Option
@@ -35,6 +41,7 @@ OPTIONS: tuple[Option, ...] = (
     *AUDIT_OPTIONS,
     *LIMIT_OPTIONS,
     *GOVERNANCE_OPTIONS,
+    *BUDGET_POLICY_OPTIONS,
     *STRUCTURED_LOG_OPTIONS,
     *REQUEST_OPTIONS,
     *CIRCUIT_BREAKER_OPTIONS,
@@ -53,7 +60,7 @@ STORAGE_OPTIONS = tuple(opt for opt in OPTIONS if opt.storage)
 
 @dataclass(frozen=True)
 class Settings(ServerSettings, ProviderSettings, GovernanceSettings, ResilienceSettings, BridgeSettings,
-               ObservabilitySettings, McpSettings, ProxySettings, AuditSettings):
+               ObservabilitySettings, McpSettings, ProxySettings, AuditSettings, BudgetPolicySettings):
     """Every option's typed value (the fields come from each area's class), and what is derived from them."""
 
     providers: tuple[ProviderConfig, ...] = field(default=())

@@ -148,10 +148,21 @@ def parse_redact(text: str) -> str:
     return value
 
 
+BUDGET_POLICIES = ("highest",)
+
+
+def parse_budget_policy(text: str) -> str:
+    value = text.strip().lower()
+    if value not in BUDGET_POLICIES:
+        raise ValueError(f"invalid budget policy {text!r} (only {', '.join(BUDGET_POLICIES)} is supported)")
+    return value
+
+
 PARSERS: dict[str, Callable[[str], Any]] = {
     "str": str, "bool": parse_bool, "int": parse_int, "float": parse_float,
     "duration": parse_duration, "address": parse_address, "url": parse_url, "path": parse_path,
     "cidrs": parse_cidrs,
     "workers": parse_workers,
     "redact": parse_redact,
+    "budget_policy": parse_budget_policy,
 }

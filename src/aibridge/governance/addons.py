@@ -70,7 +70,7 @@ class ModelRulesAddon(Addon):
         if target is not None and target != asked:
             flow.put(ALIASED, target)
             flow.model = flow.provider.upstream_model(target)
-        allowed = rules.allowed_for(flow.actor.username, flow.actor.role)
+        allowed = rules.allowed_for(flow.actor.username, flow.actor.role, flow.actor.id)
         if allowed is not None and not (matches_any(target or asked, allowed) or matches_any(flow.model, allowed)):
             shown = ", ".join(allowed) if allowed else "none"
             raise Reject(403, f"model {asked!r} is not allowed for you; allowed models: {shown}. "
@@ -85,7 +85,7 @@ class ModelRulesAddon(Addon):
     async def visible_models(self, actor: Actor, provider: Provider, ids: list[str]) -> set[str] | None:
         """Which of a model list's ids the actor may use (the ``GET …/v1/models`` filter)."""
         rules = await self.governance.rules()
-        allowed = rules.allowed_for(actor.username, actor.role)
+        allowed = rules.allowed_for(actor.username, actor.role, actor.id)
         if allowed is None:
             return None
         return {i for i in ids if matches_any(rules.alias(i, provider.name) or i, allowed)}
@@ -122,7 +122,7 @@ HOLD: FlowKey[Hold] = FlowKey("governance.hold")
 def refusal_message(budget: Budget, spent: int, reserved: int, amount: int, start: dt.datetime) -> str:
     limit = store.to_micros(budget.limit_usd)
     resets = iso(period_end(budget.period, start))
-    kind = "your" if budget.scope == "user" else f"the {budget.subject} role's"
+    kind = "your" if budget.scope == "user" else f"the {budget.subject} {budget.scope}'s"
     if spent >= limit:
         return (f"budget exceeded: {usd(spent)} spent of {kind} {usd(limit)} {ADJECTIVE[budget.period]} budget; "
                 f"it resets at {resets}")
@@ -159,7 +159,7 @@ class BudgetAddon(Addon):
     async def admit(self, flow: Flow) -> None:
         if flow.passed_through:
             return      # costs nothing: neither reserved nor refused, even over budget (docs/governance.md)
-        budget = (await self.governance.rules()).budget_for(flow.actor.username, flow.actor.role)
+        budget = (await self.governance.rules()).budget_for(flow.actor.username, flow.actor.role, flow.actor.id)
         if budget is None:
             return
         start = period_start(budget.period, dt.datetime.now(dt.UTC))
@@ -209,8 +209,9 @@ class BudgetAddon(Addon):
 
 async def budget_status(governance: Governance, engine: AsyncEngine, username: str, role: str,
                         user_id: Any) -> dict[str, Any] | None:
-    """``{limit_usd, spent_usd, period, resets_at}`` of a user's budget in force, or None."""
-    budget = (await governance.rules()).budget_for(username, role)
+    """``{limit_usd, spent_usd, period, resets_at, source}`` of a user's budget in force, or None;
+    ``source`` says why it applies: ``user``, ``group:NAME`` or ``role:NAME``."""
+    budget = (await governance.rules()).budget_for(username, role, user_id)
     if budget is None:
         return None
     start = period_start(budget.period, dt.datetime.now(dt.UTC))
@@ -218,7 +219,8 @@ async def budget_status(governance: Governance, engine: AsyncEngine, username: s
     # The records' spend, read as the spend export reads it: the ledger only holds what requests
     # settled while a budget applied, so it can lag behind what the export shows.
     spent = await store.spent_usd(engine, user_id, start, end)
-    return {"limit_usd": budget.limit_usd, "spent_usd": spent, "period": budget.period, "resets_at": iso(end)}
+    return {"limit_usd": budget.limit_usd, "spent_usd": spent, "period": budget.period, "resets_at": iso(end),
+            "source": budget.source_label()}
 
 
 class BudgetThresholdCollector:

@@ -17,6 +17,7 @@ import datetime as dt
 import fnmatch
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,11 +29,12 @@ from aibridge.governance.prices import Price, PriceTable, is_glob, parse_price, 
 from aibridge.identity.roles import ROLES
 from aibridge.store import governance as store
 from aibridge.store.changes import Generations
+from aibridge.store.groups import validate_group_name
 
 log = logging.getLogger("aibridge.governance")
 
 PERIODS = ("day", "week", "month")
-SCOPES = ("user", "role")
+SCOPES = ("user", "group", "role")
 
 
 # ---------------------------------------------------------------- periods (UTC)
@@ -58,8 +60,8 @@ def period_end(period: str, start: dt.datetime) -> dt.datetime:
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    scope: str          # "user" | "role"
-    subject: str        # username or role name
+    scope: str          # "user" | "group" | "role"
+    subject: str        # username, group name or role name
     period: str
     limit_usd: float
     source: str = "owner"
@@ -67,6 +69,10 @@ class Budget:
     def to_json(self) -> dict[str, Any]:
         return {"scope": self.scope, "subject": self.subject, "period": self.period,
                 "limit_usd": self.limit_usd, "source": self.source}
+
+    def source_label(self) -> str:
+        """Why it applies to a user (``users/me``): ``user``, ``group:NAME`` or ``role:NAME``."""
+        return "user" if self.scope == "user" else f"{self.scope}:{self.subject}"
 
 
 def matches_any(model: str, patterns: list[str]) -> bool:
@@ -80,15 +86,36 @@ class Rules:
     budgets: dict[tuple[str, str], Budget] = field(default_factory=dict)
     allow: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     aliases: dict[tuple[str, str], str] = field(default_factory=dict)   # (from, provider or "") → to
+    memberships: dict[uuid.UUID, list[str]] = field(default_factory=dict)  # user id → group names
 
-    def budget_for(self, username: str, role: str) -> Budget | None:
-        """A user's own budget beats its role's."""
-        return self.budgets.get(("user", username)) or self.budgets.get(("role", role))
+    def groups_of(self, user_id: uuid.UUID | None) -> list[str]:
+        return self.memberships.get(user_id, []) if user_id is not None and self.memberships else []
 
-    def allowed_for(self, username: str, role: str) -> list[str] | None:
-        """The allowed model patterns (a user's own rule beats its role's); None: every model."""
-        found = self.allow.get(("user", username))
-        return found if found is not None else self.allow.get(("role", role))
+    def budget_for(self, username: str, role: str, user_id: uuid.UUID | None = None) -> Budget | None:
+        """A user's own budget beats its groups', which beat its role's. Of several group budgets
+        the highest limit applies (policy ``highest``, Coder's only one); each is a limit for each
+        member, not a pot the members share. Asked per request: dictionary lookups only."""
+        own = self.budgets.get(("user", username))
+        if own is not None:
+            return own
+        best: Budget | None = None
+        for group in self.groups_of(user_id):
+            found = self.budgets.get(("group", group))
+            if found is not None and (best is None or (found.limit_usd, found.subject) >
+                                      (best.limit_usd, best.subject)):
+                best = found
+        return best if best is not None else self.budgets.get(("role", role))
+
+    def allowed_for(self, username: str, role: str, user_id: uuid.UUID | None = None) -> list[str] | None:
+        """The allowed model patterns; None: every model. A model is allowed by the user's own rule
+        or any of its groups' rules; only when none of those exists, by its role's rule."""
+        own = self.allow.get(("user", username))
+        rules = [r for g in self.groups_of(user_id) if (r := self.allow.get(("group", g))) is not None]
+        if not rules:
+            return own if own is not None else self.allow.get(("role", role))
+        if own is not None:
+            rules.insert(0, own)
+        return list(dict.fromkeys(p for r in rules for p in r))
 
     def alias(self, model: str, provider: str) -> str | None:
         """What ``model`` is served as: an exact alias (this provider's, then any provider's), then a glob."""
@@ -124,11 +151,16 @@ class Configured:
 def _subject(entry: Mapping[str, Any], where: str) -> tuple[str, str]:
     scopes = [s for s in SCOPES if entry.get(s)]
     if len(scopes) != 1:
-        raise ConfigError(f"{where}: name exactly one of user or role")
+        raise ConfigError(f"{where}: name exactly one of user, group or role")
     scope = scopes[0]
     subject = str(entry[scope])
     if scope == "role" and subject not in ROLES:
         raise ConfigError(f"{where}: unknown role {subject!r} (use one of {', '.join(ROLES)})")
+    if scope == "group":
+        try:
+            validate_group_name(subject)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     return scope, subject
 
 
@@ -193,13 +225,15 @@ def merge(configured: Configured, stored: store.StoredRules | None) -> Rules:
     budgets = dict(configured.budgets)
     allow = dict(configured.allow)
     aliases = dict(configured.aliases)
+    memberships: dict[uuid.UUID, list[str]] = {}
     if stored is not None:
         for model, values in stored.prices.items():
             entries[model], sources[model] = Price(*values), "owner"
         budgets.update({key: Budget(*key, period, limit) for key, (period, limit) in stored.budgets.items()})
         allow.update(stored.allow)
         aliases.update(stored.aliases)
-    return Rules(PriceTable(entries), sources, budgets, allow, aliases)
+        memberships = stored.memberships
+    return Rules(PriceTable(entries), sources, budgets, allow, aliases, memberships)
 
 
 class Governance:

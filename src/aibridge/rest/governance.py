@@ -15,6 +15,7 @@ from aibridge.rest.common import APIError, actor, audited, json_body, json_respo
 from aibridge.rest.interceptions import parse_time
 from aibridge.server_keys import CHANGES, ENGINE, GOVERNANCE
 from aibridge.store import governance as store
+from aibridge.store import groups as group_store
 from aibridge.store import users as user_store
 from aibridge.store.audit import Change, diff
 
@@ -75,10 +76,15 @@ async def list_budgets(request: web.Request) -> web.Response:
 
 
 async def _subject(request: web.Request, ref: str) -> tuple[str, str]:
-    """``user:NAME`` or ``role:ROLE``, checked to exist."""
+    """``user:NAME``, ``group:NAME`` or ``role:ROLE``, checked to exist."""
     scope, sep, subject = ref.partition(":")
     if not sep or scope not in SCOPES or not subject:
-        raise APIError(400, f"invalid target {ref!r}", "use user:USERNAME or role:ROLE")
+        raise APIError(400, f"invalid target {ref!r}", "use user:USERNAME, group:GROUP or role:ROLE")
+    if scope == "group":
+        group = await group_store.get_group(request.app[ENGINE], subject)
+        if group is None:
+            raise APIError(404, f"group {subject!r} not found")
+        subject = group.name
     if scope == "role" and subject not in ROLES:
         raise APIError(400, f"unknown role {subject!r}", f"use one of {', '.join(ROLES)}")
     if scope == "user":
@@ -128,7 +134,7 @@ async def get_model_rules(request: web.Request) -> web.Response:
 
 
 async def put_model_rules(request: web.Request) -> web.Response:
-    """Upserts the listed entries. ``allow``: ``{user|role, models}`` (``models: null`` removes the
+    """Upserts the listed entries. ``allow``: ``{user|group|role, models}`` (``models: null`` removes the
     rule: every model); ``aliases``: ``{from, to, provider}`` (``to: null`` removes the alias)."""
     async with audited(request, "write", "model_rule") as change:
         require(request, "owner")
@@ -141,7 +147,7 @@ async def put_model_rules(request: web.Request) -> web.Response:
         for i, entry in enumerate(allow):
             scopes = [s for s in SCOPES if entry.get(s)]
             if len(scopes) != 1 or not isinstance(entry[scopes[0]], str):
-                raise APIError(400, f"allow[{i}]: name exactly one of user or role")
+                raise APIError(400, f"allow[{i}]: name exactly one of user, group or role")
             scope, subject = await _subject(request, f"{scopes[0]}:{entry[scopes[0]]}")
             models = entry.get("models")
             try:

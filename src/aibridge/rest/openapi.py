@@ -42,12 +42,28 @@ def array(items: dict[str, Any]) -> dict[str, Any]:
 
 
 CHILD = {"id": UUID, "interception_id": UUID}
+GROUP_NAME: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?$"}
+MICROS: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 1_000_000_000_000}
+GROUP_SCHEMAS: dict[str, Any] = {
+    "Group": obj({"id": UUID, "name": STR, "display_name": STR, "source": {"enum": ["manual", "oidc"]},
+                  "created_at": TIME, "updated_at": TIME, "total_member_count": INT},
+                 {"members": array(obj({"id": UUID, "username": STR, "name": STR, "email": STR}))}),
+    "Groups": obj({"groups": array({"$ref": "#/components/schemas/Group"}), "count": INT}),
+    "NewGroup": obj({"name": GROUP_NAME}, {"display_name": STR}),
+    "GroupPatch": {"type": "object", "properties": {
+        "add_users": array(STR), "remove_users": array(STR), "name": GROUP_NAME, "display_name": STR}},
+    "GroupBudget": obj({"group_id": UUID, "spend_limit_micros": INT, "period": STR, "source": STR}),
+    "UserBudget": obj({"user_id": UUID, "spend_limit_micros": INT, "period": STR, "source": STR},
+                      {"group_id": {"type": ["string", "null"]}}),
+    "SetGroupBudget": obj({"spend_limit_micros": MICROS}),
+    "SetUserBudget": obj({"spend_limit_micros": MICROS}, {"group_id": UUID}),
+}
 SCHEMAS: dict[str, Any] = {
     "Error": obj({"message": STR, "detail": STR}),
     "User": obj({"id": UUID, "username": STR, "email": STR, "name": STR,
                  "role": {"enum": ["owner", "auditor", "member"]},
                  "status": {"enum": ["active", "suspended", "deleted"]},
-                 "created_at": TIME, "updated_at": TIME}, {"deleted_at": TIME}),
+                 "created_at": TIME, "updated_at": TIME}, {"deleted_at": TIME, "groups": array(STR)}),
     "Users": obj({"users": array(ref("User")), "count": INT}),
     "NewUser": obj({"username": {"type": "string", "pattern": "^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$"}},
                    {"role": {"enum": ["owner", "auditor", "member"]}, "email": STR, "name": STR}),
@@ -109,6 +125,7 @@ SCHEMAS: dict[str, Any] = {
                          {"old": {}, "new": {}, "secret": {"type": "boolean"}})},
                      "status_code": INT, "additional_fields": OBJECT, "description": STR}),
     "AuditLogs": obj({"audit_logs": array(ref("AuditLog")), "count": INT}),
+    **GROUP_SCHEMAS,
 }
 
 
@@ -150,6 +167,7 @@ def query_param(name: str, description: str, schema: dict[str, Any]) -> dict[str
 
 
 USER = path_param("user", "'me', a username or a user id")
+GROUP = path_param("group", "a group name or id")
 Q = query_param("q", "space-separated key:value terms: initiator, provider, model, client, started_after, "
                      "started_before (RFC3339), session", STR)
 LIMIT = query_param("limit", "1-1000 (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000})
@@ -215,10 +233,40 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", f"{API}/spend"): operation(
         "cost and tokens of finished interceptions, grouped (members: their own)", 200, ref("Spend"),
         content={"text/csv": {"schema": STR}}, params=[
-            query_param("group_by", "comma-separated: user, model, provider, client, day", STR),
+            query_param("group_by", "comma-separated: user, group, model, provider, client, day", STR),
             query_param("format", "json or csv", {"enum": ["json", "csv"]}),
             query_param("since", "RFC3339: interceptions started at or after", TIME),
             query_param("until", "RFC3339: interceptions started before", TIME)]),
+    ("get", "/api/v2/groups"): operation("groups with member counts (owner, auditor; a member: its own)", 200,
+                                         ref("Groups")),
+    ("post", "/api/v2/groups"): operation("create a group (owner)", 201, ref("Group"), body=ref("NewGroup")),
+    ("get", "/api/v2/groups/{group}"): operation("a group and its members", 200, ref("Group"), params=[GROUP]),
+    ("patch", "/api/v2/groups/{group}"): operation(
+        "add and remove members (by id or username), rename (owner)", 200, ref("Group"), body=ref("GroupPatch"),
+        params=[GROUP]),
+    ("delete", "/api/v2/groups/{group}"): operation(
+        "delete a group, its memberships, budget and model rule (owner)", 204, None, params=[GROUP]),
+    ("get", "/api/v2/groups/{group}/ai/budget"): operation(
+        "the group's budget: a limit for each member (owner, auditor)", 200, ref("GroupBudget"), params=[GROUP]),
+    ("put", "/api/v2/groups/{group}/ai/budget"): operation(
+        "set the group's monthly budget per member (owner)", 200, ref("GroupBudget"), body=ref("SetGroupBudget"),
+        params=[GROUP]),
+    ("delete", "/api/v2/groups/{group}/ai/budget"): operation("delete the group's budget (owner)", 204, None,
+                                                               params=[GROUP]),
+    ("get", "/api/v2/users/{user}/ai/budget"): operation(
+        "the user's own budget (owner, auditor; anyone for themselves)", 200, ref("UserBudget"), params=[USER]),
+    ("put", "/api/v2/users/{user}/ai/budget"): operation(
+        "set the user's own monthly budget, which beats its groups' (owner)", 200, ref("UserBudget"),
+        body=ref("SetUserBudget"), params=[USER]),
+    ("delete", "/api/v2/users/{user}/ai/budget"): operation(
+        "delete the user's own budget (owner)", 204, None, params=[USER]),
+    ("get", "/api/v2/users/{user}/ai/budget/override"): operation(
+        "the user's own budget (owner, auditor; anyone for themselves)", 200, ref("UserBudget"), params=[USER]),
+    ("put", "/api/v2/users/{user}/ai/budget/override"): operation(
+        "set the user's own monthly budget, which beats its groups' (owner)", 200, ref("UserBudget"),
+        body=ref("SetUserBudget"), params=[USER]),
+    ("delete", "/api/v2/users/{user}/ai/budget/override"): operation(
+        "delete the user's own budget (owner)", 204, None, params=[USER]),
     ("get", "/api/v2/audit"): operation(
         "the audit log, newest first (owner, auditor): every change, allowed or refused, and every sign-in",
         200, ref("AuditLogs"), content={"text/csv": {"schema": STR}}, params=[

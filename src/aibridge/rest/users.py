@@ -13,6 +13,7 @@ from aibridge.rest.common import APIError, actor, audited, json_body, json_respo
 from aibridge.server_keys import CHANGES, ENGINE, GOVERNANCE, SETTINGS
 from aibridge.store import users as store
 from aibridge.store.audit import diff, token_diff, user_fields
+from aibridge.store.groups import user_group_names
 from aibridge.store.users import User
 
 DEFAULT_LIFETIME = dt.timedelta(days=30)
@@ -65,12 +66,12 @@ async def list_users(request: web.Request) -> web.Response:
 
 
 async def get_me(request: web.Request) -> web.Response:
-    """The acting user, with the budget in force for it (``null`` when none applies)."""
+    """The acting user, its groups, and the budget in force for it (``null`` when none applies)."""
     current = actor(request)
     engine = request.app[ENGINE]
     user = await store.get_user(engine, str(current.id))
     budget = await budget_status(request.app[GOVERNANCE], engine, user.username, user.role, user.id)
-    return json_response({**user.to_json(), "budget": budget})
+    return json_response({**user.to_json(), "groups": await user_group_names(engine, user.id), "budget": budget})
 
 
 async def get_user(request: web.Request) -> web.Response:
@@ -82,7 +83,7 @@ async def get_user(request: web.Request) -> web.Response:
         user = await store.get_user(request.app[ENGINE], str(current.id) if ref == "me" else ref)
     except store.NotFound as exc:
         raise APIError(404, str(exc)) from None
-    return json_response(user.to_json())
+    return json_response({**user.to_json(), "groups": await user_group_names(request.app[ENGINE], user.id)})
 
 
 async def create_token(request: web.Request) -> web.Response:

@@ -11,17 +11,20 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from aibridge.store import groups as group_store
 from aibridge.store.changes import GOVERNANCE, bump
 from aibridge.store.schema import (
     budget_usage,
     budgets,
+    group_members,
+    groups,
     interceptions,
     model_aliases,
     model_allow,
@@ -54,6 +57,8 @@ class StoredRules:
     budgets: dict[tuple[str, str], tuple[str, float]]        # (scope, subject) → period, limit
     allow: dict[tuple[str, str], list[str]]                  # (scope, subject) → patterns
     aliases: dict[tuple[str, str], str]                      # (from, provider) → to
+    # user id → group names: which group budgets and rules apply to whom, known without a read per request
+    memberships: dict[uuid.UUID, list[str]] = field(default_factory=dict)
 
 
 async def load_rules(engine: AsyncEngine) -> StoredRules:
@@ -62,7 +67,8 @@ async def load_rules(engine: AsyncEngine) -> StoredRules:
         budget_rows = (await conn.execute(budgets.select())).all()
         allow_rows = (await conn.execute(model_allow.select())).all()
         alias_rows = (await conn.execute(model_aliases.select())).all()
-    return StoredRules(
+        members = await group_store.memberships(conn)
+    return StoredRules(memberships=members,
         prices={r.model: (r.input, r.output, r.cache_read, r.cache_write) for r in price_rows},
         budgets={(r.scope, r.subject): (r.period, r.limit_usd) for r in budget_rows},
         allow={(r.scope, r.subject): list(r.patterns) for r in allow_rows},
@@ -210,7 +216,7 @@ async def ledger(engine: AsyncEngine, user_id: uuid.UUID, period: str, start: dt
 
 # ---------------------------------------------------------------- spend and usage aggregates
 
-GROUPS = ("user", "model", "day", "provider", "client")
+GROUPS = ("user", "group", "model", "day", "provider", "client")
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
 
 
@@ -241,8 +247,8 @@ async def spend(engine: AsyncEngine, group_by: Sequence[str], since: dt.datetime
     tokens = _tokens_per_interception()
     async with engine.connect() as conn:
         columns: dict[str, sa.ColumnElement[Any]] = {
-            "user": _user_label(), "model": c.model, "day": _day(conn), "provider": c.provider_name,
-            "client": c.client}
+            "user": _user_label(), "group": groups.c.name, "model": c.model, "day": _day(conn),
+            "provider": c.provider_name, "client": c.client}
         keys = [columns[g].label(g) for g in group_by]
         sums = [sa.func.coalesce(sa.func.sum(tokens.c[k]), 0).label(k) for k in TOKEN_COLUMNS]
         query = (sa.select(*keys, sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0).label("cost_usd"),
@@ -251,6 +257,9 @@ async def spend(engine: AsyncEngine, group_by: Sequence[str], since: dt.datetime
                  .join(users, users.c.id == c.initiator_id)
                  .outerjoin(tokens, tokens.c.interception_id == c.id)
                  .where(c.ended_at.is_not(None)))
+        if "group" in group_by:     # the groups the user is in now; in several: counted under each; none: null
+            query = (query.outerjoin(group_members, group_members.c.user_id == c.initiator_id)
+                     .outerjoin(groups, groups.c.id == group_members.c.group_id))
         if since is not None:
             query = query.where(c.started_at >= since)
         if until is not None:

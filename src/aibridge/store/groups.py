@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aibridge.store.changes import GOVERNANCE, bump
-from aibridge.store.schema import group_members, groups, users
+from aibridge.store.schema import budgets, group_members, groups, model_allow, users
 from aibridge.store.users import Conflict, NotFound, iso, now
 
 # Coder's group names: letters, digits and single hyphens or underscores between them.
@@ -118,6 +118,10 @@ async def update_group(conn: AsyncConnection, ref: str, *, name: str | None = No
             await conn.execute(groups.update().where(groups.c.id == group.id).values(**values))
     except IntegrityError:
         raise Conflict(f"group {name!r} already exists") from None
+    if name is not None and name != group.name:     # its budget and model rule follow it (keyed by name)
+        for table in (budgets, model_allow):
+            await conn.execute(table.update().where(table.c.scope == "group", table.c.subject == group.name)
+                               .values(subject=name))
     await bump(conn, GOVERNANCE)
     return await require_group(conn, str(group.id))
 
@@ -126,6 +130,8 @@ async def delete_group(conn: AsyncConnection, ref: str) -> Group:
     group = await require_group(conn, ref)
     await conn.execute(group_members.delete().where(group_members.c.group_id == group.id))
     await conn.execute(groups.delete().where(groups.c.id == group.id))
+    for table in (budgets, model_allow):        # a later group of that name starts without them
+        await conn.execute(table.delete().where(table.c.scope == "group", table.c.subject == group.name))
     await bump(conn, GOVERNANCE)
     return group
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aibridge.store.changes import AUTH, bump
-from aibridge.store.schema import api_keys, users
+from aibridge.store.schema import api_keys, group_members, users
 from aibridge.store.tokens import hash_secret, new_token
 from aibridge.store.tx import Db, begin, connect
 
@@ -161,6 +161,8 @@ async def delete_user(engine: Db, user_id: uuid.UUID) -> list[str]:
                                     .values(deleted=True, deleted_at=stamp, updated_at=stamp))
         if marked.rowcount == 0:
             raise NotFound(f"user {user_id} not found")
+        # A deleted user is in no group: its name may be taken by a new user, who must not inherit them.
+        await conn.execute(group_members.delete().where(group_members.c.user_id == user_id))
         revoked = await conn.execute(api_keys.update().where(api_keys.c.user_id == user_id,
                                                              api_keys.c.revoked_at.is_(None))
                                      .values(revoked_at=stamp).returning(api_keys.c.id))

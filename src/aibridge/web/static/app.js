@@ -250,6 +250,7 @@ async function start() {
   $("#who-role").className = `badge role-${me.role}`;
   show($("#signin-view"), false);
   show($("#tabs"), true);
+  show($("#groups-tab"), me.role === "owner");
   show($("#who"), true);
   show($("#audit-tab"), me.role === "owner" || me.role === "auditor");
   loadSuggestions();
@@ -290,7 +291,8 @@ async function loadSuggestions() {
 
 // ---------------------------------------------------------------- navigation
 
-const VIEWS = { interceptions: loadInterceptions, sessions: loadSessions, usage: loadUsage, cost: loadCost };
+const VIEWS = { interceptions: loadInterceptions, sessions: loadSessions, usage: loadUsage, cost: loadCost,
+  groups: loadGroups };     // groups.js
 
 function route() {
   if (!state.me) return;
@@ -705,7 +707,8 @@ function renderBars(container, rows) {
 
 // ---------------------------------------------------------------- cost
 
-const SPEND_GROUPS = [["user", "#cost-users", "User"], ["model", "#cost-models", "Model"], ["day", "#cost-days", "Day"]];
+const SPEND_GROUPS = [["user", "#cost-users", "User"], ["model", "#cost-models", "Model"], ["day", "#cost-days", "Day"],
+  ["group", "#cost-groups", "Group"]];
 
 /** Spend from the server (priced when each interception ended), per user, model and day. */
 function loadCost() {
@@ -739,7 +742,7 @@ function renderCost({ groups, me }) {
       ? el("table", { class: "data cost-table" },
         el("thead", {}, el("tr", {}, el("th", {}, title), el("th", { class: "num" }, "Requests"),
           el("th", { class: "num" }, "Cost"))),
-        el("tbody", {}, ...rows.map((r) => el("tr", {}, el("td", {}, String(r[group])),
+        el("tbody", {}, ...rows.map((r) => el("tr", {}, el("td", {}, r[group] === null ? "(no group)" : String(r[group])),
           el("td", { class: "num" }, fmtNum(r.requests)), el("td", { class: "num" }, fmtUsd(r.cost_usd))))))
       : el("p", { class: "muted" }, "No spend in this period."));
   });
