@@ -12,6 +12,7 @@ from typing import Any, get_type_hints
 from aibridge.config.bridge import REQUEST_OPTIONS, BridgeSettings
 from aibridge.config.governance import GOVERNANCE_OPTIONS, RETENTION_OPTIONS, GovernanceSettings
 from aibridge.config.mcp import MCP_OPTIONS, McpServerConfig, McpSettings
+from aibridge.config.oidc import OIDC_OPTIONS, OidcSettings
 from aibridge.config.observability import OBSERVABILITY_OPTIONS, STRUCTURED_LOG_OPTIONS, ObservabilitySettings
 from aibridge.config.option import Option
 from aibridge.config.providers import PROVIDER_OPTIONS, ProviderConfig, ProviderSettings
@@ -43,6 +44,7 @@ OPTIONS: tuple[Option, ...] = (
     *PROCESS_OPTIONS,
     *TOKEN_OPTIONS,
     *CONNECTION_OPTIONS,
+    *OIDC_OPTIONS,
 )
 
 OPTIONS_BY_KEY = {opt.key: opt for opt in OPTIONS}
@@ -51,7 +53,7 @@ STORAGE_OPTIONS = tuple(opt for opt in OPTIONS if opt.storage)
 
 @dataclass(frozen=True)
 class Settings(ServerSettings, ProviderSettings, GovernanceSettings, ResilienceSettings, BridgeSettings,
-               ObservabilitySettings, McpSettings, ProxySettings):
+               ObservabilitySettings, McpSettings, ProxySettings, OidcSettings):
     """Every option's typed value (the fields come from each area's class), and what is derived from them."""
 
     providers: tuple[ProviderConfig, ...] = field(default=())

@@ -11,7 +11,9 @@ from aibridge.identity.roles import ROLES
 from aibridge.identity.validation import parse_lifetime, validate_email, validate_username
 from aibridge.rest.common import APIError, actor, json_body, json_response, require, string_field
 from aibridge.server_keys import CHANGES, ENGINE, GOVERNANCE, SETTINGS
+from aibridge.store import sso as sso_store
 from aibridge.store import users as store
+from aibridge.store.groups import user_group_names
 from aibridge.store.users import User
 
 DEFAULT_LIFETIME = dt.timedelta(days=30)
@@ -63,7 +65,8 @@ async def get_me(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     user = await store.get_user(engine, str(current.id))
     budget = await budget_status(request.app[GOVERNANCE], engine, user.username, user.role, user.id)
-    return json_response({**user.to_json(), "budget": budget})
+    return json_response({**user.to_json(), "budget": budget, "login_type": await sso_store.login_type(engine, user.id),
+                          "groups": await user_group_names(engine, user.id)})
 
 
 async def get_user(request: web.Request) -> web.Response:
