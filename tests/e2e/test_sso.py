@@ -21,6 +21,7 @@ from aibridge.config import postgres_async_url
 from aibridge.store.db import create_engine
 from aibridge.store.schema import audit_logs
 from tests.fakes.oidc import CLIENT_ID, CLIENT_SECRET, ForgedIdp, OidcProvider, drive_sign_in, query_of
+from tests.e2e.test_web import Page, devtools, page  # noqa: F401 (the browser fixtures)
 from tests.harness import Database, ServerProcess, free_port, run_cli, wait_for
 
 STAFF = ["staff"]
@@ -233,6 +234,41 @@ async def test_auth_methods_tell_the_sign_in_page(sso: Sso) -> None:
     assert body == {"password": {"enabled": True},
                     "oidc": {"enabled": True, "available": True, "message": "", "iconUrl": "",
                              "signInText": "Sign in with Example SSO"}}
+
+
+# ---------------------------------------------------------------- in the browser
+
+async def test_the_whole_flow_in_chromium(sso: Sso, page: Page) -> None:  # noqa: F811
+    """The UI offers SSO, the provider's own forms sign Olivia in, the page runs on the cookie (which
+    JavaScript cannot read), writes carry the CSRF header, and sign-out revokes the session."""
+    await page.goto(sso.url + "/aibridge/")
+    await page.wait("!!document.querySelector('#sso-sign-in')", "the SSO button")
+    assert await page.text("#sso-sign-in") == "Sign in with Example SSO"
+    assert await page.js("!document.querySelector('#signin-form').hidden")     # token paste stays
+    await page.click("#sso-sign-in")
+    await page.wait("location.href.includes('/interaction/') && !!document.querySelector('input[name=login]')",
+                    "the provider's login form")
+    await page.type("input[name=login]", "olivia")
+    await page.type("input[name=password]", "any")
+    await page.click("button[type=submit]")
+    await page.wait("!!document.querySelector('input[name=prompt][value=consent]')",
+                    "the provider's consent form")
+    await page.click("button[type=submit]")
+    await page.wait("location.pathname === '/aibridge/' && "
+                    "(document.querySelector('#who-name')?.textContent || '').includes('olivia-owner')", "Olivia signed in")
+    assert await page.text("#who-role") == "owner"
+    assert "coder_session_token" not in await page.js("document.cookie")        # HttpOnly
+    assert await page.js("sessionStorage.getItem('aibridge.token')") is None
+    made = await page.js("""fetch('/api/v2/users/me/keys/tokens', {method: 'POST',
+        headers: {'Content-Type': 'application/json'}, body: JSON.stringify({token_name: 'from-ui'})})
+        .then(r => r.status)""")
+    assert made == 201                                   # session.js added the CSRF header
+    await page.click("#sign-out")
+    await page.wait("!document.querySelector('#signin-view').hidden", "the sign-in box again")
+    await page.wait("!document.cookie.includes('csrf_token=')", "the session cookies to be cleared")
+    assert await page.js("fetch('/api/v2/users/me').then(r => r.status)") == 401
+    rows = [r for r in await audit_rows(sso.db, "logout") if r.username == "olivia-owner"]
+    assert rows
 
 
 # ---------------------------------------------------------------- forged tokens

@@ -12,8 +12,8 @@ from typing import Any, get_type_hints
 from aibridge.config.bridge import REQUEST_OPTIONS, BridgeSettings
 from aibridge.config.governance import GOVERNANCE_OPTIONS, RETENTION_OPTIONS, GovernanceSettings
 from aibridge.config.mcp import MCP_OPTIONS, McpServerConfig, McpSettings
-from aibridge.config.oidc import OIDC_OPTIONS, OidcSettings
 from aibridge.config.observability import OBSERVABILITY_OPTIONS, STRUCTURED_LOG_OPTIONS, ObservabilitySettings
+from aibridge.config.oidc import OIDC_OPTIONS, OidcSettings
 from aibridge.config.option import Option
 from aibridge.config.providers import PROVIDER_OPTIONS, ProviderConfig, ProviderSettings
 from aibridge.config.proxy import PROXY_OPTIONS, ProxySettings

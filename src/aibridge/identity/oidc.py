@@ -193,7 +193,8 @@ class Client:
                                  headers={"Accept": "application/json"}) as response:
                 body = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
-            raise Unavailable(f"the identity provider's token endpoint does not answer ({type(exc).__name__})") from None
+            raise Unavailable("the identity provider's token endpoint does not answer "
+                              f"({type(exc).__name__})") from None
         if response.status != 200 or not isinstance(body, dict):
             error = body.get("error", response.status) if isinstance(body, dict) else response.status
             raise OidcError(f"the identity provider refused the authorization code ({error}): "
@@ -236,7 +237,8 @@ class Client:
         try:
             info = await self._get_json(doc["userinfo_endpoint"], {"Authorization": f"Bearer {access_token}"})
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
-            raise Unavailable(f"the identity provider's userinfo endpoint does not answer ({type(exc).__name__})") from None
+            raise Unavailable("the identity provider's userinfo endpoint does not answer "
+                              f"({type(exc).__name__})") from None
         if info.get("sub") != subject:
             raise OidcError("the identity provider's userinfo is about another subject")
         return info

@@ -52,7 +52,8 @@ def profile(claims: dict[str, Any], s: Settings) -> Profile:
     if allowed and not set(allowed) & set(raw_groups):
         raise OidcError(f"you are not in a group allowed to sign in here (allowed: {', '.join(allowed)})")
     username_claim = claims.get(s.oidc_username_field)
-    source = username_claim if isinstance(username_claim, str) and username_claim.strip() else email or str(claims["sub"])
+    has_name = isinstance(username_claim, str) and bool(username_claim.strip())
+    source = str(username_claim) if has_name else email or str(claims["sub"])
     name = claims.get("name")
     return Profile(str(claims["sub"]), email, verified, sanitize_username(source),
                    name.strip()[:128] if isinstance(name, str) else "",

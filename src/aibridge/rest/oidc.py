@@ -8,6 +8,7 @@ HTML page saying why (the browser is on it), never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import logging
 from typing import Any
@@ -127,10 +128,8 @@ def _refusal(exc: Exception) -> tuple[int, str]:
 async def logout(request: web.Request) -> web.Response:
     """Revokes the token that authenticated the request (the session's, for the UI) and clears the cookies."""
     current = actor(request)
-    try:
+    with contextlib.suppress(user_store.NotFound):
         await user_store.revoke_api_key(request.app[ENGINE], current.token_id)
-    except user_store.NotFound:
-        pass
     await request.app[CHANGES].publish()
     request["signed_out"] = True
     await _audit(request, "logout", 200, _who(request, current.id, current.username), "signed out")
@@ -175,10 +174,8 @@ async def _discover_soon(app: web.Application) -> None:
     """Reads the discovery document in the background: a provider that is down logs one line and
     the server starts anyway (sign-ins retry it)."""
     async def discover() -> None:
-        try:
+        with contextlib.suppress(OidcError):
             await app[OIDC].metadata()
-        except OidcError:
-            pass
     task = asyncio.get_running_loop().create_task(discover())
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)

@@ -25,6 +25,7 @@ import pytest
 from aiohttp import web
 from joserfc import jwt
 from joserfc.jwk import RSAKey
+from yarl import URL
 
 from tests.e2e.clients import REPO, _locked, _run, _tool
 from tests.harness import free_port
@@ -113,7 +114,7 @@ async def drive_sign_in(session: aiohttp.ClientSession, bridge_url: str, account
             if url.startswith(bridge_url + "/api/v2/users/oidc/callback"):
                 return resp, body, url
             if resp.status in (301, 302, 303, 307):
-                url = str(resp.url.join(aiohttp.client.URL(resp.headers["Location"])))
+                url = str(resp.url.join(URL(resp.headers["Location"])))
                 method, data = "GET", None
                 continue
             form = _FORM.search(body)
@@ -122,7 +123,7 @@ async def drive_sign_in(session: aiohttp.ClientSession, bridge_url: str, account
             fields = dict(_HIDDEN.findall(form.group(2)))
             if 'name="login"' in form.group(2):
                 fields.update(login=account, password="any")
-            url, method, data = str(resp.url.join(aiohttp.client.URL(form.group(1)))), "POST", fields
+            url, method, data = str(resp.url.join(URL(form.group(1)))), "POST", fields
     raise AssertionError("the sign-in did not reach the bridge's callback in 30 steps")
 
 
