@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from aibridge.config import postgres_async_url
 from aibridge.store.db import create_engine
 from aibridge.store.schema import audit_logs
-from tests.fakes.oidc import CLIENT_ID, CLIENT_SECRET, ForgedIdp, OidcProvider, drive_sign_in, query_of
 from tests.e2e.test_web import Page, devtools, page  # noqa: F401 (the browser fixtures)
+from tests.fakes.oidc import CLIENT_ID, CLIENT_SECRET, ForgedIdp, OidcProvider, drive_sign_in, query_of
 from tests.harness import Database, ServerProcess, free_port, run_cli, wait_for
 
 STAFF = ["staff"]
@@ -255,7 +255,8 @@ async def test_the_whole_flow_in_chromium(sso: Sso, page: Page) -> None:  # noqa
                     "the provider's consent form")
     await page.click("button[type=submit]")
     await page.wait("location.pathname === '/aibridge/' && "
-                    "(document.querySelector('#who-name')?.textContent || '').includes('olivia-owner')", "Olivia signed in")
+                    "(document.querySelector('#who-name')?.textContent || '').includes('olivia-owner')",
+                    "Olivia signed in")
     assert await page.text("#who-role") == "owner"
     assert "coder_session_token" not in await page.js("document.cookie")        # HttpOnly
     assert await page.js("sessionStorage.getItem('aibridge.token')") is None
