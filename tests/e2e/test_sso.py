@@ -8,6 +8,8 @@ ends at sign-out; forged ID tokens come from a tiny forger (a real provider neve
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,10 +18,12 @@ from typing import Any
 import aiohttp
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.config import postgres_async_url
+from aibridge.store.changes import AUTH, bump
 from aibridge.store.db import create_engine
-from aibridge.store.schema import audit_logs
+from aibridge.store.schema import api_keys, audit_logs
 from tests.e2e.test_web import Page, devtools, page  # noqa: F401 (the browser fixtures)
 from tests.fakes.oidc import CLIENT_ID, CLIENT_SECRET, ForgedIdp, OidcProvider, drive_sign_in, query_of
 from tests.harness import Database, ServerProcess, free_port, run_cli, wait_for
@@ -87,25 +91,37 @@ def cookie(session: aiohttp.ClientSession, name: str) -> str:
     return next((c.value for c in session.cookie_jar if c.key == name), "")
 
 
-async def sign_in(sso: Sso, account: str) -> tuple[aiohttp.ClientSession, dict[str, Any]]:
+async def sign_in(sso: Sso, account: str, url: str = "") -> tuple[aiohttp.ClientSession, dict[str, Any]]:
+    """A browser session signed in as ``account`` (through the provider's forms) and its /users/me."""
+    url = url or sso.url
     session = browser()
-    resp, body, _ = await drive_sign_in(session, sso.url, account)
-    assert resp.status == 302, body
-    assert resp.headers["Location"] == "/aibridge/"
-    async with session.get(sso.url + "/api/v2/users/me") as me:
-        assert me.status == 200, await me.text()
-        return session, await me.json()
+    try:
+        resp, body, _ = await drive_sign_in(session, url, account)
+        assert resp.status == 302, body
+        assert resp.headers["Location"] == "/aibridge/"
+        async with session.get(url + "/api/v2/users/me") as me:
+            assert me.status == 200, await me.text()
+            return session, await me.json()
+    except BaseException:
+        await session.close()
+        raise
 
 
-async def audit_rows(db: Database, action: str) -> list[Any]:
+@contextlib.asynccontextmanager
+async def database(db: Database) -> AsyncIterator[AsyncEngine]:
+    """The server's own database, read (or altered) by the test directly."""
     url = postgres_async_url(db.postgres.url) if db.postgres else f"sqlite+aiosqlite:///{db.data_dir / 'aibridge.db'}"
     engine = create_engine(url)
     try:
-        async with engine.connect() as conn:
-            return list((await conn.execute(sa.select(audit_logs).where(audit_logs.c.action == action)
-                                            .order_by(audit_logs.c.time))).all())
+        yield engine
     finally:
         await engine.dispose()
+
+
+async def audit_rows(db: Database, action: str) -> list[Any]:
+    async with database(db) as engine, engine.connect() as conn:
+        return list((await conn.execute(sa.select(audit_logs).where(audit_logs.c.action == action)
+                                        .order_by(audit_logs.c.time))).all())
 
 
 # ---------------------------------------------------------------- sign-in
@@ -226,6 +242,52 @@ async def test_sign_out_ends_the_session(sso: Sso) -> None:
         assert resp.status == 403
         assert "revoked" in (await resp.json())["message"]
     assert any(r.username == "adam" for r in await audit_rows(sso.db, "logout"))
+
+
+async def test_the_session_renews_itself_while_in_use(sso: Sso) -> None:
+    session, _ = await sign_in(sso, "mia")
+    async with session:
+        first = cookie(session, "coder_session_token")
+        async with database(sso.db) as engine, engine.begin() as conn:     # past half of its 24 h
+            await conn.execute(api_keys.update().where(api_keys.c.id == first.split("-")[0])
+                               .values(expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=11)))
+            await bump(conn, AUTH)          # as any token change does: the server drops its cached copy
+
+        async def renewed() -> bool:
+            async with session.get(sso.url + "/api/v2/users/me") as resp:
+                assert resp.status == 200
+                return "coder_session_token" in resp.cookies
+        assert await wait_for(renewed, timeout=5, interval=0.2)
+        second = cookie(session, "coder_session_token")
+        assert second and second != first
+        async with session.get(sso.url + "/api/v2/users/me") as resp:
+            assert resp.status == 200 and "coder_session_token" not in resp.cookies
+    async with database(sso.db) as engine, engine.connect() as conn:
+        old_expiry = (await conn.execute(sa.select(api_keys.c.expires_at)
+                                         .where(api_keys.c.id == first.split("-")[0]))).scalar_one()
+    assert old_expiry <= dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1, seconds=5)   # retired soon
+
+
+async def test_sign_in_works_across_workers(database: Database) -> None:
+    """The sign-in's two legs land on whichever worker the kernel picks: nothing is kept in one
+    process (state, nonce and PKCE verifier travel in the signed cookie)."""
+    port = free_port()
+    server = ServerProcess(database, {**oidc_env(f"http://127.0.0.1:{port}"), "CODER_AIBRIDGE_WORKERS": "2"})
+    server.env["CODER_ACCESS_URL"] = server.url
+    provider = await OidcProvider(server.url + "/api/v2/users/oidc/callback", USERS, port).start()
+    try:
+        await server.start()
+        for _ in range(4):
+            session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                            connector=aiohttp.TCPConnector(force_close=True))
+            async with session:
+                resp, body, _ = await drive_sign_in(session, server.url, "mia")
+                assert resp.status == 302, body
+                async with session.get(server.url + "/api/v2/users/me") as me:
+                    assert (await me.json())["username"] == "mia"
+    finally:
+        server.stop()
+        provider.stop()
 
 
 async def test_auth_methods_tell_the_sign_in_page(sso: Sso) -> None:
