@@ -241,6 +241,7 @@ async def test_sign_out_ends_the_session(sso: Sso) -> None:
             sso.url + "/api/v2/users/me", headers={"Cookie": f"coder_session_token={session_token}"}) as resp:
         assert resp.status == 403
         assert "revoked" in (await resp.json())["message"]
+        assert resp.cookies["coder_session_token"].value == ""        # the stale cookie is cleared
     assert any(r.username == "adam" for r in await audit_rows(sso.db, "logout"))
 
 

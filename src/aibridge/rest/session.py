@@ -66,7 +66,14 @@ async def authenticate(request: web.Request) -> Actor:
     cookie = request.cookies.get(SESSION_COOKIE)
     if token_from_headers(request.headers) or not cookie:
         return await authenticator.authenticate(request.headers)
-    actor, expires_at = await authenticator.verify(cookie)
+    try:
+        actor, expires_at = await authenticator.verify(cookie)
+    except AuthError as exc:
+        if exc.status == 503:
+            raise
+        refused = APIError(exc.status, exc.message, "the browser session has ended: sign in again")
+        clear_session(request, refused)      # a stale cookie must not keep the page thinking it is signed in
+        raise refused from None
     if request.method not in SAFE_METHODS:
         sent, expected = request.headers.get(CSRF_HEADER, ""), request.cookies.get(CSRF_COOKIE, "")
         if not sent or not expected or not hmac.compare_digest(sent, expected):
@@ -86,7 +93,3 @@ async def renew(request: web.Request, response: web.StreamResponse) -> None:
     token = await new_session(request, actor.id)
     set_session(request, response, token)
     await sso_store.retire_key(request.app[ENGINE], actor.token_id, RENEWAL_GRACE)
-
-
-def error_from(exc: AuthError) -> APIError:
-    return APIError(exc.status, exc.message)
