@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -173,6 +174,32 @@ async def test_refused_people_see_why(sso: Sso, account: str, reason: str) -> No
     assert USERS[account]["email"] not in names
     refused = [r for r in await audit_rows(sso.db, "login") if r.status_code == 403]
     assert any(reason in r.description for r in refused)
+
+
+async def test_a_suspended_user_is_refused(sso: Sso) -> None:
+    session, me = await sign_in(sso, "mia")
+    await session.close()
+    owner = {"Coder-Session-Token": sso.server.admin_token}
+    async with aiohttp.ClientSession(headers=owner) as api:
+        async with api.post(f"{sso.url}/api/v2/users/{me['id']}/status/suspend") as resp:
+            assert resp.status == 200
+        try:
+            async with browser() as refused:
+                resp, body, _ = await drive_sign_in(refused, sso.url, "mia")
+                assert resp.status == 403 and "is suspended" in body
+                assert not cookie(refused, "coder_session_token")
+        finally:
+            async with api.post(f"{sso.url}/api/v2/users/{me['id']}/status/activate") as resp:
+                assert resp.status == 200
+
+
+async def test_sign_in_returns_only_to_this_server(sso: Sso) -> None:
+    for target, expected in (("/aibridge/#sessions", "/aibridge/#sessions"), ("//evil.test/", "/aibridge/"),
+                             ("/\t/evil.test", "/aibridge/"), ("https://evil.test/", "/aibridge/")):
+        async with browser() as session:
+            start = sso.url + "/api/v2/users/oidc/login?" + urlencode({"redirect": target})
+            resp, body, _ = await drive_sign_in(session, sso.url, "mia", start=start)
+            assert resp.status == 302 and resp.headers["Location"] == expected, (target, body)
 
 
 async def test_a_wrong_state_is_refused(sso: Sso) -> None:

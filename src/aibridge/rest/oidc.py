@@ -69,7 +69,9 @@ def _found(location: str) -> web.Response:
 
 def _return_to(raw: str) -> str:
     """Only a path on this server (an open redirect would hand the session to another site)."""
-    return raw if raw.startswith("/") and not raw.startswith("//") and "\\" not in raw else UI
+    # Browsers drop tabs and newlines from URLs ("/\t/evil" is "//evil"): only printable, no spaces.
+    safe = raw.isprintable() and not any(c.isspace() or c == "\\" for c in raw)
+    return raw if safe and raw.startswith("/") and not raw.startswith("//") else UI
 
 
 async def login(request: web.Request) -> web.StreamResponse:

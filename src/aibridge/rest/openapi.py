@@ -123,6 +123,8 @@ PATHS: dict[str, Any] = {
         "post": operation("create a user (owner)", 201, ref("User"), body=ref("NewUser")),
     },
     "/api/v2/users/me": {"get": operation("the current user", 200, ref("User"))},
+    "/api/v2/users/authmethods": {"get": operation("what the sign-in page offers (no token needed)", 200,
+                                                   obj({"password": OBJECT, "oidc": OBJECT}))},
     "/api/v2/users/{user}": {
         "get": operation("a user (owner, auditor; anyone for themselves)", 200, ref("User"), params=[USER]),
         "delete": operation("delete a user without recorded interceptions, and its tokens (owner)", 204, None,
