@@ -412,9 +412,11 @@ async def test_bad_configuration_is_one_line(database: Database, env: dict[str, 
     assert len(lines) == 1 and option in lines[0], result.stderr
 
 
-async def test_an_unreachable_provider_does_not_stop_the_server(database: Database) -> None:
+async def test_an_unreachable_provider_does_not_stop_the_server(database: Database, page: Page) -> None:  # noqa: F811
+    """Bearer tokens keep working, one log line, the sign-in page says SSO is unavailable (and, with
+    CODER_DISABLE_PASSWORD_AUTH, offers no token box), and SSO comes back once the provider answers."""
     port = free_port()
-    server = ServerProcess(database, oidc_env(f"http://127.0.0.1:{port}"))
+    server = ServerProcess(database, {**oidc_env(f"http://127.0.0.1:{port}"), "CODER_DISABLE_PASSWORD_AUTH": "true"})
     server.env["CODER_ACCESS_URL"] = server.url
     provider = OidcProvider(server.url + "/api/v2/users/oidc/callback", USERS, port)
     await server.start()
@@ -426,6 +428,10 @@ async def test_an_unreachable_provider_does_not_stop_the_server(database: Databa
             async with plain.get(server.url + "/api/v2/users/authmethods") as resp:
                 oidc = (await resp.json())["oidc"]
             assert oidc["available"] is False and "does not answer" in oidc["message"]
+            await page.goto(server.url + "/aibridge/")
+            await page.wait("!!document.querySelector('#sso-unavailable')", "the SSO-unavailable notice")
+            assert "SSO is unavailable" in await page.text("#sso-unavailable")
+            assert await page.js("document.querySelector('#signin-form').hidden")
             async with plain.get(server.url + "/api/v2/users/oidc/login") as resp:
                 assert resp.status == 503 and "unavailable" in await resp.text()
             assert server.output().count("single sign-on unavailable") == 1
