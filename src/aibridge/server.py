@@ -48,7 +48,9 @@ from aibridge.rest import audit as audit_api
 from aibridge.rest import governance as governance_api
 from aibridge.rest import groups as groups_api
 from aibridge.rest import interceptions as interceptions_api
+from aibridge.rest import oidc as oidc_api
 from aibridge.rest import openapi as openapi_api
+from aibridge.rest import session as browser_session
 from aibridge.rest import users as users_api
 from aibridge.rest.common import APIError, json_response, request_id_middleware
 from aibridge.server_keys import AUTHENTICATOR, CHANGES, ENGINE, GOVERNANCE, SETTINGS
@@ -85,20 +87,24 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return json_error(500, "internal server error", "the error was logged on the server")
 
 
-PUBLIC_PATHS = frozenset({openapi_api.PATH, proxy_service.CA_ROUTE,
+PUBLIC_PATHS = frozenset({openapi_api.PATH, proxy_service.CA_ROUTE, *oidc_api.PUBLIC_PATHS,
                           API_ALIAS_PREFIX + proxy_service.CA_ROUTE.removeprefix(API_PREFIX)})
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every /api/v2 route needs a token, except the bridge routes (they answer in the provider's shape)
-    and the public ones (the OpenAPI document; the proxy CA, which clients fetch before they are set up)."""
+    and the public ones (the OpenAPI document; the proxy CA, which clients fetch before they are set up;
+    the sign-in routes). The UI's session cookie counts here, never on the bridge routes (rest/session.py)."""
     if request.path.startswith("/api/v2/") and "provider" not in request.match_info \
             and request.match_info.http_exception is None and request.path not in PUBLIC_PATHS:
         try:
-            request["actor"] = await request.app[AUTHENTICATOR].authenticate(request.headers)
+            request["actor"] = await browser_session.authenticate(request)
         except AuthError as exc:
             raise APIError(exc.status, exc.message) from None
+        response = await handler(request)
+        await browser_session.renew(request, response)
+        return response
     return await handler(request)
 
 
@@ -229,6 +235,7 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
         if isinstance(addon, RecordingAddon):
             app[RECORDING] = addon
     app.router.add_get("/api/v2/buildinfo", buildinfo)
+    oidc_api.add_routes(app)         # before the users' routes: /users/logout is not a user
     users_api.add_routes(app)
     interceptions_api.add_routes(app)
     governance_api.add_routes(app)

@@ -11,6 +11,7 @@ import yaml
 
 from aibridge.config.governance import GOVERNANCE_YAML_KEYS
 from aibridge.config.mcp import MCP_FIELDS
+from aibridge.config.oidc import check_oidc
 from aibridge.config.option import Option, yaml_lookup
 from aibridge.config.providers import ProviderKind
 from aibridge.config.proxy import check_proxy
@@ -114,6 +115,7 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
     if storage_only:
         return settings
     check_proxy(settings)
+    check_oidc(settings)
     if not settings.aibridge_enabled:
         return settings
     providers = resolve_providers(settings, env, doc, provider_kinds)

@@ -20,6 +20,7 @@ from aibridge.config.governance import (
 )
 from aibridge.config.mcp import MCP_OPTIONS, McpServerConfig, McpSettings
 from aibridge.config.observability import OBSERVABILITY_OPTIONS, STRUCTURED_LOG_OPTIONS, ObservabilitySettings
+from aibridge.config.oidc import OIDC_OPTIONS, OidcSettings
 from aibridge.config.option import Option
 from aibridge.config.providers import PROVIDER_OPTIONS, ProviderConfig, ProviderSettings
 from aibridge.config.proxy import PROXY_OPTIONS, ProxySettings
@@ -52,6 +53,7 @@ OPTIONS: tuple[Option, ...] = (
     *PROCESS_OPTIONS,
     *TOKEN_OPTIONS,
     *CONNECTION_OPTIONS,
+    *OIDC_OPTIONS,
 )
 
 OPTIONS_BY_KEY = {opt.key: opt for opt in OPTIONS}
@@ -60,7 +62,8 @@ STORAGE_OPTIONS = tuple(opt for opt in OPTIONS if opt.storage)
 
 @dataclass(frozen=True)
 class Settings(ServerSettings, ProviderSettings, GovernanceSettings, ResilienceSettings, BridgeSettings,
-               ObservabilitySettings, McpSettings, ProxySettings, AuditSettings, BudgetPolicySettings):
+               ObservabilitySettings, McpSettings, ProxySettings, AuditSettings, BudgetPolicySettings,
+               OidcSettings):
     """Every option's typed value (the fields come from each area's class), and what is derived from them."""
 
     providers: tuple[ProviderConfig, ...] = field(default=())

@@ -65,6 +65,11 @@ class Authenticator:
         if not token:
             raise AuthError(401, "missing API token: send it as 'Authorization: Bearer <token>', "
                                  "'X-Api-Key: <token>' or 'Coder-Session-Token: <token>'")
+        actor, _ = await self.verify(token)
+        return actor
+
+    async def verify(self, token: str) -> tuple[Actor, dt.datetime]:
+        """The token's actor and when the token expires (a browser session renews it: rest/session.py)."""
         parts = split_token(token)
         if parts is None:
             raise AuthError(403, "invalid API token")
@@ -86,7 +91,7 @@ class Authenticator:
             raise AuthError(403, "API token has expired")
         if user.suspended:
             raise AuthError(403, f"user {user.username!r} is suspended")
-        return Actor(user.id, user.username, user.name, user.email, user.role, key.id)
+        return Actor(user.id, user.username, user.name, user.email, user.role, key.id), key.expires_at
 
     def _database_down(self, exc: BaseException) -> None:
         """Logged once per outage, with its cause; every refused request says it in its answer."""

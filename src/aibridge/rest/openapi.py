@@ -190,6 +190,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                             "include_deleted", "true or false", {"enum": ["true", "false"]})]),
     ("post", "/api/v2/users"): operation("create a user (owner)", 201, ref("User"), body=ref("NewUser")),
     ("get", "/api/v2/users/me"): operation("the current user, with its budget", 200, ref("User")),
+    ("get", "/api/v2/users/authmethods"): operation("what the sign-in page offers (no token needed)", 200,
+                                                    obj({"password": OBJECT, "oidc": OBJECT}), public=True),
+    ("get", "/api/v2/users/oidc/login"): operation(
+        "start single sign-on: a redirect to the identity provider (302)", 302, None, public=True,
+        params=[query_param("redirect", "where to go after signing in (a path of this server)", STR)]),
+    ("get", "/api/v2/users/oidc/callback"): operation(
+        "the identity provider's redirect back: signs in and sets the session cookie (302)", 302, None,
+        public=True, params=[query_param("code", "the authorization code", STR),
+                             query_param("state", "the state sent with the sign-in", STR)]),
+    ("post", "/api/v2/users/logout"): operation(
+        "sign out: revokes the token that authenticated this request and clears the session cookie", 200,
+        OBJECT),
     ("get", "/api/v2/users/{user}"): operation("a user (owner, auditor; anyone for themselves)", 200,
                                                ref("User"), params=[USER]),
     ("delete", "/api/v2/users/{user}"): operation(

@@ -11,6 +11,7 @@ from aibridge.identity.roles import ROLES
 from aibridge.identity.validation import parse_lifetime, validate_email, validate_username
 from aibridge.rest.common import APIError, actor, audited, json_body, json_response, require, string_field
 from aibridge.server_keys import CHANGES, ENGINE, GOVERNANCE, SETTINGS
+from aibridge.store import sso as sso_store
 from aibridge.store import users as store
 from aibridge.store.audit import diff, token_diff, user_fields
 from aibridge.store.groups import user_group_names
@@ -71,7 +72,8 @@ async def get_me(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     user = await store.get_user(engine, str(current.id))
     budget = await budget_status(request.app[GOVERNANCE], engine, user.username, user.role, user.id)
-    return json_response({**user.to_json(), "groups": await user_group_names(engine, user.id), "budget": budget})
+    return json_response({**user.to_json(), "budget": budget, "login_type": await sso_store.login_type(engine, user.id),
+                          "groups": await user_group_names(engine, user.id)})
 
 
 async def get_user(request: web.Request) -> web.Response:

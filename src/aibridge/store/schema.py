@@ -304,3 +304,11 @@ audit_logs = sa.Table(
     sa.Column("description", sa.String(512), nullable=False, server_default=""),
     sa.Index("idx_aibridge_audit_logs_time", "time"),
 )
+
+# ---------------------------------------------------------------- single sign-on (issue 21)
+
+# How a user signs in ("token": tokens made by an owner or itself; "oidc": the identity provider,
+# which created it at its first sign-in) and the provider's subject (``sub``) that links them.
+users.append_column(sa.Column("login_type", sa.String(16), nullable=False, server_default="token"))
+users.append_column(sa.Column("oidc_subject", sa.String(255), nullable=True))
+sa.Index("idx_users_oidc_subject", users.c.oidc_subject, unique=True)

@@ -35,7 +35,7 @@ CONTENT_SECURITY_POLICY: Final = "; ".join([
     "default-src 'self'",
     "script-src 'self'",
     "style-src 'self'",
-    "img-src 'self'",
+    "img-src 'self' https:",         # the SSO button's icon (CODER_OIDC_ICON_URL) may live elsewhere
     "connect-src 'self'",
     "font-src 'none'",
     "object-src 'none'",

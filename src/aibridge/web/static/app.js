@@ -772,5 +772,5 @@ function wire() {
 }
 
 wire();
-if (token()) start();
+if (token() || window.aibridgeSession.active()) start();    // a pasted token, or the SSO session (session.js)
 else signOut("");
