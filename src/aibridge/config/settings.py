@@ -10,6 +10,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, get_type_hints
 
 from aibridge.config.bridge import REQUEST_OPTIONS, BridgeSettings
+from aibridge.config.byok import BYOK_OPTIONS, ByokSettings
 from aibridge.config.governance import GOVERNANCE_OPTIONS, RETENTION_OPTIONS, GovernanceSettings
 from aibridge.config.mcp import MCP_OPTIONS, McpServerConfig, McpSettings
 from aibridge.config.observability import OBSERVABILITY_OPTIONS, STRUCTURED_LOG_OPTIONS, ObservabilitySettings
@@ -35,6 +36,7 @@ OPTIONS: tuple[Option, ...] = (
     *GOVERNANCE_OPTIONS,
     *STRUCTURED_LOG_OPTIONS,
     *REQUEST_OPTIONS,
+    *BYOK_OPTIONS,
     *CIRCUIT_BREAKER_OPTIONS,
     *MCP_OPTIONS,
     *OBSERVABILITY_OPTIONS,
@@ -51,7 +53,7 @@ STORAGE_OPTIONS = tuple(opt for opt in OPTIONS if opt.storage)
 
 @dataclass(frozen=True)
 class Settings(ServerSettings, ProviderSettings, GovernanceSettings, ResilienceSettings, BridgeSettings,
-               ObservabilitySettings, McpSettings, ProxySettings):
+               ObservabilitySettings, McpSettings, ProxySettings, ByokSettings):
     """Every option's typed value (the fields come from each area's class), and what is derived from them."""
 
     providers: tuple[ProviderConfig, ...] = field(default=())
