@@ -31,9 +31,9 @@ from aibridge.bridge.apis.base import Api, Finding, ToolCall
 from aibridge.bridge.apis.common import loads_object
 from aibridge.bridge.bodies import body_problem
 from aibridge.bridge.clients import detect_client
+from aibridge.bridge.credentials import CENTRALIZED, Credential
 from aibridge.bridge.flow import Addons, Flow, Reject, Turn, TurnError
 from aibridge.bridge.loop import TURN_APIS, TurnApi
-from aibridge.bridge.credentials import CENTRALIZED, Credential
 from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest, UpstreamResponse
 from aibridge.bridge.providers.http import forwardable_headers, relayable_headers
 from aibridge.bridge.routes import model_problem

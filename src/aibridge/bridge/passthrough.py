@@ -22,9 +22,9 @@ import orjson
 from aiohttp import web
 
 from aibridge.bridge.apis.base import RequestInfo, Stored
+from aibridge.bridge.credentials import CENTRALIZED, Credential
 from aibridge.bridge.flow import Addons, Flow, Reject
 from aibridge.bridge.intercept import CLIENT_GONE, provider_error
-from aibridge.bridge.credentials import CENTRALIZED, Credential
 from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest, UpstreamResponse
 from aibridge.bridge.providers.http import forwardable_headers, relayable_headers
 from aibridge.bridge.routes import Match, model_problem
