@@ -6,6 +6,9 @@ token; each interception is recorded under the user as ``byok`` with a masked hi
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tomllib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +20,7 @@ from tests.e2e.conftest import Bridge, bridge_env
 from tests.e2e.records import ids
 from tests.e2e.test_real_clients import answer_text, claude_env, diagnose, new_records, run_cli
 from tests.fakes.upstream import FakeUpstream, ReceivedRequest
-from tests.harness import Database, ServerProcess
+from tests.harness import Database, ServerProcess, base_env
 
 pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT + 300)
 GOV = "X-Coder-AI-Governance-Token"
@@ -114,3 +117,34 @@ async def test_codex_byok_with_env_http_headers(bridge: Bridge, clients: NpmClie
     assert (record["credential_kind"], record["credential_hint"]) == ("byok", "sk-proj-…a1b2")
     assert record["token_usages"]
     assert USER_OPENAI not in bridge.server.output()
+
+
+def test_env_byok_prints_these_setups(tmp_path: Path) -> None:
+    """``aibridge env CLIENT --byok``: the Codex block parses to the provider used above; the Claude
+    Code exports, evaluated by bash, give the variables used above; other clients exit 2."""
+    url, token = "http://127.0.0.1:3000", "abcdefghij-SECRETsecretSECRETsecret12"
+    codex = run_aibridge(["env", "codex", "--byok", "--url", url, "--token", token], tmp_path)
+    assert codex.returncode == 0, codex.stderr
+    toml = "\n".join(line for line in codex.stdout.splitlines() if not line.startswith(("#", "export ")))
+    doc = tomllib.loads(toml)
+    assert doc["model_provider"] == "aibridge-byok"
+    assert doc["model_providers"]["aibridge-byok"] == {
+        "name": "AI Bridge (own key)", "base_url": f"{url}/api/v2/aibridge/openai/v1", "env_key": "OPENAI_API_KEY",
+        "wire_api": "responses", "env_http_headers": {GOV: "AIBRIDGE_TOKEN"}}
+    assert f"export AIBRIDGE_TOKEN={token}" in codex.stdout
+
+    claude = run_aibridge(["env", "claude-code", "--byok", "--url", url, "--token", token], tmp_path)
+    assert claude.returncode == 0, claude.stderr
+    shown = subprocess.run(["bash", "-c", claude.stdout + "\nenv"], capture_output=True, text=True, timeout=30,
+                           env={"PATH": "/usr/bin:/bin"}).stdout
+    assert f"ANTHROPIC_CUSTOM_HEADERS={GOV}: {token}" in shown.splitlines()
+    assert f"ANTHROPIC_BASE_URL={url}/api/v2/aibridge/anthropic" in shown.splitlines()
+    assert "ANTHROPIC_AUTH_TOKEN" in claude.stdout          # the subscription variant, commented out
+
+    refused = run_aibridge(["env", "zed", "--byok", "--url", url], tmp_path)
+    assert refused.returncode == 2 and "--byok works with" in refused.stderr
+
+
+def run_aibridge(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "aibridge", *args], capture_output=True, text=True, timeout=60,
+                          cwd=cwd, env=base_env())
