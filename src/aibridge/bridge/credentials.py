@@ -50,7 +50,7 @@ CENTRALIZED = Credential(CENTRALIZED_KIND)
 def _value(name: str, value: str) -> str:
     if name.lower() == "authorization":
         scheme, _, rest = value.strip().partition(" ")
-        if scheme.lower() in ("bearer", "basic") and rest.strip():
+        if scheme.lower() in ("bearer", "basic"):
             return rest.strip()
     return value.strip()
 
