@@ -7,9 +7,11 @@ upstream error echoing the user's key is scrubbed from what is relayed, recorded
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +23,7 @@ from aiohttp import web
 
 from tests.e2e.conftest import ask, bridge_env
 from tests.e2e.records import ids, latest
+from tests.e2e.test_proxy import basic, connect, proxy_env, tls_inside, trusting, wait_listening
 from tests.fakes.upstream import FakeUpstream, ReceivedRequest
 from tests.harness import Client, Database, ServerProcess, free_port, wait_for
 
@@ -316,3 +319,45 @@ async def test_an_upstream_echoing_the_users_key_is_scrubbed(module_database: Da
     finally:
         server.stop()
         await runner.cleanup()
+
+
+async def proxied_request(port: int, ca: Path, proxy_token: str, headers: dict[str, str]) -> bytes:
+    """One blocking Messages call to api.anthropic.com through the AI Bridge Proxy's decrypted tunnel."""
+    status, _, reader, writer = await connect(("127.0.0.1", port), "api.anthropic.com:443", basic(proxy_token))
+    assert status == 200
+    await tls_inside(reader, writer, trusting(ca), "api.anthropic.com")
+    body = orjson.dumps({"model": ANTHROPIC_MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]})
+    head = "".join(f"{k}: {v}\r\n" for k, v in {
+        "Host": "api.anthropic.com", "Content-Type": "application/json", "anthropic-version": "2023-06-01",
+        "Content-Length": str(len(body)), "Connection": "close", **headers}.items())
+    writer.write(f"POST /v1/messages HTTP/1.1\r\n{head}\r\n".encode() + body)
+    reply = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    return reply
+
+
+async def test_byok_through_the_proxy(module_database: Database) -> None:
+    """The proxy authenticates the CONNECT; a tunnelled request with the governance header of the
+    same user goes upstream with the user's own key; another user's governance token is refused."""
+    fake = FakeUpstream(openai_key=USER_OPENAI, anthropic_key=USER_ANTHROPIC)
+    await fake.start()
+    port = free_port()
+    server = await ServerProcess(module_database, env=proxy_env(fake, port)).start()
+    try:
+        await wait_listening(port)
+        ca = module_database.data_dir / "proxy" / "ca.pem"
+        token = server.create_user(f"px{uuid.uuid4().hex[:6]}")
+        other = server.create_user(f"px{uuid.uuid4().hex[:6]}")
+        before = await ids(Client(server.url, token))
+        reply = await proxied_request(port, ca, token, {GOV: token, "X-Api-Key": USER_ANTHROPIC})
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+        [seen] = fake.requests_to("/v1/messages")
+        assert_only_own_credential(seen, token, ("X-Api-Key", USER_ANTHROPIC))
+        found = await latest(Client(server.url, token), "initiator:me", before)
+        assert found["credential_kind"] == "byok" and found["metadata"]["door"] == "proxy"
+        reply = await proxied_request(port, ca, token, {GOV: other, "X-Api-Key": USER_ANTHROPIC})
+        assert reply.startswith(b"HTTP/1.1 403") and b"another user" in reply, reply[:300]
+        assert len(fake.requests_to("/v1/messages")) == 1
+    finally:
+        server.stop()
+        await fake.stop()
