@@ -32,6 +32,7 @@ from aibridge.bridge.apis.messages import MESSAGES
 from aibridge.bridge.apis.responses import RESPONSES
 from aibridge.bridge.bodies import body_problem
 from aibridge.bridge.clients import detect_client
+from aibridge.bridge.credentials import CENTRALIZED
 from aibridge.bridge.flow import Addons, Flow
 from aibridge.bridge.providers.http import forwardable_headers, relayable_headers
 from aibridge.bridge.sse import SSEDecoder
@@ -300,7 +301,7 @@ def redaction_pieces(add: Callable[[str, str, float], None], seconds: float, bod
     info = CHAT_COMPLETIONS.request_info(orjson.loads(body))
     findings = CHAT_COMPLETIONS.blocking_findings(answer)
     store = RedactionAddon("store", redactor)
-    flow: Any = type("F", (), {"info": info})()
+    flow: Any = type("F", (), {"info": info, "credential": CENTRALIZED})()
 
     def store_mode() -> None:
         store.request_parsed(flow)

@@ -185,7 +185,7 @@ def build_addons(settings: Settings, engine: AsyncEngine, metrics: Metrics | Non
     addons.append(OwnershipAddon(engine))     # a stored response or conversation is its maker's
     addons.append(CostAddon(governance))
     addons.append(BudgetAddon(governance, engine, settings.aibridge_budget_max_reservation,
-                              settings.aibridge_budget_output_estimate))
+                              settings.aibridge_budget_output_estimate, settings.aibridge_budget_include_byok))
     if settings.aibridge_send_actor_headers:
         addons.append(ActorHeadersAddon())
     if settings.mcp_servers:
@@ -225,7 +225,7 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
     providers: dict[str, Provider] = {
         cfg.name: Diagnosed(built[cfg.name], cfg.base_url) for cfg in settings.providers}
     bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled,
-                    read_timeout=settings.request_read_timeout)
+                    read_timeout=settings.request_read_timeout, allow_byok=settings.aibridge_allow_byok)
     app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[BRIDGE] = settings, engine, authenticator, bridge
     app[GOVERNANCE], app[CHANGES] = governance, changes
 

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from aibridge.bridge.credentials import CENTRALIZED, own_credential
 from aibridge.bridge.flow import Addon, Addons, Flow, Reject
 from aibridge.resilience.breaker import TRIAL, CircuitBreakerAddon
 from aibridge.resilience.shared import CircuitTable
@@ -92,3 +93,23 @@ async def test_circuits_in_a_shared_table_are_seen_by_every_breaker() -> None:
         with pytest.raises(Reject):
             await breaker.admit(make_flow())
     assert first.trips == {} and second.trips == {("anthropic", "/v1/messages", "claude-sonnet-4-5"): 1}
+
+
+async def test_a_byok_users_own_rate_limit_does_not_open_the_shared_circuit() -> None:
+    """A 429 answered to a user's own key is that key's limit, not the upstream's health: it must
+    not refuse everyone else's requests. A BYOK 5xx still counts."""
+    breaker = CircuitBreakerAddon(failure_threshold=1, interval=10, timeout=10, max_requests=1)
+    limited = make_flow()
+    limited.credential = own_credential({"X-Api-Key": "sk-ant-api03-someone-elses-own-key"}) or CENTRALIZED
+    assert limited.credential.byok
+    await breaker.admit(limited)
+    limited.upstream_status = 429
+    breaker.interception_ended(limited)
+    await breaker.admit(make_flow())                  # still closed
+    broken = make_flow()
+    broken.credential = limited.credential
+    await breaker.admit(broken)
+    broken.upstream_status = 503
+    breaker.interception_ended(broken)
+    with pytest.raises(Reject):
+        await breaker.admit(make_flow())

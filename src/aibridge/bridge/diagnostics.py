@@ -39,6 +39,10 @@ class Diagnosed:
         return self.inner.name
 
     @property
+    def accepts_byok(self) -> bool:
+        return bool(getattr(self.inner, "accepts_byok", True))
+
+    @property
     def apis(self) -> Mapping[str, Api]:
         return self.inner.apis
 

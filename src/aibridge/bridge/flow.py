@@ -75,6 +75,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from aibridge.bridge import scrub
 from aibridge.bridge.apis.base import Api, Finding, RequestInfo, Stored
+from aibridge.bridge.credentials import CENTRALIZED, Credential
 from aibridge.bridge.providers.base import Provider, UpstreamRequest
 from aibridge.bridge.scrape import Collector
 from aibridge.identity.roles import Actor
@@ -140,6 +141,7 @@ class Flow:
     headers: Mapping[str, str] = field(default_factory=dict)   # the client's request headers
     door: str = "bridge"            # "bridge" (the provider routes) | "proxy" (the AI Bridge Proxy)
     passed_through: bool = False    # a passed-through request: no API reading, never an interception
+    credential: Credential = CENTRALIZED    # centralized, or BYOK with the user's own key (credentials.py)
     arrived_ns: int = field(default_factory=time.time_ns)      # wall clock, when the request arrived
     started: float = field(default_factory=time.perf_counter)
     upstream_seconds: float = 0.0   # time spent waiting on the upstream, over all calls

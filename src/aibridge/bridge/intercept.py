@@ -31,6 +31,7 @@ from aibridge.bridge.apis.base import Api, Finding, ToolCall
 from aibridge.bridge.apis.common import loads_object
 from aibridge.bridge.bodies import body_problem
 from aibridge.bridge.clients import detect_client
+from aibridge.bridge.credentials import CENTRALIZED, Credential
 from aibridge.bridge.flow import Addons, Flow, Reject, Turn, TurnError
 from aibridge.bridge.loop import TURN_APIS, TurnApi
 from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest, UpstreamResponse
@@ -65,7 +66,8 @@ async def parse_body(request: web.Request, api: Api) -> dict[str, Any] | web.Res
 
 
 async def intercept(request: web.Request, actor: Actor, provider: Provider, api: Api, tail: str,
-                    addons: Addons, *, door: str = "bridge", arrived_ns: int = 0) -> web.StreamResponse:
+                    addons: Addons, *, door: str = "bridge", arrived_ns: int = 0,
+                    credential: Credential = CENTRALIZED) -> web.StreamResponse:
     body = await parse_body(request, api)
     if isinstance(body, web.Response):
         return body
@@ -77,7 +79,7 @@ async def intercept(request: web.Request, actor: Actor, provider: Provider, api:
     flow = Flow(id=new_id(), actor=actor, provider=provider, api=api, route="/" + tail,
                 method=request.method, info=info, model=provider.upstream_model(info.model),
                 client=client, session_id=session_id, user_agent=request.headers.get("User-Agent", ""),
-                headers=request.headers, door=door, arrived_ns=arrived_ns or time.time_ns())
+                headers=request.headers, door=door, arrived_ns=arrived_ns or time.time_ns(), credential=credential)
     try:
         await addons.admit(flow)
     except Reject as exc:
@@ -145,7 +147,8 @@ async def _send(request: web.Request, flow: Flow, raw: bytes, body: dict[str, An
                 addons: Addons) -> UpstreamResponse:
     """Every upstream call of every interception goes through here."""
     upstream_request = UpstreamRequest(request.method, tail, request.query_string,
-                                       forwardable_headers(request.headers), raw, body, flow.streaming)
+                                       forwardable_headers(request.headers), raw, body, flow.streaming,
+                                       flow.credential)
     addons.upstream_request(flow, upstream_request)
     waited = time.perf_counter()
     try:

@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from aibridge.bridge.apis.base import RequestInfo, Stored
+from aibridge.bridge.credentials import CENTRALIZED, Credential
 from aibridge.bridge.flow import Addons, Flow, Reject
 from aibridge.bridge.intercept import CLIENT_GONE, provider_error
 from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest, UpstreamResponse
@@ -60,7 +61,8 @@ def body_model(body: bytes) -> str:
 
 
 async def passthrough(request: web.Request, actor: Actor, provider: Provider, found: Match, tail: str,
-                      addons: Addons, door: str = "bridge", arrived_ns: int = 0) -> web.StreamResponse:
+                      addons: Addons, door: str = "bridge", arrived_ns: int = 0,
+                      credential: Credential = CENTRALIZED) -> web.StreamResponse:
     """Admit, relay and end one passed-through request (its body is already read)."""
     api = next(iter(provider.apis.values()))       # lends its error shape to the bridge's own errors
     body = await request.read()
@@ -70,7 +72,8 @@ async def passthrough(request: web.Request, actor: Actor, provider: Provider, fo
     flow = Flow(id=new_id(), actor=actor, provider=provider, api=api, route="/" + tail, method=request.method,
                 info=RequestInfo(model, False, None, size=len(body), references=found.owned), model=model,
                 client="", session_id=None, user_agent=request.headers.get("User-Agent", ""),
-                headers=request.headers, door=door, passed_through=True, arrived_ns=arrived_ns or time.time_ns())
+                headers=request.headers, door=door, passed_through=True, arrived_ns=arrived_ns or time.time_ns(),
+                credential=credential)
     try:
         await addons.admit(flow)
     except Reject as exc:
@@ -91,7 +94,7 @@ async def _relay(request: web.Request, flow: Flow, body: bytes, addons: Addons, 
     """``visible_models``: the answer is a model list to filter to the ids it returns; ``creates``: its
     ``id`` is a new object of that kind (both read whole: such answers are small)."""
     upstream_request = UpstreamRequest(request.method, flow.route[1:], request.query_string,
-                                       forwardable_headers(request.headers), body)
+                                       forwardable_headers(request.headers), body, credential=flow.credential)
     addons.upstream_request(flow, upstream_request)
     waited = time.perf_counter()
     try:

@@ -9,11 +9,14 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
+from aibridge.bridge import scrub
 from aibridge.bridge.apis.base import Api
+from aibridge.bridge.credentials import CENTRALIZED, GOVERNANCE_HEADER, Credential, own_credential
 from aibridge.bridge.flow import Addons
 from aibridge.bridge.intercept import intercept, provider_error
 from aibridge.bridge.passthrough import passthrough, path_problem
 from aibridge.bridge.providers.base import Provider
+from aibridge.bridge.routes import Match
 from aibridge.httpserver import BodyError, read_body
 from aibridge.identity.auth import Authenticator, AuthError
 from aibridge.identity.roles import Actor
@@ -39,8 +42,9 @@ def refuse_websocket(api: Api) -> web.Response:
 
 class Bridge:
     def __init__(self, providers: Mapping[str, Provider], authenticator: Authenticator, addons: Addons,
-                 enabled: bool = True, read_timeout: float = 60.0) -> None:
+                 enabled: bool = True, read_timeout: float = 60.0, allow_byok: bool = True) -> None:
         self.providers = dict(providers)
+        self.allow_byok = allow_byok
         self.read_timeout = read_timeout
         self.authenticator = authenticator
         self.addons = addons
@@ -72,7 +76,8 @@ class Bridge:
         """Route one request to a provider's intercepted API or passthrough; any door ends here.
 
         ``actor`` is None when this request's own headers carry the token (the direct routes);
-        the proxy authenticates its CONNECT and passes the actor in.
+        the proxy authenticates its CONNECT and passes the actor in. A request with the
+        governance header is BYOK (``_byok``) through either door.
         """
         default_api = next(iter(provider.apis.values()))
         problem = path_problem(request.raw_path.split("?", 1)[0], tail)
@@ -83,18 +88,52 @@ class Bridge:
         found = provider.routes.find(request.method, tail)
         if found is None:
             return provider_error(default_api, 404, f"route not supported: {request.method} {request.path}")
-        if actor is None:
-            try:
+        credential = CENTRALIZED
+        try:
+            if GOVERNANCE_HEADER in request.headers:
+                actor, credential = await self._byok(request, provider, actor)
+            elif actor is None:
                 actor = await self.authenticator.authenticate(request.headers)
-            except AuthError as exc:
-                return provider_error(default_api, exc.status, exc.message)
+        except AuthError as exc:
+            return provider_error(default_api, exc.status, exc.message)
         refused = await self._read_body(request, default_api)
         if refused is not None:
             return refused
+        if not credential.byok:
+            return await self._route(request, actor, provider, found, tail, door, arrived_ns, credential)
+        with scrub.request_secrets(credential.secrets):    # the user's key: kept out of errors and logs
+            return await self._route(request, actor, provider, found, tail, door, arrived_ns, credential)
+
+    async def _route(self, request: web.Request, actor: Actor, provider: Provider, found: Match, tail: str,
+                     door: str, arrived_ns: int, credential: Credential) -> web.StreamResponse:
         if found.route.api is not None:
             return await intercept(request, actor, provider, found.route.api, tail, self.addons, door=door,
-                                   arrived_ns=arrived_ns)
-        return await passthrough(request, actor, provider, found, tail, self.addons, door, arrived_ns)
+                                   arrived_ns=arrived_ns, credential=credential)
+        return await passthrough(request, actor, provider, found, tail, self.addons, door, arrived_ns,
+                                 credential)
+
+    async def _byok(self, request: web.Request, provider: Provider, actor: Actor | None) -> tuple[Actor, Credential]:
+        """A BYOK request: the bridge token is the governance header's, the upstream credential the
+        client's own. Through the proxy, the header must name the user whose CONNECT it came in."""
+        if not self.allow_byok:
+            raise AuthError(403, f"bring-your-own-key requests ({GOVERNANCE_HEADER}) are disabled on this "
+                                 "server (--aibridge-allow-byok=false); send your AI Bridge token as the "
+                                 "credential instead")
+        if not getattr(provider, "accepts_byok", True):     # Bedrock signs with its own AWS credentials
+            raise AuthError(400, f"provider {provider.name!r} (Amazon Bedrock) cannot use your own key: "
+                                 f"requests are signed with the configured AWS credentials; send your AI "
+                                 f"Bridge token as the credential, without {GOVERNANCE_HEADER}")
+        token = request.headers[GOVERNANCE_HEADER].strip()
+        if not token:
+            raise AuthError(401, f"{GOVERNANCE_HEADER} is empty: send your AI Bridge token in it")
+        byok_actor = await self.authenticator.authenticate({"Coder-Session-Token": token})
+        if actor is not None and actor.id != byok_actor.id:
+            raise AuthError(403, f"the {GOVERNANCE_HEADER} token belongs to another user than the proxy's credentials")
+        credential = own_credential(request.headers)
+        if credential is None:
+            raise AuthError(401, f"a bring-your-own-key request ({GOVERNANCE_HEADER}) needs your own provider "
+                                 "credential: send it in 'X-Api-Key' or 'Authorization: Bearer <key>'")
+        return byok_actor, credential
 
     async def _read_body(self, request: web.Request, api: Api) -> web.Response | None:
         """Read the body up front (kept for the handlers), answering its failures in the provider's shape."""

@@ -10,6 +10,11 @@ credentials are registered once at start (``register``); then
   blocking or not). Successful answers are not scanned: the hot path stays as it is;
 - every log line is written with them replaced (the formatters in ``observability/logging.py``).
 
+A BYOK request's own credential (``credentials.py``) is a secret too, for that request only:
+``routing.py`` runs the request inside ``request_secrets``, and ``current()`` then includes it,
+so the relayed error, ``flow.error`` (what is recorded) and every log line written while the
+request runs have it replaced by ``[REDACTED:credential]``.
+
 Scanning is a few substring checks (``in``); the replacement runs only when one matched.
 Values shorter than ``MIN_LENGTH`` are not registered: replacing them would garble text without
 protecting anything.
@@ -18,7 +23,9 @@ protecting anything.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 
 from aibridge.bridge.providers.base import UpstreamResponse
@@ -38,6 +45,7 @@ class Scrubber:
     """Replaces registered secrets (and their JSON-escaped spellings) by a placeholder each."""
 
     def __init__(self, secrets: Mapping[str, str] | None = None) -> None:
+        self._given = dict(secrets or {})
         found: dict[str, str] = {}
         for secret, placeholder in (secrets or {}).items():
             if len(secret) >= MIN_LENGTH:
@@ -49,6 +57,10 @@ class Scrubber:
         self._placeholders = found
         self._text_pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
         self._bytes_pattern = re.compile(b"|".join(map(re.escape, self._bytes))) if ordered else None
+
+    def including(self, secrets: Iterable[str], placeholder: str) -> Scrubber:
+        """This scrubber with ``secrets`` added (its own spellings of them win)."""
+        return Scrubber({**{s: placeholder for s in secrets}, **self._given})
 
     def __bool__(self) -> bool:
         return bool(self._texts)
@@ -65,6 +77,8 @@ class Scrubber:
 
 
 _current = Scrubber()
+# A BYOK request's own scrubber (the registered secrets and the user's credential), while it runs.
+_request: ContextVar[Scrubber | None] = ContextVar("aibridge_request_scrubber", default=None)
 
 
 def register(secrets: Mapping[str, str]) -> Scrubber:
@@ -75,7 +89,17 @@ def register(secrets: Mapping[str, str]) -> Scrubber:
 
 
 def current() -> Scrubber:
-    return _current
+    return _request.get() or _current
+
+
+@contextmanager
+def request_secrets(secrets: Iterable[str]) -> Iterator[None]:
+    """Inside this block (one request's task), ``secrets`` are scrubbed like the configured keys."""
+    token = _request.set(_current.including(secrets, CREDENTIAL))
+    try:
+        yield
+    finally:
+        _request.reset(token)
 
 
 def provider_secrets(providers: Iterable[object]) -> dict[str, str]:
@@ -111,6 +135,7 @@ class Scrubbed:
 
 def scrubbed(response: UpstreamResponse) -> UpstreamResponse:
     """``response`` itself when it succeeded or nothing is registered, else it ``Scrubbed``."""
-    if response.status < 400 or not _current:
+    scrubber = current()
+    if response.status < 400 or not scrubber:
         return response
-    return Scrubbed(response, _current)
+    return Scrubbed(response, scrubber)

@@ -22,6 +22,7 @@ import aiohttp
 import click
 import orjson
 
+from aibridge.cli.env_byok import BYOK_CLIENTS
 from aibridge.cli.options import fail
 from aibridge.config import ConfigError, load_settings
 
@@ -223,10 +224,12 @@ def proxy_setup(client: str, t: Target, proxy: str) -> list[str]:
     ]
 
 
-def render(client: str, url: str, token: str = "", proxy: str | None = None) -> str:
-    """The snippet for ``client`` (a key of CLIENTS) as printed; through the proxy when ``proxy`` is set."""
+def render(client: str, url: str, token: str = "", proxy: str | None = None, byok: bool = False) -> str:
+    """The snippet for ``client`` (a key of CLIENTS) as printed; through the proxy when ``proxy`` is
+    set; with the developer's own key when ``byok`` is (a key of BYOK_CLIENTS)."""
     target = Target(url.rstrip("/"), token or PLACEHOLDER)
-    lines = proxy_setup(client, target, proxy) if proxy else CLIENTS[client](target)
+    lines = (BYOK_CLIENTS[client](target) if byok else
+             proxy_setup(client, target, proxy) if proxy else CLIENTS[client](target))
     while lines and not lines[-1]:
         lines.pop()
     return "\n".join(lines)
@@ -280,8 +283,11 @@ def _message(body: bytes) -> str:
               help="Use the AI Bridge Proxy (HTTPS_PROXY and its CA) instead of a base URL.")
 @click.option("--proxy-url", default=None,
               help="The proxy's address [default: http://<server host>:8888]; the token is added as its password.")
+@click.option("--byok", is_flag=True,
+              help="Bring your own key: your provider key or subscription goes upstream, the AI Bridge token "
+                   "in X-Coder-AI-Governance-Token (claude-code, codex, openai, anthropic).")
 def env(client: str, create_token: bool, url: str | None, token: str | None, lifetime: str | None,
-        through_proxy: bool, proxy_url: str | None) -> None:
+        through_proxy: bool, proxy_url: str | None, byok: bool) -> None:
     """Print what a developer sets so CLIENT talks to AI Bridge.
 
     CLIENT is one of: claude-code, codex, openai, anthropic, zed, cline, roo, opencode. With --proxy,
@@ -289,6 +295,10 @@ def env(client: str, create_token: bool, url: str | None, token: str | None, lif
     """
     if client not in CLIENTS:
         fail(f"unknown client {client!r}; valid clients: {', '.join(CLIENTS)}")
+    if byok and client not in BYOK_CLIENTS:
+        fail(f"no bring-your-own-key set-up for {client!r}; --byok works with: {', '.join(BYOK_CLIENTS)}")
+    if byok and (through_proxy or proxy_url):
+        fail("--byok and --proxy do not go together: BYOK sets a base URL and a header")
     base = server_url(url)
     if create_token:
         if not token:
@@ -302,4 +312,4 @@ def env(client: str, create_token: bool, url: str | None, token: str | None, lif
     if not url:
         click.echo(f"using server URL {base} (set --url or CODER_URL to change it)", err=True)
     proxy = build_proxy_url(base, proxy_url) if through_proxy or proxy_url else None
-    click.echo(render(client, base, token or "", proxy))
+    click.echo(render(client, base, token or "", proxy, byok))

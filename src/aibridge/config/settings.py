@@ -11,6 +11,7 @@ from typing import Any, get_type_hints
 
 from aibridge.config.audit import AUDIT_OPTIONS, AuditSettings
 from aibridge.config.bridge import REQUEST_OPTIONS, BridgeSettings
+from aibridge.config.byok import BYOK_OPTIONS, ByokSettings
 from aibridge.config.governance import (
     BUDGET_POLICY_OPTIONS,
     GOVERNANCE_OPTIONS,
@@ -45,6 +46,7 @@ OPTIONS: tuple[Option, ...] = (
     *BUDGET_POLICY_OPTIONS,
     *STRUCTURED_LOG_OPTIONS,
     *REQUEST_OPTIONS,
+    *BYOK_OPTIONS,
     *CIRCUIT_BREAKER_OPTIONS,
     *MCP_OPTIONS,
     *OBSERVABILITY_OPTIONS,
@@ -63,7 +65,7 @@ STORAGE_OPTIONS = tuple(opt for opt in OPTIONS if opt.storage)
 @dataclass(frozen=True)
 class Settings(ServerSettings, ProviderSettings, GovernanceSettings, ResilienceSettings, BridgeSettings,
                ObservabilitySettings, McpSettings, ProxySettings, AuditSettings, BudgetPolicySettings,
-               OidcSettings):
+               OidcSettings, ByokSettings):
     """Every option's typed value (the fields come from each area's class), and what is derived from them."""
 
     providers: tuple[ProviderConfig, ...] = field(default=())

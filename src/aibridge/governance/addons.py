@@ -133,8 +133,9 @@ def refusal_message(budget: Budget, spent: int, reserved: int, amount: int, star
 
 class BudgetAddon(Addon):
     def __init__(self, governance: Governance, engine: AsyncEngine, max_reservation: float,
-                 output_estimate: int) -> None:
+                 output_estimate: int, include_byok: bool = True) -> None:
         self.governance = governance
+        self.include_byok = include_byok    # --aibridge-budget-include-byok
         self.engine = engine
         self.max_reservation = store.to_micros(max_reservation)
         self.output_estimate = output_estimate
@@ -159,6 +160,8 @@ class BudgetAddon(Addon):
     async def admit(self, flow: Flow) -> None:
         if flow.passed_through:
             return      # costs nothing: neither reserved nor refused, even over budget (docs/governance.md)
+        if flow.credential.byok and not self.include_byok:
+            return      # the user pays their own provider: neither reserved nor counted (docs/byok.md)
         budget = (await self.governance.rules()).budget_for(flow.actor.username, flow.actor.role, flow.actor.id)
         if budget is None:
             return

@@ -82,7 +82,8 @@ def start_records(flow: Flow) -> list[Record]:
         id=flow.id, initiator_id=flow.actor.id, provider=flow.provider.type,
         provider_name=flow.provider.name, api=flow.api.name, model=flow.model, client=flow.client,
         client_session_id=flow.session_id, user_agent=flow.user_agent, metadata=_request_metadata(flow),
-        requested_model=flow.info.model)]
+        requested_model=flow.info.model, credential_kind=flow.credential.kind,
+        credential_hint=flow.credential.hint)]
     if flow.info.prompt:
         records.append(PromptRecord(flow.id, "", flow.info.prompt, dict(flow.info.prompt_metadata)))
     return records

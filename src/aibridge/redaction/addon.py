@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from aibridge.bridge import scrub
 from aibridge.bridge.apis.base import Finding, Thought, ToolCall
 from aibridge.bridge.flow import Addon, Flow
 from aibridge.bridge.providers.base import UpstreamRequest
@@ -53,15 +54,21 @@ class RedactionAddon(Addon):
             self.counts.update(counts)
         return redacted
 
+    def _redact_in(self, flow: Flow, text: str, metadata: dict[str, Any]) -> str:
+        text = self._redact(text, metadata)
+        # A BYOK user's own key is a secret too, whatever its shape: the request's scrubber
+        # (scrub.request_secrets, set by routing.py) knows it.
+        return scrub.current().text(text) if flow.credential.byok else text
+
     def request_parsed(self, flow: Flow) -> None:
         if flow.info.prompt:
-            flow.info.prompt = self._redact(flow.info.prompt, flow.info.prompt_metadata)
+            flow.info.prompt = self._redact_in(flow, flow.info.prompt, flow.info.prompt_metadata)
 
     def finding(self, flow: Flow, finding: Finding) -> None:
         if isinstance(finding, ToolCall):
-            finding.input = self._redact(finding.input, finding.metadata)
+            finding.input = self._redact_in(flow, finding.input, finding.metadata)
         elif isinstance(finding, Thought):
-            finding.content = self._redact(finding.content, finding.metadata)
+            finding.content = self._redact_in(flow, finding.content, finding.metadata)
 
     def upstream_request(self, flow: Flow, request: UpstreamRequest) -> None:
         if self.upstream and request.json is not None and redact_tree(request.json, self.redactor):

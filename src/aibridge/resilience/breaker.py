@@ -1,8 +1,9 @@
 """A circuit breaker per (provider, endpoint, model), as an addon on the flow.
 
-Closed: requests flow; failures (upstream 429, 5xx, unreachable) are counted in windows of
-``interval``, and ``failure_threshold`` of them in one window open the circuit. Open: requests
-are refused at once (503 in the provider's shape, with Retry-After) for ``timeout``. Half-open:
+Closed: requests flow; failures (upstream 429, 5xx, unreachable; not a 429 to a user's own key,
+BYOK) are counted in windows of ``interval``, and ``failure_threshold`` of them in one window
+open the circuit. Open: requests are refused at once (503 in the provider's shape, with
+Retry-After) for ``timeout``. Half-open:
 up to ``max_requests`` trial requests go through; if they all succeed the circuit closes, the
 first failure opens it again. A client that hangs up is neither a success nor a failure: its
 trial, like one a later guard refused, gives its place back. A half-open circuit whose trials
@@ -39,7 +40,8 @@ def is_failure(flow: Flow) -> bool:
     status = flow.upstream_status
     if status is None:
         return flow.outcome == "error"        # never got an answer: unreachable or timed out
-    return status == 429 or status >= 500
+    # A 429 to a user's own key (BYOK) is that key's limit, not the upstream's: it must not refuse others.
+    return (status == 429 and not flow.credential.byok) or status >= 500
 
 
 class CircuitBreakerAddon(Addon):

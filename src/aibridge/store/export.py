@@ -127,6 +127,8 @@ def _interception(row: Any) -> dict[str, Any]:
         "model": row.model,
         "requested_model": row.requested_model or (row.metadata or {}).get("requested_model") or row.model,
         "cost_usd": row.cost_usd,
+        "credential_kind": row.credential_kind,
+        "credential_hint": row.credential_hint,
         "client": row.client,
         "client_session_id": row.client_session_id,
         "user_agent": row.user_agent,

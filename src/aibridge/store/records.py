@@ -67,6 +67,8 @@ class InterceptionStart:
     started_at: dt.datetime = field(default_factory=_now)
     replica_id: uuid.UUID | None = None     # the server process that runs it (see store/replicas.py)
     requested_model: str | None = None          # what the client asked for (an alias may change it)
+    credential_kind: str = "centralized"        # or "byok": the user's own key went upstream
+    credential_hint: str = ""                   # masked ("sk-ant-…a1b2"), never the key
 
 
 @dataclass(slots=True)

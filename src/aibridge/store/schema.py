@@ -106,6 +106,9 @@ interceptions = sa.Table(
     sa.Column("replica_id", sa.Uuid(as_uuid=True), nullable=True),    # the server process that ran it
     sa.Column("requested_model", sa.String(256), nullable=True),    # what the client asked for
     sa.Column("cost_usd", sa.Float(), nullable=True),                # null: the model has no price
+    # BYOK (migration 0006_byok): whose key went upstream, and a masked hint of it (never the key).
+    sa.Column("credential_kind", sa.String(16), nullable=False, server_default="centralized"),
+    sa.Column("credential_hint", sa.String(64), nullable=False, server_default=""),
     sa.Index("idx_aibridge_interceptions_started_id", sa.text("started_at DESC"), sa.text("id DESC")),
     sa.Index("idx_aibridge_interceptions_initiator", "initiator_id", "started_at"),
     sa.Index("idx_aibridge_interceptions_provider", "provider"),

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from multidict import CIMultiDict
 
 from aibridge.bridge.apis.base import Api
+from aibridge.bridge.credentials import CENTRALIZED, Credential
 from aibridge.bridge.routes import RouteTable
 
 
@@ -36,6 +37,7 @@ class UpstreamRequest:
     body: bytes
     json: dict[str, Any] | None = None   # the parsed body of an intercepted request
     stream: bool = False
+    credential: Credential = CENTRALIZED   # BYOK: the user's own headers go upstream, no configured key
 
 
 class UpstreamResponse(Protocol):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -36,6 +36,8 @@ DROPPED_REQUEST_HEADERS = frozenset({
     "authorization", "x-api-key", "coder-session-token", "cookie", "api-key", "x-goog-api-key",
     # Which organization and project the central key bills is the operator's choice, not a member's.
     "openai-organization", "openai-project",
+    # The bridge token of a BYOK request (credentials.py): never forwarded either.
+    "x-coder-ai-governance-token",
 })
 # Not relayed back: the body is re-framed by our server and already decoded.
 DROPPED_RESPONSE_HEADERS = frozenset({
@@ -185,6 +187,7 @@ class HTTPProvider:
     """
 
     type = ""
+    accepts_byok = True             # the upstream takes the user's own key as sent
     # Prefix of the route tail that the base URL already contains (OpenAI's base ends in /v1/).
     base_strip = ""
     routes: RouteTable
@@ -211,13 +214,11 @@ class HTTPProvider:
         return join_url(self._base_url, tail.removeprefix(self.base_strip), query)
 
     async def send(self, request: UpstreamRequest) -> HTTPUpstreamResponse | BufferedResponse:
+        if request.credential.byok:     # the user's own key, as sent: no configured key, no failover
+            return HTTPUpstreamResponse(await self._request(request, request.credential.headers))
         pool = self.keys
         for index in pool.order():
-            headers = CIMultiDict(request.headers)
-            headers.update(self.auth_headers(pool.keys[index]))
-            headers["Accept-Encoding"] = "gzip, deflate"
-            resp = await self._client.request(request.method, self.url(request.tail, request.query),
-                                              data=request.body or None, headers=headers)
+            resp = await self._request(request, self.auth_headers(pool.keys[index]).items())
             if not pool.pooled or resp.status not in COOLING_STATUSES:
                 return HTTPUpstreamResponse(resp)
             pool.cool(index, resp.status, resp.headers)
@@ -225,6 +226,13 @@ class HTTPProvider:
                 await resp.read()       # a small error body: keep the connection for the next key
             resp.release()
         return self._no_key_left()
+
+    async def _request(self, request: UpstreamRequest, auth: Iterable[tuple[str, str]]) -> aiohttp.ClientResponse:
+        headers = CIMultiDict(request.headers)
+        headers.update(auth)
+        headers["Accept-Encoding"] = "gzip, deflate"
+        return await self._client.request(request.method, self.url(request.tail, request.query),
+                                          data=request.body or None, headers=headers)
 
     def _no_key_left(self) -> BufferedResponse:
         """Every key of the pool is cooling: 429 with Retry-After, or 502 when all were refused."""

@@ -482,6 +482,8 @@ function interceptionDetail(rec) {
           ["Model", mono(rec.model)],
           ["Requested model", rec.requested_model && rec.requested_model !== rec.model ? rec.requested_model : ""],
           ["Cost", rec.cost_usd === null || rec.cost_usd === undefined ? "no price for this model" : fmtUsd(rec.cost_usd)],
+          ["Credential", rec.credential_kind === "byok"
+            ? ["user's own key (BYOK) ", rec.credential_hint && mono(rec.credential_hint)] : "centralized"],
           ["Client", rec.client],
           ["Session", sessionLink],
           ["User agent", rec.user_agent],

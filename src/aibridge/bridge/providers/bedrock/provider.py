@@ -74,6 +74,7 @@ class BedrockProvider:
     """The Anthropic Messages API served by Amazon Bedrock."""
 
     type = "anthropic"
+    accepts_byok = False        # SigV4 signs with the configured AWS credentials: no user key fits
     routes = ROUTES
     apis: Mapping[str, Api] = ROUTES.apis
 
