@@ -11,7 +11,7 @@ import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge import __version__
-from aibridge.cli import env, governance, interceptions, proxy
+from aibridge.cli import env, governance, interceptions, login, proxy
 from aibridge.cli.options import fail, server_options, settings_from, storage_options
 from aibridge.identity.roles import ROLES
 from aibridge.store import users as store
@@ -215,6 +215,8 @@ for command in (governance.prices, governance.budgets, governance.models, govern
     cli.add_command(command)
 cli.add_command(env.env)
 cli.add_command(proxy.proxy)
+cli.add_command(login.login)
+cli.add_command(login.logout)
 
 
 def main() -> None:

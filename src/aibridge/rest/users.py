@@ -9,9 +9,11 @@ from aiohttp import web
 from aibridge.governance.addons import budget_status
 from aibridge.identity.roles import ROLES
 from aibridge.identity.validation import parse_lifetime, validate_email, validate_username
+from aibridge.rest import setup
 from aibridge.rest.common import APIError, actor, json_body, json_response, require, string_field
 from aibridge.server_keys import CHANGES, ENGINE, GOVERNANCE, SETTINGS
 from aibridge.store import users as store
+from aibridge.store.groups import memberships
 from aibridge.store.users import User
 
 DEFAULT_LIFETIME = dt.timedelta(days=30)
@@ -52,9 +54,17 @@ async def create_user(request: web.Request) -> web.Response:
 
 
 async def list_users(request: web.Request) -> web.Response:
+    """Every user with its group names; ``q`` keeps those whose username, e-mail or name contains it."""
     require(request, "owner", "auditor")
-    found = await store.list_users(request.app[ENGINE])
-    return json_response({"users": [u.to_json() for u in found], "count": len(found)})
+    engine = request.app[ENGINE]
+    found = await store.list_users(engine)
+    q = request.query.get("q", "").strip().lower()
+    if q:
+        found = [u for u in found if q in u.username.lower() or q in u.email.lower() or q in u.name.lower()]
+    async with engine.connect() as conn:
+        groups = await memberships(conn)
+    rows = [{**u.to_json(), "groups": sorted(groups.get(u.id, []))} for u in found]
+    return json_response({"users": rows, "count": len(rows)})
 
 
 async def get_me(request: web.Request) -> web.Response:
@@ -78,26 +88,44 @@ async def get_user(request: web.Request) -> web.Response:
     return json_response(user.to_json())
 
 
-async def create_token(request: web.Request) -> web.Response:
-    user = await _target(request)
-    body = await json_body(request)
+def _lifetime(body: dict[str, object], cap_seconds: float) -> dt.timedelta:
+    """The asked lifetime (a duration, or a number of seconds), at most ``CODER_MAX_TOKEN_LIFETIME``."""
+    cap = dt.timedelta(seconds=cap_seconds) if cap_seconds > 0 else dt.timedelta.max
     lifetime_raw = body.get("lifetime")
     if isinstance(lifetime_raw, int | float) and not isinstance(lifetime_raw, bool):
         lifetime_raw = f"{lifetime_raw}s"          # a number is seconds
     if lifetime_raw is not None and not isinstance(lifetime_raw, str):
         raise APIError(400, "invalid lifetime: use a duration such as 720h or 90d")
+    if not lifetime_raw:
+        return min(DEFAULT_LIFETIME, cap)
     try:
-        lifetime = parse_lifetime(lifetime_raw) if lifetime_raw else DEFAULT_LIFETIME
+        lifetime = parse_lifetime(lifetime_raw)
     except ValueError as exc:
         raise APIError(400, f"invalid lifetime: {exc}") from None
+    if lifetime > cap:
+        hours = f"{cap_seconds / 3600:g}h"
+        raise APIError(400, f"lifetime {lifetime_raw} is longer than the most allowed, {hours} "
+                            f"(CODER_MAX_TOKEN_LIFETIME / --max-token-lifetime)",
+                       f"ask for {hours} or less")
+    return lifetime
+
+
+async def create_token(request: web.Request) -> web.Response:
+    """A new token; the answer also carries the clients' set-up lines with it (shown once)."""
+    user = await _target(request)
+    body = await json_body(request)
+    settings = request.app[SETTINGS]
+    lifetime = _lifetime(body, settings.max_token_lifetime)
     try:
         key, token = await store.create_api_key(request.app[ENGINE], user.id, lifetime,
                                                 string_field(body, "token_name"),
-                                                request.app[SETTINGS].max_tokens_per_user)
+                                                settings.max_tokens_per_user)
     except store.TooManyTokens as exc:
         raise APIError(409, f"cannot create a token for user {user.username!r}: {exc}",
                        exc.HINT.replace("{user}", user.username)) from None
-    return json_response({"key": token, "id": key.id, "expires_at": key.to_json()["expires_at"]}, 201)
+    return json_response({"key": token, "id": key.id, "token_name": key.name,
+                          "expires_at": key.to_json()["expires_at"],
+                          "setup": setup.setup_lines(settings, token)}, 201)
 
 
 async def list_tokens(request: web.Request) -> web.Response:
@@ -117,7 +145,7 @@ async def delete_token(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def _other_user(request: web.Request) -> User:
+async def _other_user(request: web.Request, what: str = "suspend or delete yourself") -> User:
     """The user an owner acts on for off-boarding (never the owner itself: it would lock itself out)."""
     current = require(request, "owner")
     ref = request.match_info["user"]
@@ -126,7 +154,7 @@ async def _other_user(request: web.Request) -> User:
     except store.NotFound as exc:
         raise APIError(404, str(exc)) from None
     if user.id == current.id:
-        raise APIError(400, "you cannot suspend or delete yourself", "ask another owner")
+        raise APIError(400, f"you cannot {what}", "ask another owner")
     return user
 
 
@@ -135,6 +163,18 @@ async def set_status(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     user = await _other_user(request)
     await store.set_suspended(request.app[ENGINE], user.id, action == "suspend")
+    await request.app[CHANGES].publish()
+    return json_response((await store.get_user(request.app[ENGINE], str(user.id))).to_json())
+
+
+async def set_roles(request: web.Request) -> web.Response:
+    """Coder's ``PUT /users/{user}/roles`` (``{"roles": [...]}``): here one role, none meaning member.
+    Cached tokens carry the new role at once on every worker (the auth generation moves)."""
+    user = await _other_user(request, "change your own role")
+    roles = (await json_body(request)).get("roles")
+    if not isinstance(roles, list) or len(roles) > 1 or any(r not in ROLES for r in roles):
+        raise APIError(400, "roles must be a list of at most one role", f"use one of {', '.join(ROLES)}")
+    await store.set_role(request.app[ENGINE], user.id, roles[0] if roles else "member")
     await request.app[CHANGES].publish()
     return json_response((await store.get_user(request.app[ENGINE], str(user.id))).to_json())
 
@@ -159,3 +199,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/api/v2/users/{user}/keys/{id}", delete_token)
     app.router.add_post("/api/v2/users/{user}/status/{action:suspend|activate}", set_status)
     app.router.add_delete("/api/v2/users/{user}", delete_user)
+    app.router.add_put("/api/v2/users/{user}/roles", set_roles)
+    setup.add_routes(app)

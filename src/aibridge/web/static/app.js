@@ -250,6 +250,7 @@ async function start() {
   show($("#signin-view"), false);
   show($("#tabs"), true);
   show($("#who"), true);
+  document.dispatchEvent(new CustomEvent("aibridge:signed-in", { detail: me }));   // pages in other files
   loadSuggestions();
   route();
 }
@@ -790,5 +791,8 @@ function wire() {
 }
 
 wire();
-if (token()) start();
-else signOut("");
+// After the deferred page scripts (tokens.js, users.js…) have added their views to VIEWS.
+document.addEventListener("DOMContentLoaded", () => {
+  if (token()) start();
+  else signOut("");
+});
