@@ -209,10 +209,10 @@ async def test_role_change_is_for_owners_and_applies_at_once(server: ServerProce
 
 # ---------------------------------------------------------------- aibridge login (item 4)
 
-def cli(args: list[str], home: Path, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(args: list[str], home: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """The CLI with its config directory in ``home`` (and no browser to open)."""
     return subprocess.run([sys.executable, "-m", "aibridge", *args], input=stdin, capture_output=True, text=True,
-                          timeout=60, check=False,
-                          env=base_env({"XDG_CONFIG_HOME": str(home), "BROWSER": "false", **(env or {})}))
+                          timeout=60, check=False, env=base_env({"XDG_CONFIG_HOME": str(home), "BROWSER": "false"}))
 
 
 async def test_login_stores_the_session_and_the_clients_use_it(server: ServerProcess, tmp_path: Path) -> None:

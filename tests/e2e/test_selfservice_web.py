@@ -14,12 +14,14 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.e2e import test_web
 from tests.e2e.conftest import bridge_env
 from tests.e2e.test_selfservice import CHAT_MODEL, add_to_group
-from tests.e2e.test_web import Page, devtools, page, sign_in  # noqa: F401  (fixtures)
+from tests.e2e.test_web import Page, sign_in
 from tests.fakes.upstream import FakeUpstream
 from tests.harness import Client, Database, ServerProcess, base_env
 
+devtools, page = test_web.devtools, test_web.page      # the browser fixtures
 CONNECTIONS = 8        # fresh connections, each to whichever worker accepts it
 
 

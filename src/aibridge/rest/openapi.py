@@ -42,16 +42,21 @@ SCHEMAS: dict[str, Any] = {
     "User": obj({"id": UUID, "username": STR, "email": STR, "name": STR,
                  "role": {"enum": ["owner", "auditor", "member"]}, "status": {"enum": ["active", "suspended"]},
                  "created_at": TIME, "updated_at": TIME}),
-    "Users": obj({"users": array(ref("User")), "count": INT}),
+    "Users": obj({"users": array({**ref("User"), "description": "each with its groups' names"}), "count": INT}),
     "NewUser": obj({"username": {"type": "string", "pattern": "^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$"}},
                    {"role": {"enum": ["owner", "auditor", "member"]}, "email": STR, "name": STR}),
     "NewToken": {"type": "object", "properties": {
         "lifetime": {"oneOf": [{"type": "string", "examples": ["720h", "90d"]}, {"type": "integer", "minimum": 1}],
-                     "description": "A duration (720h, 90d) or seconds; at most 3650d; default 30 days"},
+                     "description": "A duration (720h, 90d) or seconds; at most CODER_MAX_TOKEN_LIFETIME "
+                                    "(720h); default 30 days or that cap, if shorter"},
         "token_name": STR}},
-    "CreatedToken": obj({"key": STR, "id": STR, "expires_at": TIME}),
+    "CreatedToken": obj({"key": STR, "id": STR, "expires_at": TIME}, {"token_name": STR, "setup": array(obj(
+        {"id": STR, "title": STR, "client": STR, "proxy": {"type": "boolean"}, "text": STR}))}),
     "Token": obj({"id": STR, "user_id": UUID, "token_name": STR, "created_at": TIME, "expires_at": TIME,
-                  "revoked": {"type": "boolean"}}),
+                  "revoked": {"type": "boolean"}},
+                 {"last_used_at": {"type": ["string", "null"], "format": "date-time"}}),
+    "Roles": obj({"roles": {"type": "array", "items": {"enum": ["owner", "auditor", "member"]}, "maxItems": 1}}),
+    "ClientSetup": obj({"client": STR, "proxy": {"type": "boolean"}, "text": STR}),
     "Initiator": obj({"id": UUID, "username": STR, "name": STR}),
     "TokenUsage": obj({**CHILD, "provider_response_id": STR, "input_tokens": INT, "output_tokens": INT,
                        "cache_read_input_tokens": INT, "cache_write_input_tokens": INT, "metadata": OBJECT,
@@ -119,7 +124,8 @@ LIMIT = query_param("limit", "1-1000 (default 100)", {"type": "integer", "minimu
 PATHS: dict[str, Any] = {
     "/api/v2/buildinfo": {"get": operation("the server's version", 200, ref("BuildInfo"))},
     "/api/v2/users": {
-        "get": operation("list users (owner, auditor)", 200, ref("Users")),
+        "get": operation("list users (owner, auditor)", 200, ref("Users"), params=[
+            query_param("q", "keep users whose username, e-mail or name contains this", STR)]),
         "post": operation("create a user (owner)", 201, ref("User"), body=ref("NewUser")),
     },
     "/api/v2/users/me": {"get": operation("the current user", 200, ref("User"))},
@@ -132,6 +138,16 @@ PATHS: dict[str, Any] = {
         "post": operation("suspend or activate a user (owner); a suspended user's tokens stop working", 200,
                           ref("User"), params=[USER, path_param("action", "suspend or activate",
                                                                 {"enum": ["suspend", "activate"]})]),
+    },
+    "/api/v2/users/{user}/roles": {
+        "put": operation("set a user's role (owner; not one's own): one role, [] for member", 200, ref("User"),
+                         body=ref("Roles"), params=[USER]),
+    },
+    "/api/v2/aibridge/env/{client}": {
+        "get": operation("a client's set-up lines (as `aibridge env CLIENT`), with a placeholder token", 200,
+                         ref("ClientSetup"), params=[path_param("client", "claude-code, codex, openai, anthropic, "
+                                                                          "zed, cline, roo or opencode"),
+                                                     query_param("proxy", "1: through the AI Bridge Proxy", STR)]),
     },
     "/api/v2/users/{user}/keys/tokens": {
         "get": operation("a user's tokens", 200, array(ref("Token")), params=[USER]),

@@ -41,6 +41,7 @@ function loadUsers() {
 
 /** Runs a change, then reloads the list; an error shows in the banner (a 403 signs out, as everywhere). */
 async function change(work) {
+  $("#users-view").setAttribute("aria-busy", "true");    // until the list is reloaded
   try {
     await work();
     hideBanner();
