@@ -107,6 +107,7 @@ async def main_async(seconds: float) -> None:
     _, token = await user_store.create_api_key(engine, user.id, dt.timedelta(days=1))
     auth_headers = CIMultiDictProxy(CIMultiDict({**REQUEST_HEADERS, "Authorization": f"Bearer {token}"}))
     authenticator = Authenticator(engine, Generations())
+    authenticator.last_used.start()        # as the server does: each use noted (written once a minute)
     actor = await authenticator.authenticate(auth_headers)
 
     results: list[tuple[str, str, float]] = []

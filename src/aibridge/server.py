@@ -253,9 +253,11 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
     async def on_startup(app: web.Application) -> None:
         await changes.start()
         await addons.start()
+        authenticator.last_used.start()
 
     async def on_cleanup(app: web.Application) -> None:
         await app[BRIDGE].close()
+        await authenticator.last_used.close()
         await addons.close()
         await changes.close()
 

@@ -21,7 +21,7 @@ import anthropic
 import openai
 import pytest
 
-from aibridge.cli.env import CLIENTS, PLACEHOLDER
+from aibridge.bridge.client_setup import CLIENTS, PLACEHOLDER
 from tests.e2e.conftest import bridge_env
 from tests.fakes.upstream import FakeUpstream, expected_usage
 from tests.harness import Client, Database, ServerProcess, base_env, free_port, run_cli, wait_for

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from aibridge import __version__
 from aibridge.cli.interceptions import response_message
 from aibridge.cli.options import fail
+from aibridge.cli.session import server_options
 from aibridge.store import audit as store
 from aibridge.store import users
 from aibridge.store.audit import Change
@@ -95,8 +96,7 @@ async def fetch(url: str, token: str, q: str, fmt: str, limit: int) -> Any:
 @click.option("--since", help="Rows from this date (YYYY-MM-DD) or RFC3339 time.")
 @click.option("--until", help="Rows up to this date (included) or time.")
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
-@click.option("--url", envvar="CODER_URL", required=True, help="Server URL [env: CODER_URL].")
-@click.option("--token", envvar="CODER_SESSION_TOKEN", required=True, help="API token [env: CODER_SESSION_TOKEN].")
+@server_options
 def audit(fmt: str, action: str | None, resource_type: str | None, username: str | None,
           resource_target: str | None, since: str | None, until: str | None, limit: int, url: str,
           token: str) -> None:

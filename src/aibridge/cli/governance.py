@@ -13,14 +13,9 @@ import orjson
 
 from aibridge.cli.interceptions import response_message
 from aibridge.cli.options import fail
+from aibridge.cli.session import server_options
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def server_options(func: F) -> F:
-    func = click.option("--token", envvar="CODER_SESSION_TOKEN", required=True,
-                        help="API token [env: CODER_SESSION_TOKEN].")(func)
-    return click.option("--url", envvar="CODER_URL", required=True, help="Server URL [env: CODER_URL].")(func)
 
 
 def call(url: str, token: str, method: str, path: str, body: Any = None,

@@ -6,7 +6,8 @@ from urllib.parse import quote
 
 import click
 
-from aibridge.cli.governance import call, call_json, server_options
+from aibridge.cli.governance import call, call_json
+from aibridge.cli.session import server_options
 
 
 @click.group()

@@ -10,6 +10,7 @@ import click
 import orjson
 
 from aibridge.cli.options import fail
+from aibridge.cli.session import server_options
 
 PAGE = 1000
 
@@ -70,8 +71,7 @@ def interceptions() -> None:
 @click.option("--started-before", help="RFC3339 timestamp.")
 @click.option("--after-id", help="Cursor: list what comes after this interception id.")
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
-@click.option("--url", envvar="CODER_URL", required=True, help="Server URL [env: CODER_URL].")
-@click.option("--token", envvar="CODER_SESSION_TOKEN", required=True, help="API token [env: CODER_SESSION_TOKEN].")
+@server_options
 def list_command(initiator: str | None, provider: str | None, model: str | None, client: str | None,
                  started_after: str | None, started_before: str | None, after_id: str | None, limit: int,
                  url: str, token: str) -> None:

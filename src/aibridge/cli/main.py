@@ -11,7 +11,7 @@ import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge import __version__
-from aibridge.cli import env, governance, groups, interceptions, proxy
+from aibridge.cli import env, governance, groups, interceptions, login, proxy
 from aibridge.cli.audit import audit, cli_change
 from aibridge.cli.options import fail, server_options, settings_from, storage_options
 from aibridge.identity.roles import ROLES
@@ -243,6 +243,8 @@ for command in (governance.prices, governance.budgets, governance.models, govern
 cli.add_command(env.env)
 cli.add_command(audit)
 cli.add_command(proxy.proxy)
+cli.add_command(login.login)
+cli.add_command(login.logout)
 
 
 def main() -> None:

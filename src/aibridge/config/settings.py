@@ -26,6 +26,7 @@ from aibridge.config.option import Option
 from aibridge.config.providers import PROVIDER_OPTIONS, ProviderConfig, ProviderSettings
 from aibridge.config.proxy import PROXY_OPTIONS, ProxySettings
 from aibridge.config.resilience import CIRCUIT_BREAKER_OPTIONS, LIMIT_OPTIONS, ResilienceSettings
+from aibridge.config.selfservice import SELF_SERVICE_OPTIONS, SelfServiceSettings
 from aibridge.config.server import (
     CONNECTION_OPTIONS,
     PROCESS_OPTIONS,
@@ -54,6 +55,7 @@ OPTIONS: tuple[Option, ...] = (
     *PROXY_OPTIONS,
     *PROCESS_OPTIONS,
     *TOKEN_OPTIONS,
+    *SELF_SERVICE_OPTIONS,
     *CONNECTION_OPTIONS,
     *OIDC_OPTIONS,
 )
@@ -65,7 +67,7 @@ STORAGE_OPTIONS = tuple(opt for opt in OPTIONS if opt.storage)
 @dataclass(frozen=True)
 class Settings(ServerSettings, ProviderSettings, GovernanceSettings, ResilienceSettings, BridgeSettings,
                ObservabilitySettings, McpSettings, ProxySettings, AuditSettings, BudgetPolicySettings,
-               OidcSettings, ByokSettings):
+               OidcSettings, ByokSettings, SelfServiceSettings):
     """Every option's typed value (the fields come from each area's class), and what is derived from them."""
 
     providers: tuple[ProviderConfig, ...] = field(default=())

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge.identity.roles import Actor
+from aibridge.identity.usage import LastUsed
 from aibridge.store.changes import Generations
 from aibridge.store.tokens import secret_matches, split_token
 from aibridge.store.users import ApiKey, User, get_api_key
@@ -59,6 +60,7 @@ class Authenticator:
         # request for that token waits on the same read instead of each opening a connection.
         self._loading: dict[str, asyncio.Future[tuple[ApiKey, User] | None]] = {}
         self._down = False
+        self.last_used = LastUsed(engine)      # started by the server; notes use without a database write
 
     async def authenticate(self, headers: Mapping[str, str]) -> Actor:
         token = token_from_headers(headers)
@@ -91,6 +93,7 @@ class Authenticator:
             raise AuthError(403, "API token has expired")
         if user.suspended:
             raise AuthError(403, f"user {user.username!r} is suspended")
+        self.last_used.seen(key.id)
         return Actor(user.id, user.username, user.name, user.email, user.role, key.id), key.expires_at
 
     def _database_down(self, exc: BaseException) -> None:

@@ -64,16 +64,21 @@ SCHEMAS: dict[str, Any] = {
                  "role": {"enum": ["owner", "auditor", "member"]},
                  "status": {"enum": ["active", "suspended", "deleted"]},
                  "created_at": TIME, "updated_at": TIME}, {"deleted_at": TIME, "groups": array(STR)}),
-    "Users": obj({"users": array(ref("User")), "count": INT}),
+    "Users": obj({"users": array({**ref("User"), "description": "each with its groups' names"}), "count": INT}),
     "NewUser": obj({"username": {"type": "string", "pattern": "^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$"}},
                    {"role": {"enum": ["owner", "auditor", "member"]}, "email": STR, "name": STR}),
     "NewToken": {"type": "object", "properties": {
         "lifetime": {"oneOf": [{"type": "string", "examples": ["720h", "90d"]}, {"type": "integer", "minimum": 1}],
-                     "description": "A duration (720h, 90d) or seconds; at most 3650d; default 30 days"},
+                     "description": "A duration (720h, 90d) or seconds; at most CODER_MAX_TOKEN_LIFETIME "
+                                    "(720h); default 30 days or that cap, if shorter"},
         "token_name": STR}},
-    "CreatedToken": obj({"key": STR, "id": STR, "expires_at": TIME}),
+    "CreatedToken": obj({"key": STR, "id": STR, "expires_at": TIME}, {"token_name": STR, "setup": array(obj(
+        {"id": STR, "title": STR, "client": STR, "proxy": {"type": "boolean"}, "text": STR}))}),
     "Token": obj({"id": STR, "user_id": UUID, "token_name": STR, "created_at": TIME, "expires_at": TIME,
-                  "revoked": {"type": "boolean"}}),
+                  "revoked": {"type": "boolean"}},
+                 {"last_used_at": {"type": ["string", "null"], "format": "date-time"}}),
+    "Roles": obj({"roles": {"type": "array", "items": {"enum": ["owner", "auditor", "member"]}, "maxItems": 1}}),
+    "ClientSetup": obj({"client": STR, "proxy": {"type": "boolean"}, "text": STR}),
     "Initiator": obj({"id": UUID, "username": STR, "name": STR, "deleted": {"type": "boolean"}}),
     "TokenUsage": obj({**CHILD, "provider_response_id": STR, "input_tokens": INT, "output_tokens": INT,
                        "cache_read_input_tokens": INT, "cache_write_input_tokens": INT, "metadata": OBJECT,
@@ -187,8 +192,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", PATH): operation("this document", 200, OBJECT, public=True),
     ("get", "/api/v2/buildinfo"): operation("the server's version", 200, ref("BuildInfo")),
     ("get", "/api/v2/users"): operation("list users (owner, auditor); deleted ones with include_deleted=true",
-                                        200, ref("Users"), params=[query_param(
-                                            "include_deleted", "true or false", {"enum": ["true", "false"]})]),
+                                        200, ref("Users"), params=[
+                                            query_param("include_deleted", "true or false",
+                                                        {"enum": ["true", "false"]}),
+                                            query_param("q", "keep users whose username, e-mail or name "
+                                                             "contains this", STR)]),
     ("post", "/api/v2/users"): operation("create a user (owner)", 201, ref("User"), body=ref("NewUser")),
     ("get", "/api/v2/users/me"): operation("the current user, with its budget", 200, ref("User")),
     ("get", "/api/v2/users/authmethods"): operation("what the sign-in page offers (no token needed)", 200,
@@ -210,6 +218,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v2/users/{user}/status/{action}"): operation(
         "suspend or activate a user (owner); a suspended user's tokens stop working", 200, ref("User"),
         params=[USER, path_param("action", "suspend or activate", {"enum": ["suspend", "activate"]})]),
+    ("put", "/api/v2/users/{user}/roles"): operation(
+        "set a user's role (owner; not one's own): one role, [] for member", 200, ref("User"), body=ref("Roles"),
+        params=[USER]),
+    ("get", f"{API}/env/{{client}}"): operation(
+        "a client's set-up lines (as `aibridge env CLIENT`), with a placeholder token", 200, ref("ClientSetup"),
+        params=[path_param("client", "claude-code, codex, openai, anthropic, zed, cline, roo or opencode"),
+                query_param("proxy", "1: through the AI Bridge Proxy", STR)]),
     ("get", "/api/v2/users/{user}/keys/tokens"): operation("a user's tokens", 200, array(ref("Token")),
                                                            params=[USER]),
     ("post", "/api/v2/users/{user}/keys/tokens"): operation(

@@ -87,6 +87,9 @@ api_keys = sa.Table(
     _created_at(),
     sa.Column("expires_at", UTCDateTime(), nullable=False),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    # Self-service (issue 21, migration 0006_selfservice): when the token last authenticated a
+    # request, to the minute at best (identity/usage.py writes it in batches, off the hot path).
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
 )
 
 interceptions = sa.Table(

@@ -71,10 +71,12 @@ class ApiKey:
     created_at: dt.datetime
     expires_at: dt.datetime
     revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "user_id": str(self.user_id), "token_name": self.name,
                 "created_at": iso(self.created_at), "expires_at": iso(self.expires_at),
+                "last_used_at": iso(self.last_used_at) if self.last_used_at else None,
                 "revoked": self.revoked_at is not None}
 
 
@@ -96,7 +98,7 @@ LIVING = users.c.deleted == sa.false()
 
 def _key(row: Any) -> ApiKey:
     return ApiKey(row.id, row.user_id, row.name, row.hashed_secret, row.created_at, row.expires_at,
-                  row.revoked_at)
+                  row.revoked_at, row.last_used_at)
 
 
 async def create_user(engine: Db, username: str, role: str, email: str = "", name: str = "") -> User:
@@ -149,6 +151,13 @@ async def set_suspended(engine: Db, user_id: uuid.UUID, suspended: bool) -> None
     async with begin(engine) as conn:
         await conn.execute(users.update().where(users.c.id == user_id)
                            .values(suspended=suspended, updated_at=now()))
+        await bump(conn, AUTH)
+
+
+async def set_role(engine: Db, user_id: uuid.UUID, role: str) -> None:
+    """A new role; the auth generation moves so that cached tokens carry it at once."""
+    async with begin(engine) as conn:
+        await conn.execute(users.update().where(users.c.id == user_id).values(role=role, updated_at=now()))
         await bump(conn, AUTH)
 
 
@@ -234,3 +243,13 @@ async def revoke_api_key(engine: Db, token_id: str, user_id: uuid.UUID | None = 
             await bump(conn, AUTH)
     if result.rowcount == 0:
         raise NotFound(f"token {token_id!r} not found")
+
+
+async def touch_api_keys(engine: AsyncEngine, used: dict[str, dt.datetime]) -> None:
+    """Record when tokens were last used: one batched statement (identity/usage.py calls it)."""
+    if not used:
+        return
+    statement = api_keys.update().where(api_keys.c.id == sa.bindparam("key_id")) \
+        .values(last_used_at=sa.bindparam("used_at"))
+    async with engine.begin() as conn:
+        await conn.execute(statement, [{"key_id": k, "used_at": t} for k, t in used.items()])

@@ -21,6 +21,7 @@ from aiohttp import web
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 UI_PATH: Final = "/aibridge/"
 INDEX: Final = "index.html"
+CLI_AUTH_PATH: Final = "/cli-auth"
 
 CONTENT_TYPES: Final[Mapping[str, str]] = {
     ".html": "text/html; charset=utf-8",
@@ -106,10 +107,16 @@ async def to_ui(_request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound(UI_PATH, headers=SECURITY_HEADERS)
 
 
+async def to_cli_auth(_request: web.Request) -> web.StreamResponse:
+    """Where ``aibridge login URL`` sends the browser: the page that hands the CLI a token."""
+    raise web.HTTPFound(UI_PATH + "#cli-auth", headers=SECURITY_HEADERS)
+
+
 def add_routes(app: web.Application, folder: Path = STATIC_DIR) -> None:
     ui = WebUI(load_assets(folder))
     app.router.add_get("/", to_ui)
     app.router.add_get(UI_PATH.rstrip("/"), to_ui)
+    app.router.add_get(CLI_AUTH_PATH, to_cli_auth)
     app.router.add_get(UI_PATH, ui.index)
     # {name} matches one path segment (no "/"); only the names loaded above are answered.
     app.router.add_get(UI_PATH + "{name}", ui.asset)

@@ -253,6 +253,7 @@ async function start() {
   show($("#groups-tab"), me.role === "owner");
   show($("#who"), true);
   show($("#audit-tab"), me.role === "owner" || me.role === "auditor");
+  document.dispatchEvent(new CustomEvent("aibridge:signed-in", { detail: me }));   // pages in other files
   loadSuggestions();
   route();
 }
@@ -774,5 +775,8 @@ function wire() {
 }
 
 wire();
-if (token() || window.aibridgeSession.active()) start();    // a pasted token, or the SSO session (session.js)
-else signOut("");
+// After the deferred page scripts (tokens.js, users.js…) have added their views to VIEWS.
+document.addEventListener("DOMContentLoaded", () => {
+  if (token() || window.aibridgeSession.active()) start();    // a pasted token, or the SSO session (session.js)
+  else signOut("");
+});

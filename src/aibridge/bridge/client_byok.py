@@ -1,4 +1,4 @@
-"""``aibridge env CLIENT --byok``: the set-ups where the developer's own provider key (or
+"""``aibridge env CLIENT --byok`` (``bridge/client_setup.py``): the set-ups where the developer's own provider key (or
 subscription token) goes upstream and the AI Bridge token rides in ``X-Coder-AI-Governance-Token``
 (docs/byok.md)."""
 
