@@ -87,7 +87,7 @@ api_keys = sa.Table(
     _created_at(),
     sa.Column("expires_at", UTCDateTime(), nullable=False),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
-    # Self-service (issue 21, migration 0006_selfservice): when the token last authenticated a
+    # Self-service (issue 21, migration 0011): when the token last authenticated a
     # request, to the minute at best (identity/usage.py writes it in batches, off the hot path).
     sa.Column("last_used_at", UTCDateTime(), nullable=True),
 )
@@ -109,7 +109,7 @@ interceptions = sa.Table(
     sa.Column("replica_id", sa.Uuid(as_uuid=True), nullable=True),    # the server process that ran it
     sa.Column("requested_model", sa.String(256), nullable=True),    # what the client asked for
     sa.Column("cost_usd", sa.Float(), nullable=True),                # null: the model has no price
-    # BYOK (migration 0006_byok): whose key went upstream, and a masked hint of it (never the key).
+    # BYOK (migration 0010): whose key went upstream, and a masked hint of it (never the key).
     sa.Column("credential_kind", sa.String(16), nullable=False, server_default="centralized"),
     sa.Column("credential_hint", sa.String(64), nullable=False, server_default=""),
     sa.Index("idx_aibridge_interceptions_started_id", sa.text("started_at DESC"), sa.text("id DESC")),

@@ -1,15 +1,15 @@
 """self-service tokens: when each API token was last used
 
-Revision ID: 0006_selfservice
-Revises: 0005_groups_audit
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-07
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006_selfservice'
-down_revision = '0006_byok'
+revision = '0011'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

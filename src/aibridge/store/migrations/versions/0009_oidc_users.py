@@ -1,15 +1,15 @@
 """single sign-on: users' login type and identity provider subject
 
-Revision ID: 0006_sso
-Revises: 0005_groups_audit
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-07
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006_sso'
-down_revision = '0005_groups_audit'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

@@ -1,15 +1,15 @@
 """users: deleted as Coder does (a flag and a time; the username unique among living users only)
 
-Revision ID: 0004_apidata
-Revises: 0003
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-07
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0004_apidata'
-down_revision = '0004_turns'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

@@ -1,15 +1,15 @@
 """byok: whose credential each interception went upstream with (credential_kind, credential_hint)
 
-Revision ID: 0006_byok
-Revises: 0005_groups_audit
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-07
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006_byok'
-down_revision = '0006_sso'
+revision = '0010'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 

@@ -1,6 +1,6 @@
 """generations: a change counter per kind of cached state (auth, governance), bumped with each change
 
-Revision ID: 0004_propagate
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-07
 """
@@ -8,7 +8,7 @@ Create Date: 2026-12-07
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0004_propagate'
+revision = '0004'
 down_revision = '0003'
 branch_labels = None
 depends_on = None

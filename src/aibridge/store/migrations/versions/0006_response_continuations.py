@@ -1,15 +1,15 @@
 """turns: a joined Responses answer's shown id → the upstream response to continue from
 
-Revision ID: 0004_turns
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-07
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0004_turns'
-down_revision = '0004_pathflow'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

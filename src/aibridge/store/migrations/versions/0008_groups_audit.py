@@ -1,7 +1,7 @@
 """groups and their members (subjects of budgets and model rules; synced from OIDC); the audit log
 
-Revision ID: 0005_groups_audit
-Revises: 0004_turns
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-07
 """
 
@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = '0005_groups_audit'
-down_revision = '0004_apidata'
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 

@@ -1,15 +1,15 @@
 """owned objects: who made each response and conversation relayed by the bridge (issue 20, 1.2)
 
-Revision ID: 0004_pathflow
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-07
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0004_pathflow'
-down_revision = '0004_propagate'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
