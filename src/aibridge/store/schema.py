@@ -193,7 +193,7 @@ prices = sa.Table(
 
 budgets = sa.Table(
     "aibridge_budgets", metadata,
-    sa.Column("scope", sa.String(8), primary_key=True),             # "user" | "role"
+    sa.Column("scope", sa.String(8), primary_key=True),             # "user" | "group" | "role"
     sa.Column("subject", sa.String(64), primary_key=True),          # user id or role name
     sa.Column("period", sa.String(8), nullable=False),              # day | week | month (UTC)
     sa.Column("limit_usd", sa.Float(), nullable=False),
@@ -214,7 +214,7 @@ budget_usage = sa.Table(
 
 model_allow = sa.Table(
     "aibridge_model_allow", metadata,
-    sa.Column("scope", sa.String(8), primary_key=True),             # "user" | "role"
+    sa.Column("scope", sa.String(8), primary_key=True),             # "user" | "group" | "role"
     sa.Column("subject", sa.String(64), primary_key=True),
     sa.Column("patterns", JSONType, nullable=False),                # list of globs
     sa.Column("updated_at", UTCDateTime(), nullable=False),

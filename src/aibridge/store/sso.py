@@ -14,14 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from aibridge.store.changes import AUTH, bump
 from aibridge.store.groups import sync_user_groups, user_group_names
 from aibridge.store.schema import api_keys, users
-from aibridge.store.users import User, _user, now
+from aibridge.store.users import LIVING, User, _user, now
 
 RESERVED = frozenset({"me"})
 MAX_SUFFIX = 1000
 
 
 class Refused(Exception):
-    """The user exists but may not sign in (suspended; soon also deleted)."""
+    """The user exists but may not sign in (suspended or deleted)."""
 
 
 class NoSignups(Exception):
@@ -47,13 +47,13 @@ async def _find(conn: AsyncConnection, s: SignIn) -> User | None:
     if row is None and s.email and s.email_verified:
         # An existing user (made by an owner) with the same verified address is linked, as Coder does.
         row = (await conn.execute(users.select().where(
-            sa.func.lower(users.c.email) == s.email.lower(), users.c.oidc_subject.is_(None)))).first()
+            sa.func.lower(users.c.email) == s.email.lower(), users.c.oidc_subject.is_(None), LIVING))).first()
     return _user(row) if row is not None else None
 
 
 async def _free_username(conn: AsyncConnection, base: str) -> str:
     taken = {name.lower() for name in (await conn.execute(
-        sa.select(users.c.username).where(users.c.username.like(f"{base[:24]}%")))).scalars()}
+        sa.select(users.c.username).where(users.c.username.like(f"{base[:24]}%"), LIVING))).scalars()}
     for n in range(1, MAX_SUFFIX):
         candidate = base if n == 1 else f"{base[:24]}-{n}"
         if candidate.lower() not in taken and candidate not in RESERVED:
@@ -76,7 +76,8 @@ async def sign_in(engine: AsyncEngine, s: SignIn) -> tuple[User, list[str], bool
                 role=s.role or s.default_role, suspended=False, created_at=stamp, updated_at=stamp,
                 login_type="oidc", oidc_subject=s.subject))
         else:
-            # A deleted user (soft delete, another change) is refused here too, beside suspended ones.
+            if user.deleted_at is not None:     # its name may be a new user's now: it stays deleted
+                raise Refused(f"the account {user.username!r} was deleted: ask an owner for a new one")
             if user.suspended:
                 raise Refused(f"the account {user.username!r} is suspended: ask an owner to activate it")
             user_id = user.id
