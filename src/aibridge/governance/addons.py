@@ -168,7 +168,8 @@ class BudgetAddon(Addon):
         start = period_start(budget.period, dt.datetime.now(dt.UTC))
         amount, limit = self.reservation(flow), store.to_micros(budget.limit_usd)
         try:
-            admitted, ledger = await store.reserve(self.engine, flow.actor.id, budget.period, start, amount, limit)
+            admitted, ledger = await store.reserve(self.engine, flow.actor.id, budget.period, start, amount, limit,
+                                                   self.include_byok)
         except Exception as exc:        # an outage of the ledger must not become an outage of the gateway
             if time.monotonic() - self._warned_at > 60:
                 self._warned_at = time.monotonic()
@@ -211,7 +212,7 @@ class BudgetAddon(Addon):
 
 
 async def budget_status(governance: Governance, engine: AsyncEngine, username: str, role: str,
-                        user_id: Any) -> dict[str, Any] | None:
+                        user_id: Any, include_byok: bool = True) -> dict[str, Any] | None:
     """``{limit_usd, spent_usd, period, resets_at, source}`` of a user's budget in force, or None;
     ``source`` says why it applies: ``user``, ``group:NAME`` or ``role:NAME``."""
     budget = (await governance.rules()).budget_for(username, role, user_id)
@@ -221,7 +222,7 @@ async def budget_status(governance: Governance, engine: AsyncEngine, username: s
     end = period_end(budget.period, start)
     # The records' spend, read as the spend export reads it: the ledger only holds what requests
     # settled while a budget applied, so it can lag behind what the export shows.
-    spent = await store.spent_usd(engine, user_id, start, end)
+    spent = await store.spent_usd(engine, user_id, start, end, include_byok)
     return {"limit_usd": budget.limit_usd, "spent_usd": spent, "period": budget.period, "resets_at": iso(end),
             "source": budget.source_label()}
 

@@ -81,7 +81,8 @@ async def get_me(request: web.Request) -> web.Response:
     current = actor(request)
     engine = request.app[ENGINE]
     user = await store.get_user(engine, str(current.id))
-    budget = await budget_status(request.app[GOVERNANCE], engine, user.username, user.role, user.id)
+    budget = await budget_status(request.app[GOVERNANCE], engine, user.username, user.role, user.id,
+                                 request.app[SETTINGS].aibridge_budget_include_byok)
     return json_response({**user.to_json(), "budget": budget, "login_type": await sso_store.login_type(engine, user.id),
                           "groups": await user_group_names(engine, user.id)})
 

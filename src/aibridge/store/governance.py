@@ -142,8 +142,14 @@ def _row(user_id: uuid.UUID, period: str, start: dt.datetime) -> sa.ColumnElemen
     return sa.and_(c.user_id == user_id, c.period == period, c.period_start == start)
 
 
+def _counted(include_byok: bool) -> sa.ColumnElement[bool]:
+    """The interceptions a budget counts: all, or (``--aibridge-budget-include-byok=false``) those
+    that went upstream with the central key."""
+    return sa.true() if include_byok else interceptions.c.credential_kind != "byok"
+
+
 async def _ensure_row(conn: AsyncConnection, user_id: uuid.UUID, period: str, start: dt.datetime,
-                      seed: bool = False) -> None:
+                      seed: bool = False, include_byok: bool = True) -> None:
     """The period's ledger row. ``seed``: a new row starts from what the records say the user spent
     since the period began (a budget set mid-period counts the spend before it, as ``spend`` does)."""
     module = postgresql if conn.dialect.name == "postgresql" else sqlite
@@ -152,7 +158,8 @@ async def _ensure_row(conn: AsyncConnection, user_id: uuid.UUID, period: str, st
         c = interceptions.c
         spent = (sa.select(sa.cast(sa.func.round(sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0) * MICROS),
                                    sa.BigInteger))
-                 .where(c.initiator_id == user_id, c.started_at >= start, c.ended_at.is_not(None))
+                 .where(c.initiator_id == user_id, c.started_at >= start, c.ended_at.is_not(None),
+                        _counted(include_byok))
                  .scalar_subquery())
     await conn.execute(module.insert(budget_usage).values(
         user_id=user_id, period=period, period_start=start, spent_micros=spent, reserved_micros=0, notified=0,
@@ -160,7 +167,7 @@ async def _ensure_row(conn: AsyncConnection, user_id: uuid.UUID, period: str, st
 
 
 async def reserve(engine: AsyncEngine, user_id: uuid.UUID, period: str, start: dt.datetime, amount: int,
-                  limit: int) -> tuple[bool, Ledger]:
+                  limit: int, include_byok: bool = True) -> tuple[bool, Ledger]:
     """Hold ``amount`` if it fits under ``limit`` — or if nothing else is held and something is left
     (so one request at a time always goes through while the budget is not used up)."""
     c = budget_usage.c
@@ -178,7 +185,7 @@ async def reserve(engine: AsyncEngine, user_id: uuid.UUID, period: str, start: d
                                         .where(_row(user_id, period, start)))).first()
             if found is not None:
                 return False, Ledger(found.spent_micros, found.reserved_micros)
-            await _ensure_row(conn, user_id, period, start, seed=True)
+            await _ensure_row(conn, user_id, period, start, seed=True, include_byok=include_byok)
     return False, Ledger(0, 0)       # not reached: the row exists after the first round
 
 
@@ -239,7 +246,8 @@ def _tokens_per_interception() -> sa.Subquery:
 
 
 async def spend(engine: AsyncEngine, group_by: Sequence[str], since: dt.datetime | None,
-                until: dt.datetime | None, restrict_to: uuid.UUID | None) -> list[dict[str, Any]]:
+                until: dt.datetime | None, restrict_to: uuid.UUID | None,
+                include_byok: bool = True) -> list[dict[str, Any]]:
     """Cost, request count and tokens of finished interceptions started in [since, until), grouped;
     biggest cost first. The one place spend is computed: the spend export, the UI's Usage and Cost
     tabs and ``users/me``'s budget all read it."""
@@ -256,7 +264,7 @@ async def spend(engine: AsyncEngine, group_by: Sequence[str], since: dt.datetime
                            sa.func.count(c.id).filter(c.cost_usd.is_(None)).label("unpriced_requests"), *sums)
                  .join(users, users.c.id == c.initiator_id)
                  .outerjoin(tokens, tokens.c.interception_id == c.id)
-                 .where(c.ended_at.is_not(None)))
+                 .where(c.ended_at.is_not(None), _counted(include_byok)))
         if "group" in group_by:     # the groups the user is in now; in several: counted under each; none: null
             query = (query.outerjoin(group_members, group_members.c.user_id == c.initiator_id)
                      .outerjoin(groups, groups.c.id == group_members.c.group_id))
@@ -274,9 +282,11 @@ async def spend(engine: AsyncEngine, group_by: Sequence[str], since: dt.datetime
              **{k: int(getattr(r, k)) for k in TOKEN_COLUMNS}} for r in rows]
 
 
-async def spent_usd(engine: AsyncEngine, user_id: uuid.UUID, since: dt.datetime, until: dt.datetime) -> float:
-    """What one user spent in [since, until): the ``spend`` export's total for it, nothing else."""
-    (row,) = await spend(engine, [], since, until, user_id)
+async def spent_usd(engine: AsyncEngine, user_id: uuid.UUID, since: dt.datetime, until: dt.datetime,
+                    include_byok: bool = True) -> float:
+    """What one user spent in [since, until) as its budget counts it: the ``spend`` export's total
+    for it (less its BYOK requests when budgets leave them out)."""
+    (row,) = await spend(engine, [], since, until, user_id, include_byok)
     return float(row["cost_usd"])
 
 
