@@ -9,13 +9,12 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import shlex
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from aibridge.rest.common import APIError, json_response, require
+from aibridge.rest.common import APIError, json_response, query_terms, require
 from aibridge.rest.interceptions import parse_limit, parse_offset, parse_time
 from aibridge.server_keys import ENGINE
 from aibridge.store import audit
@@ -39,18 +38,8 @@ def parse_date(key: str, value: str, end: bool) -> dt.datetime:
 
 def parse_query(q: str) -> Filters:
     """``q``: space-separated ``key:value`` terms (values may be quoted); unknown key → 400."""
-    try:
-        terms = shlex.split(q)
-    except ValueError as exc:
-        raise APIError(400, f"invalid query: {exc}") from None
     found: dict[str, Any] = {}
-    for term in terms:
-        key, sep, value = term.partition(":")
-        if not sep or not value:
-            raise APIError(400, f"invalid query term {term!r}",
-                           f"use key:value with a key among {', '.join(QUERY_KEYS)}")
-        if key not in QUERY_KEYS:
-            raise APIError(400, f"unknown query key {key!r}", f"valid keys: {', '.join(QUERY_KEYS)}")
+    for key, value in query_terms(q, QUERY_KEYS):
         if "\x00" in value:
             raise APIError(400, f"invalid {key}: a NUL character")
         if key == "action" and value not in audit.ACTIONS:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
@@ -57,6 +58,24 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise APIError(400, "request body must be a JSON object")
     return body
+
+
+def query_terms(q: str, keys: Sequence[str]) -> list[tuple[str, str]]:
+    """A ``q`` parameter's space-separated ``key:value`` terms (values may be quoted), each key one
+    of ``keys``: anything else is a 400 naming the valid keys."""
+    try:
+        terms = shlex.split(q)
+    except ValueError as exc:
+        raise APIError(400, f"invalid query: {exc}") from None
+    found = []
+    for term in terms:
+        key, sep, value = term.partition(":")
+        if not sep or not value:
+            raise APIError(400, f"invalid query term {term!r}", f"use key:value with a key among {', '.join(keys)}")
+        if key not in keys:
+            raise APIError(400, f"unknown query key {key!r}", f"valid keys: {', '.join(keys)}")
+        found.append((key, value))
+    return found
 
 
 def string_field(body: dict[str, Any], name: str, default: str = "") -> str:
