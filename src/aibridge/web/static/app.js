@@ -141,33 +141,44 @@ class ApiError extends Error {
 
 const token = () => sessionStorage.getItem(TOKEN_KEY) || "";
 
-/** GETs an API path; a non-2xx answer becomes an ApiError carrying the API's {message, detail}. */
-async function api(path, params = {}) {
-  const url = new URL(API + path, location.origin);
-  for (const [key, value] of Object.entries(params)) {
-    if (value !== "" && value !== undefined && value !== null) url.searchParams.set(key, value);
-  }
+/** One API call; a non-2xx answer becomes an ApiError carrying the API's {message, detail}. */
+async function apiCall(method, url, body) {
+  const headers = { "Coder-Session-Token": token(), Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
     response = await fetch(url, {
-      headers: { "Coder-Session-Token": token(), Accept: "application/json" },
-      cache: "no-store",
+      method, headers, cache: "no-store", body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch (err) {
     throw new ApiError(0, "Cannot reach the AI Bridge server.", err && err.message);
   }
   const text = await response.text();
-  let body = null;
+  let parsed = null;
   try {
-    body = text ? JSON.parse(text) : null;
+    parsed = text ? JSON.parse(text) : null;
   } catch {
     // Not JSON (a proxy's error page?): fall back to the status line below.
   }
   if (!response.ok) {
-    const message = (body && body.message) || `${response.status} ${response.statusText}`.trim();
-    throw new ApiError(response.status, message, body && body.detail);
+    const message = (parsed && parsed.message) || `${response.status} ${response.statusText}`.trim();
+    throw new ApiError(response.status, message, parsed && parsed.detail);
   }
-  return body;
+  return parsed;
+}
+
+/** GETs an API path with query parameters (empty ones left out). */
+async function api(path, params = {}) {
+  const url = new URL(API + path, location.origin);
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== "" && value !== undefined && value !== null) url.searchParams.set(key, value);
+  }
+  return apiCall("GET", url);
+}
+
+/** A state-changing call with a JSON body (session.js adds the CSRF header to cookie-signed writes). */
+async function apiSend(method, path, body) {
+  return apiCall(method, new URL(API + path, location.origin), body);
 }
 
 function describe(err) {

@@ -5,32 +5,6 @@
 
 const groupsSlot = { ticket: 0, open: "" };
 
-/** A write to the REST API (app.js's api() only reads); errors as ApiError, like api(). */
-async function apiSend(method, path, body) {
-  let response;
-  try {
-    response = await fetch(new URL(API + path, location.origin), {
-      method,
-      headers: { "Coder-Session-Token": token(), Accept: "application/json", "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      cache: "no-store",
-    });
-  } catch (err) {
-    throw new ApiError(0, "Cannot reach the AI Bridge server.", err && err.message);
-  }
-  const text = await response.text();
-  let parsed = null;
-  try {
-    parsed = text ? JSON.parse(text) : null;
-  } catch {
-    // Not JSON: the status line below says what happened.
-  }
-  if (!response.ok) {
-    throw new ApiError(response.status, (parsed && parsed.message) || `${response.status}`, parsed && parsed.detail);
-  }
-  return parsed;
-}
-
 const groupPath = (name) => `/groups/${encodeURIComponent(name)}`;
 
 function loadGroups() {

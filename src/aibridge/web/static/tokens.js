@@ -7,34 +7,6 @@
  */
 "use strict";
 
-/** A state-changing API call with a JSON body; a non-2xx answer becomes an ApiError, as api() does. */
-async function apiSend(method, path, body) {
-  const headers = { "Coder-Session-Token": token(), Accept: "application/json" };
-  const csrf = document.cookie.split("; ").find((c) => c.startsWith("csrf_token="));
-  if (csrf) headers["X-CSRF-Token"] = decodeURIComponent(csrf.slice("csrf_token=".length));
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  let response;
-  try {
-    response = await fetch(new URL(API + path, location.origin), {
-      method, headers, cache: "no-store", body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch (err) {
-    throw new ApiError(0, "Cannot reach the AI Bridge server.", err && err.message);
-  }
-  const text = await response.text();
-  let parsed = null;
-  try {
-    parsed = text ? JSON.parse(text) : null;
-  } catch {
-    // Not JSON: the status line below says what happened.
-  }
-  if (!response.ok) {
-    const message = (parsed && parsed.message) || `${response.status} ${response.statusText}`.trim();
-    throw new ApiError(response.status, message, parsed && parsed.detail);
-  }
-  return parsed;
-}
-
 /** Copies `text`; without the Clipboard API (plain http on a remote host) it selects `node` and copies that. */
 async function copyText(text, node, button) {
   try {
