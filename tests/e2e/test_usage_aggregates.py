@@ -41,8 +41,8 @@ async def test_spend_rows_carry_tokens_by_every_grouping(gov: Env) -> None:
     assert row["cost_usd"] == pytest.approx(2 * cost((1.0, 5.0), SIMPLE_USAGE))
     whole = await _spend(tally, "group_by=")                                  # no grouping: one total row
     assert [r["input_tokens"] for r in whole["results"]] == [2 * SIMPLE_USAGE[0]]
-    status, refused = await tally.get("/api/v2/aibridge/spend?group_by=group")
-    assert status == 400 and "no groups" in refused["message"]
+    status, refused = await tally.get("/api/v2/aibridge/spend?group_by=team")
+    assert status == 400 and "group_by" in refused["message"]
 
 
 async def test_users_me_spent_equals_spend_for_the_same_period(gov: Env) -> None:

@@ -194,9 +194,6 @@ async def get_spend(request: web.Request) -> web.StreamResponse:
     """Members see their own spend; owners and auditors everyone's."""
     current = actor(request)
     group_by = [g.strip() for g in request.query.get("group_by", "user,model,day").split(",") if g.strip()]
-    if "group" in group_by:
-        raise APIError(400, "group_by=group is not available yet: this server has no groups",
-                       f"a comma-separated list of {', '.join(store.GROUPS)}")
     unknown = [g for g in group_by if g not in store.GROUPS]
     if unknown or len(set(group_by)) != len(group_by):
         raise APIError(400, f"invalid group_by {request.query.get('group_by')!r}",
