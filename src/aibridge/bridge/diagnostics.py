@@ -43,6 +43,10 @@ class Diagnosed:
         return bool(getattr(self.inner, "accepts_byok", True))
 
     @property
+    def byok_only(self) -> bool:
+        return bool(getattr(self.inner, "byok_only", False))
+
+    @property
     def apis(self) -> Mapping[str, Api]:
         return self.inner.apis
 
