@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import tomllib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +27,7 @@ import pytest
 from tests.e2e.clients import INSTALL_TIMEOUT, NpmClients, client_env, npm_clients
 from tests.e2e.conftest import Bridge, bridge_env
 from tests.e2e.records import ids
+from tests.e2e.test_byok_clients import run_aibridge
 from tests.e2e.test_real_clients import answer_text, diagnose, new_records, run_cli
 from tests.fakes.upstream import FakeUpstream
 from tests.harness import Database, ServerProcess
@@ -98,17 +100,8 @@ async def test_codex_with_chatgpt_login_through_the_chatgpt_route(gateway: Bridg
     codex_home = home / ".codex"
     codex_home.mkdir(parents=True)
     work.mkdir()
-    (codex_home / "config.toml").write_text(          # docs/clients.md, "ChatGPT subscription"
-        'model_provider = "aibridge-chatgpt"\n'
-        'cli_auth_credentials_store = "file"\n'
-        "\n"
-        "[model_providers.aibridge-chatgpt]\n"
-        'name = "AI Bridge (ChatGPT)"\n'
-        f'base_url = "{gateway.server.url}/api/v2/aibridge/chatgpt/v1"\n'
-        'wire_api = "responses"\n'
-        "requires_openai_auth = true\n"
-        f'env_http_headers = {{ "{GOV}" = "AIBRIDGE_TOKEN" }}\n'
-    )
+    config = chatgpt_setup(gateway.server.url, tmp_path)     # what `aibridge env codex --byok` prints
+    (codex_home / "config.toml").write_text('cli_auth_credentials_store = "file"\n' + config)
     now = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
     (codex_home / "auth.json").write_text(json.dumps({     # what `codex login` (ChatGPT) writes
         "auth_mode": "chatgpt", "OPENAI_API_KEY": None, "last_refresh": now,
@@ -133,6 +126,22 @@ async def test_codex_with_chatgpt_login_through_the_chatgpt_route(gateway: Bridg
     assert (record["credential_kind"], record["credential_hint"]) == ("byok", f"…{CHATGPT_TOKEN[-4:]}")
     assert record["token_usages"]
     assert CHATGPT_TOKEN not in gateway.server.output() and "Traceback" not in gateway.server.output()
+
+
+def chatgpt_setup(url: str, cwd: Path) -> str:
+    """The ChatGPT variant of ``aibridge env codex --byok`` (commented out there), as config.toml."""
+    printed = run_aibridge(["env", "codex", "--byok", "--url", url, "--token", "t"], cwd)
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "ChatGPT subscription" in line) + 2
+    return "".join(line.removeprefix("#").removeprefix("   ") + "\n" for line in lines[start:])
+
+
+def test_env_prints_the_chatgpt_setup(tmp_path: Path) -> None:
+    doc = tomllib.loads(chatgpt_setup("http://127.0.0.1:3000", tmp_path))
+    assert doc == {"model_provider": "aibridge-chatgpt", "model_providers": {"aibridge-chatgpt": {
+        "name": "AI Bridge (ChatGPT)", "base_url": "http://127.0.0.1:3000/api/v2/aibridge/chatgpt/v1",
+        "wire_api": "responses", "requires_openai_auth": True, "env_http_headers": {GOV: "AIBRIDGE_TOKEN"}}}}
 
 
 async def post(url: str, headers: dict[str, str]) -> tuple[int, Any]:
