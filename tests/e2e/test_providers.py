@@ -34,6 +34,9 @@ SMALL_MODEL = "global.anthropic.claude-haiku-4-5-20251001-v1:0"     # the defaul
 LITELLM_KEY = "sk-litellm-gateway"
 SECOND_ANTHROPIC_KEY = "sk-ant-team-b"
 
+TYPES = ("CODER_AIBRIDGE_PROVIDER_0_TYPE: must be one of openai, anthropic, openai-compat, azure, google, "
+         "openrouter, vercel, ")
+
 
 @dataclass
 class Providers:
@@ -312,9 +315,9 @@ STARTUP_ERRORS = [
     pytest.param(provider(0, type="openai", name="Lite LLM", key="k"),
                  "CODER_AIBRIDGE_PROVIDER_0_NAME: 'Lite LLM' cannot be a provider name", id="bad-name"),
     pytest.param(provider(0, type="gemini", key="k"),
-                 "CODER_AIBRIDGE_PROVIDER_0_TYPE: must be one of openai, anthropic, got 'gemini'", id="bad-type"),
+                 TYPES + "got 'gemini'", id="bad-type"),
     pytest.param(provider(0, name="nameless", key="k"),
-                 "CODER_AIBRIDGE_PROVIDER_0_TYPE: must be one of openai, anthropic, got ''", id="no-type"),
+                 TYPES + "got ''", id="no-type"),
     pytest.param(provider(0, type="openai", name="litellm"),
                  "CODER_AIBRIDGE_PROVIDER_0_KEY: provider 'litellm' needs an API key", id="no-key"),
     pytest.param(provider(0, type="openai", key="k", base_url="litellm:4000"),

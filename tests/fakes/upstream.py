@@ -597,6 +597,8 @@ class FakeUpstream:
         r = app.router
         r.add_post("/v1/chat/completions", self._chat)
         r.add_post("/v1/responses", self._responses)
+        # ChatGPT's backend as Codex logged in with ChatGPT calls it ({base}/responses, no /v1).
+        r.add_post("/backend-api/codex/responses", self._responses)
         r.add_get("/v1/responses/{id}", self._get_response)
         r.add_delete("/v1/responses/{id}", self._stored_object)
         r.add_post("/v1/responses/input_tokens", self._input_tokens)
@@ -679,6 +681,12 @@ class FakeUpstream:
         auth = headers.get("Authorization", "")
         bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         if provider == "openai":
+            if not auth and "api-key" in headers:     # Azure OpenAI's header
+                if headers["api-key"] != self.openai_key:
+                    return self._error(rec, "openai", 401, "invalid_request_error",
+                                       "Access denied due to invalid subscription key or wrong API endpoint.",
+                                       code="401")
+                return None
             if not auth:
                 return self._error(
                     rec, "openai", 401, "invalid_request_error",

@@ -21,25 +21,27 @@ from aibridge.bridge.providers.registry import ProviderType, register
 from aibridge.config import OPTIONS, ConfigError, Option, Settings, check_settings_fields, load_settings
 
 
-# ---- the docs' worked example: what `src/aibridge/bridge/providers/azure.py` would hold
-class AzureOpenAIProvider(OpenAIProvider):
-    """OpenAI's wire format; the key goes in an ``api-key`` header."""
+# ---- the docs' worked example: what `src/aibridge/bridge/providers/acme.py` would hold
+class AcmeProvider(OpenAIProvider):
+    """OpenAI's wire format; the key goes in an ``X-Acme-Key`` header."""
+
+    type = "acme"
 
     def auth_headers(self, key: str) -> dict[str, str]:
-        return {"api-key": key}
+        return {"X-Acme-Key": key}
 
 
-class AzureOpenAIType(HTTPType):
-    kind = type = "azure"
-    provider = AzureOpenAIProvider
+class AcmeType(HTTPType):
+    kind = type = "acme"
+    provider = AcmeProvider
 # ---- end of the example
 
 
 @pytest.fixture
-def with_azure(monkeypatch: pytest.MonkeyPatch) -> list[ProviderType[Any]]:
+def with_acme(monkeypatch: pytest.MonkeyPatch) -> list[ProviderType[Any]]:
     kinds = list(PROVIDER_KINDS)
     monkeypatch.setattr("aibridge.bridge.providers.registry.PROVIDER_KINDS", kinds)
-    register(AzureOpenAIType)          # what `@register` does when the module is imported
+    register(AcmeType)          # what `@register` does when the module is imported
     return kinds
 
 
@@ -73,12 +75,12 @@ async def gateway() -> AsyncIterator[tuple[str, Seen]]:
 
 
 async def test_a_new_kind_is_configured_and_built_from_its_own_module(
-        with_azure: list[ProviderType[Any]], gateway: tuple[str, Seen]) -> None:
+        with_acme: list[ProviderType[Any]], gateway: tuple[str, Seen]) -> None:
     base_url, seen = gateway
-    s = settings({"CODER_AIBRIDGE_PROVIDER_0_TYPE": "azure", "CODER_AIBRIDGE_PROVIDER_0_KEY": "az-key",
-                  "CODER_AIBRIDGE_PROVIDER_0_BASE_URL": base_url}, with_azure)
+    s = settings({"CODER_AIBRIDGE_PROVIDER_0_TYPE": "acme", "CODER_AIBRIDGE_PROVIDER_0_KEY": "acme-key",
+                  "CODER_AIBRIDGE_PROVIDER_0_BASE_URL": base_url}, with_acme)
     [config] = s.providers
-    assert (config.kind, config.type, config.name, config.base_url) == ("azure", "azure", "azure", base_url)
+    assert (config.kind, config.type, config.name, config.base_url) == ("acme", "acme", "acme", base_url)
     provider = build_provider(config)
     try:
         response = await provider.send(UpstreamRequest("GET", "v1/models", "", CIMultiDict(), b""))
@@ -88,17 +90,17 @@ async def test_a_new_kind_is_configured_and_built_from_its_own_module(
         await provider.close()
     assert seen.path == "/openai/v1/models"
     assert seen.headers is not None
-    assert seen.headers["api-key"] == "az-key"
+    assert seen.headers["X-Acme-Key"] == "acme-key"
 
 
-def test_a_new_kind_is_listed_and_checks_its_fields(with_azure: list[ProviderType[Any]]) -> None:
+def test_a_new_kind_is_listed_and_checks_its_fields(with_acme: list[ProviderType[Any]]) -> None:
     with pytest.raises(ConfigError, match=r"^CODER_AIBRIDGE_PROVIDER_0_TYPE: must be one of openai, anthropic, "
-                                          r"azure, got 'gemini'$"):
-        settings({"CODER_AIBRIDGE_PROVIDER_0_TYPE": "gemini"}, with_azure)
-    with pytest.raises(ConfigError, match=r"^CODER_AIBRIDGE_PROVIDER_0_BASE_URL: provider 'azure' needs a base URL$"):
-        settings({"CODER_AIBRIDGE_PROVIDER_0_TYPE": "azure", "CODER_AIBRIDGE_PROVIDER_0_KEY": "k"}, with_azure)
+                                          r"openai-compat, azure, google, openrouter, vercel, acme, got 'gemini'$"):
+        settings({"CODER_AIBRIDGE_PROVIDER_0_TYPE": "gemini"}, with_acme)
+    with pytest.raises(ConfigError, match=r"^CODER_AIBRIDGE_PROVIDER_0_BASE_URL: provider 'acme' needs a base URL$"):
+        settings({"CODER_AIBRIDGE_PROVIDER_0_TYPE": "acme", "CODER_AIBRIDGE_PROVIDER_0_KEY": "k"}, with_acme)
     with pytest.raises(ValueError, match="registered twice"):
-        register(AzureOpenAIType)
+        register(AcmeType)
 
 
 def test_providers_need_their_kinds() -> None:

@@ -251,3 +251,13 @@ def test_ca_cert_command_before_any_ca_exists(tmp_path: Path) -> None:
     done = run_cli(["proxy", "ca-cert"], {"CODER_AIBRIDGE_DATA_DIR": str(tmp_path)})
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("error: no proxy CA in ") and "--aibridge-proxy-enabled" in done.stderr
+
+
+def test_the_byok_only_chatgpt_provider_never_takes_the_public_openai_host() -> None:
+    chatgpt = HTTPProviderConfig("openai", "openai", "chatgpt", "https://chatgpt.com/backend-api/codex", "",
+                                 byok_only=True)
+    hosts = DecryptedHosts([chatgpt])
+    assert hosts.hosts == ["chatgpt.com:443"]
+    assert hosts.route("chatgpt.com", 443, "/backend-api/codex/responses") == ("chatgpt", "v1/responses")
+    both = DecryptedHosts([chatgpt, http("openai", "gpt", "https://gw.example/v1/")])
+    assert both.route("api.openai.com", 443, "/v1/responses") == ("gpt", "v1/responses")

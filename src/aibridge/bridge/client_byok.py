@@ -15,6 +15,9 @@ TOKEN_ENV = "AIBRIDGE_TOKEN"
 
 class _Target(Protocol):
     @property
+    def url(self) -> str: ...
+
+    @property
     def token(self) -> str: ...
 
     @property
@@ -60,6 +63,24 @@ def codex(t: _Target) -> list[str]:
         "",
         "# 2. Set both in your shell, then run `codex`:",
         *_exports([("OPENAI_API_KEY", "<your own OpenAI API key>"), (TOKEN_ENV, t.token)]),
+        "",
+        *("#   " + line if line else "#" for line in codex_chatgpt(t)),
+    ]
+
+
+def codex_chatgpt(t: _Target) -> list[str]:
+    """Codex logged in with ChatGPT, through the server's BYOK-only ``chatgpt`` provider (docs/providers.md)."""
+    return [
+        "Or with your ChatGPT subscription (`codex login`, Sign in with ChatGPT), if the server has a",
+        "provider named chatgpt: its own login is the credential (requires_openai_auth), same AIBRIDGE_TOKEN:",
+        'model_provider = "aibridge-chatgpt"',
+        "",
+        "[model_providers.aibridge-chatgpt]",
+        'name = "AI Bridge (ChatGPT)"',
+        f"base_url = {json.dumps(t.url + '/api/v2/aibridge/chatgpt/v1')}",
+        'wire_api = "responses"',
+        "requires_openai_auth = true",
+        f'env_http_headers = {{ "{GOVERNANCE_HEADER}" = "{TOKEN_ENV}" }}',
     ]
 
 

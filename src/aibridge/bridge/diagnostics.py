@@ -43,6 +43,10 @@ class Diagnosed:
         return bool(getattr(self.inner, "accepts_byok", True))
 
     @property
+    def byok_only(self) -> bool:
+        return bool(getattr(self.inner, "byok_only", False))
+
+    @property
     def apis(self) -> Mapping[str, Api]:
         return self.inner.apis
 
@@ -68,7 +72,7 @@ class Diagnosed:
             response.close()
             hint = (f"upstream {self.name} answered a bare 404 for {request.method} /{request.tail}: "
                     f"its base URL {where} is probably wrong")
-            if self.type == "openai":
+            if "v1/chat/completions" in self.inner.apis:      # OpenAI's format, whatever the type
                 hint += " (an OpenAI-compatible base URL usually ends in /v1)"
             self._report("bare-404", hint)
             raise UpstreamError(502, f"{hint}; check the base URL configured for provider {self.name!r}")

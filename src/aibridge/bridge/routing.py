@@ -11,11 +11,13 @@ from aiohttp import web
 
 from aibridge.bridge import scrub
 from aibridge.bridge.apis.base import Api
+from aibridge.bridge.apis.responses import RESPONSES
 from aibridge.bridge.credentials import CENTRALIZED, GOVERNANCE_HEADER, Credential, own_credential
 from aibridge.bridge.flow import Addons
 from aibridge.bridge.intercept import intercept, provider_error
 from aibridge.bridge.passthrough import passthrough, path_problem
 from aibridge.bridge.providers.base import Provider
+from aibridge.bridge.providers.openai import CHATGPT
 from aibridge.bridge.routes import Match
 from aibridge.httpserver import BodyError, read_body
 from aibridge.identity.auth import Authenticator, AuthError
@@ -27,6 +29,12 @@ ROUTE_PREFIX = "/api/v2/aibridge/"
 def json_error(status: int, message: str, detail: str = "") -> web.Response:
     return web.Response(status=status, content_type="application/json",
                         body=orjson.dumps({"message": message, "detail": detail}))
+
+
+def byok_only_message(name: str) -> str:
+    return (f"provider {name!r} is BYOK only: ChatGPT subscriptions go through AI Bridge with your own "
+            f"ChatGPT login as the credential and your AI Bridge token in the {GOVERNANCE_HEADER} header "
+            "(Codex: requires_openai_auth = true and env_http_headers; see docs/clients.md)")
 
 
 def refuse_websocket(api: Api) -> web.Response:
@@ -59,6 +67,9 @@ class Bridge:
                               "Start the server with --aibridge-enabled (CODER_AIBRIDGE_ENABLED=true) "
                               "and configure a provider key.")
         provider = self.providers.get(name)
+        if provider is None and name == CHATGPT:     # a client's route, answered in that client's shape
+            return provider_error(RESPONSES, 404, f"route not supported: {request.method} {request.path} "
+                                                  "(no 'chatgpt' provider is configured on this server)")
         if provider is None:
             return json_error(404, f"provider {name!r} is not configured", await self._known_providers(request))
         return await self.dispatch(request, provider, request.match_info["tail"], None, "bridge", arrived_ns)
@@ -92,6 +103,8 @@ class Bridge:
         try:
             if GOVERNANCE_HEADER in request.headers:
                 actor, credential = await self._byok(request, provider, actor)
+            elif getattr(provider, "byok_only", False):
+                raise AuthError(403, byok_only_message(provider.name))
             elif actor is None:
                 actor = await self.authenticator.authenticate(request.headers)
         except AuthError as exc:

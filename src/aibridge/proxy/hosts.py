@@ -89,6 +89,7 @@ class DecryptedHosts:
 
 
 def _primary(providers: list[ProviderConfig], ptype: str) -> ProviderConfig | None:
-    """The provider a type's public host maps to: the one named after the type, else the first."""
-    of_type = [p for p in providers if p.type == ptype]
+    """The provider a type's public host maps to: the one named after the type, else the first.
+    Never a BYOK-only provider (``chatgpt``): its upstream is ChatGPT's backend, not the public API."""
+    of_type = [p for p in providers if p.type == ptype and not getattr(p, "byok_only", False)]
     return next((p for p in of_type if p.name == ptype), of_type[0] if of_type else None)

@@ -59,7 +59,7 @@ class UpstreamResponse(Protocol):
 class Provider(Protocol):
     @property
     def type(self) -> str:
-        """"openai" | "anthropic": the API family, recorded as ``provider``."""
+        """The provider type ("openai", "anthropic", "azure", …), recorded as ``provider``."""
 
     @property
     def name(self) -> str:

@@ -188,6 +188,7 @@ class HTTPProvider:
 
     type = ""
     accepts_byok = True             # the upstream takes the user's own key as sent
+    byok_only = False               # no central key: only BYOK requests (the ChatGPT subscription route)
     # Prefix of the route tail that the base URL already contains (OpenAI's base ends in /v1/).
     base_strip = ""
     routes: RouteTable
@@ -205,7 +206,7 @@ class HTTPProvider:
 
     def secrets(self) -> list[str]:
         """Every key of the pool: kept out of relayed errors and logs (``bridge/scrub.py``)."""
-        return list(self.keys.keys)
+        return [key for key in self.keys.keys if key]
 
     def upstream_model(self, model: str) -> str:
         return model
@@ -252,6 +253,7 @@ class HTTPProvider:
 @dataclass(frozen=True)
 class HTTPProviderConfig(ProviderConfig):
     key: str
+    byok_only: bool = False       # no key: every request must bring its own (BYOK)
 
 
 class HTTPType(ProviderType[HTTPProviderConfig]):
@@ -263,7 +265,7 @@ class HTTPType(ProviderType[HTTPProviderConfig]):
     ``default_base_url`` or needs ``BASE_URL``.
     """
 
-    provider: Callable[[str, str, str], Provider]   # (name, key, base URL) → the provider
+    provider: Callable[[str, str, str], HTTPProvider]   # (name, key, base URL) → the provider
     legacy_options: tuple[str, str] | None = None
     default_base_url = ""
 
@@ -287,4 +289,7 @@ class HTTPType(ProviderType[HTTPProviderConfig]):
         return legacy_label(key_option), self.from_fields(fields)
 
     def build(self, config: HTTPProviderConfig) -> Provider:
-        return self.provider(config.name, config.key, config.base_url)
+        provider = self.provider(config.name, config.key, config.base_url)
+        if config.byok_only:
+            provider.byok_only = True
+        return provider

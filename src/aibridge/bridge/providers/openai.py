@@ -7,9 +7,15 @@ from collections.abc import Mapping
 from aibridge.bridge.apis.base import Api
 from aibridge.bridge.apis.chat_completions import CHAT_COMPLETIONS
 from aibridge.bridge.apis.responses import RESPONSES
-from aibridge.bridge.providers.http import HTTPProvider, HTTPType
+from aibridge.bridge.providers.http import HTTPProvider, HTTPProviderConfig, HTTPType
 from aibridge.bridge.providers.registry import register
 from aibridge.bridge.routes import RouteTable, route
+from aibridge.config import ProviderFields
+
+# A provider of type openai named ``chatgpt`` serves ChatGPT subscriptions (Codex logged in with
+# ChatGPT): BYOK only, the user's own ChatGPT token upstream, no central key.
+CHATGPT = "chatgpt"
+CHATGPT_BASE_URL = "https://chatgpt.com/backend-api/codex"
 
 # OpenAI's API reference: the two intercepted APIs, and the documented methods of what is passed through.
 ROUTES = RouteTable([
@@ -43,3 +49,12 @@ class OpenAIType(HTTPType):
     kind = type = "openai"
     legacy_options = ("aibridge_openai_key", "aibridge_openai_base_url")
     provider = OpenAIProvider
+
+    def from_fields(self, fields: ProviderFields) -> HTTPProviderConfig:
+        if fields.name != CHATGPT or fields.legacy:
+            return super().from_fields(fields)
+        if fields.get("KEY"):
+            raise fields.error("KEY", f"provider {CHATGPT!r} is BYOK only (each user's own ChatGPT token goes "
+                                      "upstream): remove its key")
+        base_url = fields.url("BASE_URL", CHATGPT_BASE_URL)
+        return HTTPProviderConfig(self.kind, self.type, fields.name, base_url, "", byok_only=True)
