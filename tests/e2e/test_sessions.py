@@ -137,6 +137,12 @@ async def test_session_list_filters_paging_and_members(bridge: Bridge) -> None:
         assert status == 200 and found["sessions"], q
         if expected is not None:
             assert {s["id"] for s in found["sessions"]} == expected, q
+    # A session matches when one of its interceptions does; its fields still cover all of it.
+    status, by_model = await owner.get("/api/v2/aibridge/sessions?limit=1000&q=model:claude-opus-scenario-simple")
+    bobs = [s for s in by_model["sessions"] if s["id"] == "sess-bob-1"]
+    assert bobs and bobs[0]["threads"] == 2 and bobs[0]["interception_count"] == 3
+    status, nothing = await owner.get("/api/v2/aibridge/sessions?q=model:no-such-model")
+    assert status == 200 and nothing == {"count": 0, "sessions": []}
     newest = everything["sessions"][0]["started_at"]
     status, none_later = await owner.get("/api/v2/aibridge/sessions?q=started_after:2999-01-01T00:00:00Z")
     assert status == 200 and none_later == {"count": 0, "sessions": []}

@@ -13,7 +13,7 @@ Each interception of a thread is one *agentic action* (its token usage, thinking
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,34 +33,47 @@ class UnknownThread(Exception):
     pass
 
 
-def _prompts() -> sa.Subquery:
-    return (sa.select(user_prompts.c.interception_id, sa.func.max(user_prompts.c.prompt).label("prompt"))
-            .group_by(user_prompts.c.interception_id).subquery())
+Scope = Callable[[sa.FromClause], list[sa.ColumnElement[bool]]]
 
 
-def _tokens() -> sa.Subquery:
+def _in_scope(scope: Scope) -> sa.Select[tuple[uuid.UUID]]:
+    """The ids of the interceptions in scope: child rows are aggregated for those only."""
+    inner = interceptions.alias("scoped")
+    return sa.select(inner.c.id).where(*scope(inner))
+
+
+def _prompts(scope: Scope) -> sa.Subquery:
+    p = user_prompts.c
+    return (sa.select(p.interception_id, sa.func.max(p.prompt).label("prompt"))
+            .where(p.interception_id.in_(_in_scope(scope))).group_by(p.interception_id).subquery())
+
+
+def _tokens(scope: Scope) -> sa.Subquery:
     t = token_usages.c
     return sa.select(t.interception_id,
                      sa.func.sum(t.input_tokens).label("input_tokens"),
                      sa.func.sum(t.output_tokens).label("output_tokens"),
                      sa.func.sum(t.cache_read_input_tokens).label("cache_read"),
                      sa.func.sum(t.cache_write_input_tokens).label("cache_write"),
-                     ).group_by(t.interception_id).subquery()
+                     ).where(t.interception_id.in_(_in_scope(scope))).group_by(t.interception_id).subquery()
 
 
-def _session_scope(filters: Filters) -> list[sa.ColumnElement[bool]]:
+def _session_scope(filters: Filters) -> Scope:
     """The sessions with at least one interception matching the filters (the aggregates then
-    cover every interception of those sessions, so a model filter does not cut threads short)."""
+    cover every interception of those sessions, so a model filter does not cut threads short),
+    as conditions on the interceptions table or an alias of it."""
     time_free = Filters(**{**vars(filters), "started_after": None, "started_before": None})
-    inner = interceptions.alias("matching")
-    m = inner.c
-    matching = sa.select(m.id).where(m.client_session_id == c.client_session_id,
-                                     m.initiator_id == c.initiator_id,
-                                     _on(inner, time_free)).exists()
-    scope: list[sa.ColumnElement[bool]] = [c.client_session_id.is_not(None), c.ended_at.is_not(None), matching]
-    if filters.restrict_to is not None:
-        scope.append(c.initiator_id == filters.restrict_to)
-    return scope
+
+    def on(table: sa.FromClause) -> list[sa.ColumnElement[bool]]:
+        t, inner = table.c, interceptions.alias("matching")
+        matching = sa.select(inner.c.id).where(inner.c.client_session_id == t.client_session_id,
+                                               inner.c.initiator_id == t.initiator_id,
+                                               _on(inner, time_free)).exists()
+        scope: list[sa.ColumnElement[bool]] = [t.client_session_id.is_not(None), t.ended_at.is_not(None), matching]
+        if filters.restrict_to is not None:
+            scope.append(t.initiator_id == filters.restrict_to)
+        return scope
+    return on
 
 
 def _on(table: sa.FromClause, filters: Filters) -> sa.ColumnElement[bool]:
@@ -73,9 +86,11 @@ def _rebind(cond: sa.ColumnElement[bool], table: sa.FromClause) -> sa.ColumnElem
     return adapted
 
 
-def _marked(filters: Filters) -> sa.Subquery:
-    """Every interception of the matching sessions, with its prompt and whether it starts a thread."""
-    prompts = _prompts()
+def _marked(filters: Filters) -> tuple[sa.Subquery, sa.Subquery]:
+    """Every interception of the matching sessions, with its prompt and whether it starts a thread;
+    and the summed tokens of those interceptions."""
+    scope = _session_scope(filters)
+    prompts = _prompts(scope)
     partition, order = (c.client_session_id, c.initiator_id), _ORDER
     previous = sa.func.lag(prompts.c.prompt).over(partition_by=partition, order_by=order)
     starts = sa.case((sa.func.row_number().over(partition_by=partition, order_by=order) == 1, 1),
@@ -84,13 +99,13 @@ def _marked(filters: Filters) -> sa.Subquery:
     return (sa.select(c.id, c.client_session_id, c.initiator_id, c.client, c.started_at, c.ended_at,
                       prompts.c.prompt, starts.label("starts"))
             .outerjoin(prompts, prompts.c.interception_id == c.id)
-            .where(*_session_scope(filters)).subquery())
+            .where(*scope(interceptions)).subquery()), _tokens(scope)
 
 
 async def list_sessions(engine: AsyncEngine, filters: Filters, limit: int, offset: int,
                         after_session_id: str | None) -> tuple[int, list[dict[str, Any]]]:
     """(count, one page) of sessions, most recently active first."""
-    marked, tokens = _marked(filters), _tokens()
+    marked, tokens = _marked(filters)
     m = marked.c
     grouped = (sa.select(
         m.client_session_id, m.initiator_id, users.c.username, users.c.name, users.c.deleted,
@@ -210,10 +225,12 @@ async def get_session(engine: AsyncEngine, session_id: str, restrict_to: uuid.UU
 async def _session_rows(conn: AsyncConnection, session_id: str, restrict_to: uuid.UUID | None) -> list[Any]:
     """One light row per interception (no child rows): its columns, prompt and summed tokens.
     A session id two initiators happen to share is shown for the latest one's."""
-    prompts, tokens = _prompts(), _tokens()
-    conditions = [c.client_session_id == session_id, c.ended_at.is_not(None)]
-    if restrict_to is not None:
-        conditions.append(c.initiator_id == restrict_to)
+    def scope(table: sa.FromClause) -> list[sa.ColumnElement[bool]]:
+        t = table.c
+        found = [t.client_session_id == session_id, t.ended_at.is_not(None)]
+        return found if restrict_to is None else [*found, t.initiator_id == restrict_to]
+    conditions = scope(interceptions)
+    prompts, tokens = _prompts(scope), _tokens(scope)
     latest = sa.select(c.initiator_id).where(*conditions).order_by(c.started_at.desc(), c.id.desc()).limit(1)
     query = (sa.select(c.id, c.initiator_id, c.provider, c.model, c.client, c.credential_kind,
                        c.credential_hint, c.started_at, c.ended_at, users.c.username, users.c.name,
