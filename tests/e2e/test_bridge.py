@@ -446,15 +446,17 @@ async def test_sessions_group_a_clients_interceptions(bridge: Bridge) -> None:
     async def session_listed() -> Any:
         status, body = await owner.get("/api/v2/aibridge/sessions")
         assert status == 200
-        return [s for s in body["results"] if s["id"] == sid and s["interception_count"] >= 2]
+        return [s for s in body["sessions"] if s["id"] == sid and s["interception_count"] >= 2]
 
     assert await wait_for(session_listed)
     status, detail = await owner.get(f"/api/v2/aibridge/sessions/{sid}")
     assert status == 200
-    assert detail["sessions"][0]["client"] == "Codex"
-    intercepted = detail["interceptions"]
-    assert len(intercepted) == detail["sessions"][0]["interception_count"]
-    assert sum(totals(i)["input_tokens"] for i in intercepted) == detail["sessions"][0]["input_tokens"]
+    assert detail["client"] == "Codex"
+    status, recorded = await owner.get(f"/api/v2/aibridge/interceptions?limit=1000&q=session:{sid}")
+    actions = [a for thread in detail["threads"] for a in thread["agentic_actions"]]
+    assert len(actions) == detail["interception_count"] == recorded["count"]
+    assert sum(totals(i)["input_tokens"] for i in recorded["results"]) == \
+        detail["token_usage_summary"]["input_tokens"]
     status, _ = await Client(bridge.server.url, bridge.other_token).get(f"/api/v2/aibridge/sessions/{sid}")
     assert status == 404                                          # bob cannot see alice's session
     assert (await owner.get("/api/v2/aibridge/sessions/nope"))[0] == 404

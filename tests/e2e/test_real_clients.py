@@ -134,10 +134,13 @@ def check_upstream_requests(bridge: Bridge, sent: list[ReceivedRequest], path: s
 async def check_session(owner: Client, session: str, client: str, records: list[dict[str, Any]]) -> None:
     status, detail = await owner.get(f"/api/v2/aibridge/sessions/{session}")
     assert status == 200, detail
-    [summary] = detail["sessions"]
-    assert summary["client"] == client and summary["interception_count"] == len(records)
-    assert sorted(i["id"] for i in detail["interceptions"]) == sorted(r["id"] for r in records)
-    assert summary["input_tokens"] == sum(totals(r)["input_tokens"] for r in records)
+    assert detail["client"] == client and detail["interception_count"] == len(records)
+    # One human prompt and its tool round trip: one thread, one action per interception.
+    [thread] = detail["threads"]
+    actions = thread["agentic_actions"]
+    assert thread["prompt"] == records[0]["user_prompts"][0]["prompt"]
+    assert sorted(a["interception_id"] for a in actions) == sorted(r["id"] for r in records)
+    assert detail["token_usage_summary"]["input_tokens"] == sum(totals(r)["input_tokens"] for r in records)
 
 
 def tool_result_text(content: Any) -> str:

@@ -85,9 +85,13 @@ async def _generate(bridge: Bridge, carol: str) -> None:
     async for _ in await alice_openai.responses.create(model=responses_model, input=ALICE[responses_model],
                                                        stream=True):
         pass
-    for _ in range(2):
-        await alice_claude.messages.create(model=claude_model, max_tokens=512,
-                                           messages=[{"role": "user", "content": ALICE[claude_model]}])
+    # One human prompt, a tool call, and the tool result sent back: one thread of two actions.
+    history: list[Any] = [{"role": "user", "content": ALICE[claude_model]}]
+    asked = await alice_claude.messages.create(model=claude_model, max_tokens=512, messages=history)
+    [use] = [block for block in asked.content if block.type == "tool_use"]
+    history += [{"role": "assistant", "content": [block.model_dump() for block in asked.content]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "21C"}]}]
+    await alice_claude.messages.create(model=claude_model, max_tokens=512, messages=history)
     cached_model, failing_model = BOB
     await bob_claude.messages.create(model=cached_model, max_tokens=512,
                                      messages=[{"role": "user", "content": BOB[cached_model]}])
@@ -645,19 +649,25 @@ async def test_owner_sees_everyone_in_the_usage_leaderboard(traffic: Traffic, pa
     assert not page.problems()
 
 
-async def test_sessions_tab_opens_a_session_and_its_interceptions(traffic: Traffic, page: Page) -> None:
+async def test_sessions_tab_opens_a_session_its_threads_and_interceptions(traffic: Traffic, page: Page) -> None:
     await sign_in(page, traffic.bridge.server.url, traffic.alice, "alice")
     await rows_loaded(page)
     await page.click("#tabs a[data-view=sessions]")
     await page.wait("document.querySelectorAll('#sessions-table tbody tr').length === 1", "the session row")
     row = (await page.texts("#sessions-table tbody tr"))[0]
     assert SESSION_ID in row and "Claude Code" in row and "alice" in row
+    assert ALICE["claude-sonnet-4-5-scenario-tool"] in row                 # the last prompt
     await page.click("#sessions-table tbody tr")
     await page.wait("!document.querySelector('#detail').hidden", "the session panel")
     assert SESSION_ID in await page.text("#detail-title")
-    inner = "#detail-body table tbody tr"
-    await page.wait(f"document.querySelectorAll({json.dumps(inner)}).length === 2", "the session's interceptions")
-    assert all(ALICE["claude-sonnet-4-5-scenario-tool"] in r for r in await page.texts(inner))
+    # One thread: the prompt, its two actions (the tool call, then the answer to the tool result).
+    await page.wait("document.querySelectorAll('#detail-body section.thread').length === 1", "the thread")
+    thread = await page.text("#detail-body section.thread")
+    assert "Thread 1" in thread and "2 actions" in thread and ALICE["claude-sonnet-4-5-scenario-tool"] in thread
+    inner = "#detail-body section.thread table tbody tr"
+    assert len(await page.texts(inner)) == 2
+    assert await page.text("#detail-body section.thread .tool .tool-name") == "get_weather"
+    assert "Lisbon" in await page.text("#detail-body section.thread .tool pre")
     await page.click(inner)
     await page.wait("!document.querySelector('#detail-back').hidden", "the interception inside the session")
     assert "claude-sonnet-4-5-scenario-tool" in await page.text("#detail-title")

@@ -15,10 +15,11 @@ from aibridge.server import build_app
 from aibridge.store.db import create_engine
 
 NOT_REST = ("/aibridge", "/{provider}/{tail}")      # the web UI's pages and files; the bridge's own routes
+UI_PAGES = ("/", "/cli-auth")                        # redirects to the web UI, not REST
 
 
 def _is_rest(path: str) -> bool:
-    return path != "/" and not path.startswith("/aibridge") and not path.endswith(NOT_REST[1])
+    return path not in UI_PAGES and not path.startswith(NOT_REST[0]) and not path.endswith(NOT_REST[1])
 
 
 async def test_the_document_lists_exactly_the_registered_routes(tmp_path: Path) -> None:

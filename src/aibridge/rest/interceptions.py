@@ -1,4 +1,4 @@
-"""Export: interceptions (Coder's shape), sessions, and the distinct clients and models seen."""
+"""Export: interceptions (Coder's shape) and the distinct clients and models seen (sessions: sessions.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from aibridge.server_keys import ENGINE
 from aibridge.store import export
 from aibridge.store.export import Filters
 
-QUERY_KEYS = ("initiator", "provider", "model", "client", "started_after", "started_before", "session")
+QUERY_KEYS = ("initiator", "provider", "provider_name", "model", "client", "started_after", "started_before",
+              "session")
+SESSION_KEYS = ("initiator", "provider", "provider_name", "model", "client", "session_id", "started_after",
+                "started_before")
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 
 
@@ -30,7 +33,7 @@ def parse_time(key: str, value: str) -> dt.datetime:
     return parsed
 
 
-def parse_query(q: str, current: Actor) -> Filters:
+def parse_query(q: str, current: Actor, keys: tuple[str, ...] = QUERY_KEYS) -> Filters:
     """``q`` holds space-separated ``key:value`` terms (values may be quoted)."""
     filters = Filters(restrict_to=None if current.reads_all_records else current.id)
     try:
@@ -41,15 +44,15 @@ def parse_query(q: str, current: Actor) -> Filters:
         key, sep, value = term.partition(":")
         if not sep or not value:
             raise APIError(400, f"invalid query term {term!r}",
-                           f"use key:value with a key among {', '.join(QUERY_KEYS)}")
-        if key not in QUERY_KEYS:
-            raise APIError(400, f"unknown query key {key!r}", f"valid keys: {', '.join(QUERY_KEYS)}")
+                           f"use key:value with a key among {', '.join(keys)}")
+        if key not in keys:
+            raise APIError(400, f"unknown query key {key!r}", f"valid keys: {', '.join(keys)}")
         if key == "initiator":
             _set_initiator(filters, value, current)
         elif key in ("started_after", "started_before"):
             setattr(filters, key, parse_time(key, value))
         else:
-            setattr(filters, "session_id" if key == "session" else key, value)
+            setattr(filters, "session_id" if key in ("session", "session_id") else key, value)
     return filters
 
 
@@ -101,24 +104,6 @@ async def list_interceptions(request: web.Request) -> web.Response:
     return json_response({"count": count, "results": results})
 
 
-async def list_sessions(request: web.Request) -> web.Response:
-    filters = parse_query(request.query.get("q", ""), actor(request))
-    limit = parse_limit(request)
-    count, results = await export.list_sessions(request.app[ENGINE], filters, limit, parse_offset(request))
-    return json_response({"count": count, "results": results})
-
-
-async def get_session(request: web.Request) -> web.Response:
-    filters = parse_query(request.query.get("q", ""), actor(request))
-    filters.session_id = request.match_info["id"]
-    engine = request.app[ENGINE]
-    _, sessions = await export.list_sessions(engine, filters, MAX_LIMIT, 0)
-    if not sessions:
-        raise APIError(404, f"session {filters.session_id!r} not found")
-    found = await export.interceptions_oldest_first(engine, filters)
-    return json_response({"sessions": sessions, "interceptions": found})
-
-
 async def list_clients(request: web.Request) -> web.Response:
     current = actor(request)
     restrict = None if current.reads_all_records else current.id
@@ -132,8 +117,8 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    from aibridge.rest import sessions as sessions_api  # it imports this module's parsers
     app.router.add_get("/api/v2/aibridge/interceptions", list_interceptions)
-    app.router.add_get("/api/v2/aibridge/sessions", list_sessions)
-    app.router.add_get("/api/v2/aibridge/sessions/{id}", get_session)
     app.router.add_get("/api/v2/aibridge/clients", list_clients)
     app.router.add_get("/api/v2/aibridge/models", list_models)
+    sessions_api.add_routes(app)

@@ -58,6 +58,34 @@ GROUP_SCHEMAS: dict[str, Any] = {
     "SetGroupBudget": obj({"spend_limit_micros": MICROS}),
     "SetUserBudget": obj({"spend_limit_micros": MICROS}, {"group_id": UUID}),
 }
+NULLABLE_TIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
+USAGE: dict[str, Any] = obj({"input_tokens": INT, "output_tokens": INT, "cache_read_input_tokens": INT,
+                             "cache_write_input_tokens": INT})
+_SESSION_COMMON: dict[str, Any] = {
+    "id": STR, "initiator": {"$ref": "#/components/schemas/Initiator"}, "providers": array(STR),
+    "models": array(STR), "client": STR, "metadata": OBJECT, "started_at": TIME, "ended_at": NULLABLE_TIME,
+    "token_usage_summary": USAGE}
+SESSION_SCHEMAS: dict[str, Any] = {      # Coder's shape (DESIGN §2.6); the extras are optional
+    "Session": obj({**_SESSION_COMMON, "threads": {**INT, "description": "how many threads"},
+                    "last_prompt": NULLABLE_STR, "last_active_at": NULLABLE_TIME},
+                   {"interception_count": INT}),
+    "Sessions": obj({"count": INT, "sessions": array({"$ref": "#/components/schemas/Session"})}),
+    "SessionToolCall": obj({"id": UUID, "interception_id": UUID, "provider_response_id": STR,
+                            "server_url": NULLABLE_STR, "tool": STR, "injected": {"type": "boolean"},
+                            "input": STR, "metadata": OBJECT, "created_at": TIME},
+                           {"provider_tool_call_id": STR, "invocation_error": NULLABLE_STR}),
+    "AgenticAction": obj({"model": STR, "token_usage": USAGE, "thinking": array(obj({"text": STR})),
+                          "tool_calls": array({"$ref": "#/components/schemas/SessionToolCall"})},
+                         {"interception_id": UUID}),
+    "Thread": obj({"id": UUID, "prompt": NULLABLE_STR, "model": STR, "provider": STR,
+                   "credential_kind": {"type": "string", "enum": ["centralized", "byok"]},
+                   "credential_hint": STR, "started_at": TIME, "ended_at": NULLABLE_TIME,
+                   "token_usage": USAGE,
+                   "agentic_actions": array({"$ref": "#/components/schemas/AgenticAction"})}),
+    "SessionDetail": obj({**_SESSION_COMMON, "page_started_at": NULLABLE_TIME, "page_ended_at": NULLABLE_TIME,
+                          "threads": array({"$ref": "#/components/schemas/Thread"})},
+                         {"thread_count": INT, "interception_count": INT}),
+}
 SCHEMAS: dict[str, Any] = {
     "Error": obj({"message": STR, "detail": STR}),
     "User": obj({"id": UUID, "username": STR, "email": STR, "name": STR,
@@ -98,12 +126,7 @@ SCHEMAS: dict[str, Any] = {
         {"user_agent": STR, "credential_kind": {"type": "string", "enum": ["centralized", "byok"]},
          "credential_hint": STR}),
     "Interceptions": obj({"count": INT, "results": array(ref("Interception"))}),
-    "Session": obj({"id": STR, "initiator": ref("Initiator"), "client": STR, "models": array(STR),
-                    "started_at": TIME, "ended_at": {"type": ["string", "null"], "format": "date-time"},
-                    "interception_count": INT, "input_tokens": INT, "output_tokens": INT,
-                    "cache_read_input_tokens": INT, "cache_write_input_tokens": INT}),
-    "Sessions": obj({"count": INT, "results": array(ref("Session"))}),
-    "SessionDetail": obj({"sessions": array(ref("Session")), "interceptions": array(ref("Interception"))}),
+    **SESSION_SCHEMAS,
     "BuildInfo": obj({"version": STR}),
     "Health": obj({"status": STR}, {"recording": {"type": ["object", "null"]}, "database": STR}),
     "Price": obj({"model": STR, "input": NUMBER, "output": NUMBER, "cache_read": NUMBER, "cache_write": NUMBER,
@@ -174,8 +197,10 @@ def query_param(name: str, description: str, schema: dict[str, Any]) -> dict[str
 
 USER = path_param("user", "'me', a username or a user id")
 GROUP = path_param("group", "a group name or id")
-Q = query_param("q", "space-separated key:value terms: initiator, provider, model, client, started_after, "
-                     "started_before (RFC3339), session", STR)
+Q = query_param("q", "space-separated key:value terms: initiator, provider, provider_name, model, client, "
+                     "started_after, started_before (RFC3339), session", STR)
+SESSION_Q = query_param("q", "space-separated key:value terms: initiator, provider, provider_name, model, "
+                             "client, session_id, started_after, started_before (RFC3339)", STR)
 LIMIT = query_param("limit", "1-1000 (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000})
 MODEL = path_param("model", "a model name or glob")
 TARGET = path_param("target", "user:USERNAME or role:ROLE")
@@ -237,12 +262,17 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "finished interceptions, newest first", 200, ref("Interceptions"),
         params=[Q, LIMIT, query_param("after_id", "cursor: the last id of the previous page", UUID)]),
     ("get", f"{API}/sessions"): operation(
-        "interceptions grouped by client session", 200, ref("Sessions"),
-        params=[Q, LIMIT, query_param("offset", "0-1000000000", {"type": "integer", "minimum": 0,
-                                                                 "maximum": 1_000_000_000})]),
-    ("get", f"{API}/sessions/{{id}}"): operation(
-        "one session and its interceptions, oldest first", 200, ref("SessionDetail"),
-        params=[path_param("id", "the client's session id"), Q]),
+        "sessions (interceptions sharing a client session id), most recently active first", 200,
+        ref("Sessions"),
+        params=[SESSION_Q, LIMIT, query_param("offset", "0-1000000000 (not with after_session_id)",
+                                              {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}),
+                query_param("after_session_id", "cursor: the last session id of the previous page", STR)]),
+    ("get", f"{API}/sessions/{{session_id}}"): operation(
+        "one session and a page of its threads (a human prompt and the agent loop after it), oldest first",
+        200, ref("SessionDetail"),
+        params=[path_param("session_id", "the client's session id"), LIMIT,
+                query_param("after_id", "cursor: threads after this thread id", UUID),
+                query_param("before_id", "cursor: threads before this thread id", UUID)]),
     ("get", f"{API}/clients"): operation("distinct clients seen", 200, array(STR)),
     ("get", f"{API}/models"): operation("distinct models seen", 200, array(STR)),
     ("get", f"{API}/prices"): operation("prices in force (owner, auditor)", 200, ref("Prices")),

@@ -1,4 +1,4 @@
-"""Reading records back: the export (interceptions with their children), sessions, distinct values."""
+"""Reading records back: the export (interceptions with their children), distinct values (sessions: sessions.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class Filters:
     initiator_id: uuid.UUID | None = None
     initiator_username: str | None = None
     provider: str | None = None
+    provider_name: str | None = None
     model: str | None = None
     client: str | None = None
     session_id: str | None = None
@@ -42,7 +43,8 @@ class Filters:
         if self.initiator_username is not None:
             found.append(c.initiator_id.in_(
                 sa.select(users.c.id).where(users.c.username == self.initiator_username).scalar_subquery()))
-        for column, value in ((c.provider, self.provider), (c.model, self.model), (c.client, self.client),
+        for column, value in ((c.provider, self.provider), (c.provider_name, self.provider_name),
+                              (c.model, self.model), (c.client, self.client),
                               (c.client_session_id, self.session_id)):
             if value is not None:
                 found.append(column == value)
@@ -168,65 +170,7 @@ def _thought(row: Any) -> dict[str, Any]:
             "created_at": iso(row.created_at)}
 
 
-# ---------------------------------------------------------------- sessions and distinct values
-
-async def list_sessions(engine: AsyncEngine, filters: Filters, limit: int,
-                        offset: int) -> tuple[int, list[dict[str, Any]]]:
-    """Interceptions grouped by (client session id, initiator), most recently active first."""
-    c = interceptions.c
-    conditions = [*filters.conditions(), c.client_session_id.is_not(None)]
-    tokens = sa.select(token_usages.c.interception_id,
-                       sa.func.sum(token_usages.c.input_tokens).label("input_tokens"),
-                       sa.func.sum(token_usages.c.output_tokens).label("output_tokens"),
-                       sa.func.sum(token_usages.c.cache_read_input_tokens).label("cache_read"),
-                       sa.func.sum(token_usages.c.cache_write_input_tokens).label("cache_write"),
-                       ).group_by(token_usages.c.interception_id).subquery()
-    grouped = (sa.select(
-        c.client_session_id, c.initiator_id, users.c.username, users.c.name, users.c.deleted,
-        sa.func.min(c.client).label("client"),
-        sa.func.min(c.started_at).label("started_at"), sa.func.max(c.ended_at).label("ended_at"),
-        sa.func.count(c.id).label("interceptions"),
-        sa.func.coalesce(sa.func.sum(tokens.c.input_tokens), 0).label("input_tokens"),
-        sa.func.coalesce(sa.func.sum(tokens.c.output_tokens), 0).label("output_tokens"),
-        sa.func.coalesce(sa.func.sum(tokens.c.cache_read), 0).label("cache_read"),
-        sa.func.coalesce(sa.func.sum(tokens.c.cache_write), 0).label("cache_write"))
-        .join(users, users.c.id == c.initiator_id)
-        .outerjoin(tokens, tokens.c.interception_id == c.id)
-        .where(*conditions)
-        .group_by(c.client_session_id, c.initiator_id, users.c.username, users.c.name, users.c.deleted))
-    async with engine.connect() as conn:
-        total = (await conn.execute(sa.select(sa.func.count()).select_from(grouped.subquery()))).scalar_one()
-        rows = (await conn.execute(grouped.order_by(sa.desc("ended_at"), c.client_session_id)
-                                   .limit(limit).offset(offset))).all()
-        models = await _session_models(conn, [r.client_session_id for r in rows])
-    return int(total), [_session(r, models.get((r.client_session_id, r.initiator_id), [])) for r in rows]
-
-
-async def _session_models(conn: AsyncConnection, session_ids: list[str]) -> dict[tuple[str, uuid.UUID], list[str]]:
-    found: dict[tuple[str, uuid.UUID], list[str]] = {}
-    if not session_ids:
-        return found
-    c = interceptions.c
-    rows = await conn.execute(sa.select(c.client_session_id, c.initiator_id, c.model).distinct()
-                              .where(c.client_session_id.in_(session_ids)).order_by(c.model))
-    for row in rows:
-        found.setdefault((row.client_session_id, row.initiator_id), []).append(row.model)
-    return found
-
-
-def _session(row: Any, models: list[str]) -> dict[str, Any]:
-    return {
-        "id": row.client_session_id,
-        "initiator": _initiator(row.initiator_id, row.username, row.name, row.deleted),
-        "client": row.client,
-        "models": models,
-        "started_at": iso(row.started_at),
-        "ended_at": iso(row.ended_at) if row.ended_at else None,
-        "interception_count": int(row.interceptions),
-        "input_tokens": int(row.input_tokens), "output_tokens": int(row.output_tokens),
-        "cache_read_input_tokens": int(row.cache_read), "cache_write_input_tokens": int(row.cache_write),
-    }
-
+# ---------------------------------------------------------------- distinct values
 
 async def distinct_values(engine: AsyncEngine, column: str, restrict_to: uuid.UUID | None) -> list[str]:
     col = interceptions.c[column]

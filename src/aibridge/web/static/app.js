@@ -550,7 +550,12 @@ function tokenSection(rec) {
 function toolSection(rec) {
   const tools = rec.tool_usages || [];
   if (!tools.length) return section("Tool calls", el("p", { class: "muted" }, "No tool calls."));
-  return section(`Tool calls (${tools.length})`, tools.map((t) => el("div", { class: `tool${t.invocation_error ? " has-error" : ""}` },
+  return section(`Tool calls (${tools.length})`, tools.map(toolCard));
+}
+
+/** One tool call (an interception's tool_usages item or a session thread's tool_calls item). */
+function toolCard(t) {
+  return el("div", { class: `tool${t.invocation_error ? " has-error" : ""}` },
     el("div", { class: "tool-head" },
       el("span", { class: "tool-name mono" }, t.tool),
       el("span", { class: `badge ${t.injected ? "injected" : ""}`, title: t.server_url || undefined },
@@ -561,7 +566,7 @@ function toolSection(rec) {
       el("span", { class: "muted small mono right" }, t.provider_tool_call_id || "")),
     textBlock(prettyJson(t.input), "code"),
     t.invocation_error ? el("div", { class: "tool-error", role: "note" }, el("strong", {}, "Error: "), t.invocation_error) : null,
-  )));
+  );
 }
 
 function thoughtSection(rec) {
@@ -570,87 +575,7 @@ function thoughtSection(rec) {
   return section(`Thinking (${thoughts.length})`, thoughts.map((t) => textBlock(t.content, "thought")));
 }
 
-// ---------------------------------------------------------------- sessions
-
-function loadSessions() {
-  const s = state.sessions;
-  const params = { limit: PAGE_SIZE, offset: s.offset };
-  return loadLatest(s, $("#sessions-view"), () => api("/aibridge/sessions", params), (body) => {
-    s.count = body.count;
-    $("#sessions-table tbody").replaceChildren(...body.results.map(sessionRow));
-    show($("#sessions-view .empty"), body.results.length === 0);
-    $("#sessions-count").textContent = body.results.length
-      ? `${fmtNum(s.offset + 1)}–${fmtNum(s.offset + body.results.length)} of ${fmtNum(s.count)} sessions`
-      : `0 of ${fmtNum(s.count)} sessions`;
-    $("#sessions-newer").disabled = s.offset === 0;
-    $("#sessions-older").disabled = s.offset + body.results.length >= s.count;
-  });
-}
-
-function pageSessions(older) {
-  const s = state.sessions;
-  s.offset = Math.max(0, s.offset + (older ? PAGE_SIZE : -PAGE_SIZE));
-  loadSessions();
-}
-
-function sessionRow(session) {
-  return clickableRow(() => openSession(session.id, false),
-    el("td", { class: "nowrap" }, fmtTime(session.ended_at)),
-    el("td", { class: "nowrap" }, fmtTime(session.started_at)),
-    el("td", {}, userLabel(session.initiator)),
-    el("td", { class: "nowrap" }, session.client || "—"),
-    el("td", { class: "mono" }, (session.models || []).join(", ")),
-    el("td", { class: "mono", title: session.id }, truncate(session.id, 18)),
-    numCell(session.interception_count),
-    numCell(session.input_tokens),
-    numCell(session.output_tokens),
-    cacheCell(session.cache_read_input_tokens, session.cache_write_input_tokens),
-  );
-}
-
-async function openSession(id, push) {
-  let body;
-  try {
-    body = await api(`/aibridge/sessions/${encodeURIComponent(id)}`);
-  } catch (err) {
-    report(err);
-    return;
-  }
-  (push ? pushDetail : openDetail)(sessionDetail(id, body));
-}
-
-function sessionDetail(id, body) {
-  return () => ({
-    title: `Session ${truncate(id, 40)}`,
-    content: [
-      ...body.sessions.map((s) => fields([
-        ["Session", mono(s.id)],
-        ["User", userLabel(s.initiator)],
-        ["Client", s.client],
-        ["Models", mono((s.models || []).join(", "))],
-        ["Active", `${fmtTime(s.started_at)} → ${fmtTime(s.ended_at)} (${fmtDuration(s.started_at, s.ended_at)})`],
-        ["Requests", fmtNum(s.interception_count)],
-        ["Tokens", `${fmtNum(s.input_tokens)} in, ${fmtNum(s.output_tokens)} out, ` +
-          `${fmtNum(s.cache_read_input_tokens)} cache read, ${fmtNum(s.cache_write_input_tokens)} cache write`],
-      ])),
-      section(`Interceptions (${body.interceptions.length}, oldest first)`, el("div", { class: "table-wrap" },
-        el("table", { class: "data compact clickable" },
-          el("thead", {}, el("tr", {}, ["Time", "Model", "Prompt", "Tokens in / out", "Tools", "Outcome"]
-            .map((h, i) => el("th", { class: i === 3 || i === 4 ? "num" : "" }, h)))),
-          el("tbody", {}, body.interceptions.map((rec) => {
-            const t = tokenTotals(rec);
-            // The panel is narrow: the clock time only (the date is in the session's fields above).
-            return clickableRow(() => pushDetail(interceptionDetail(rec)),
-              el("td", { class: "nowrap", title: fmtTime(rec.started_at) }, fmtTime(rec.started_at).slice(11)),
-              el("td", { class: "mono nowrap" }, rec.model),
-              el("td", { class: "wrap" }, truncate(promptOf(rec), 80)),
-              el("td", { class: "num" }, `${fmtNum(t.input_tokens)} / ${fmtNum(t.output_tokens)}`),
-              numCell((rec.tool_usages || []).length),
-              el("td", { class: "nowrap" }, outcomeBadge(rec)));
-          }))))),
-    ],
-  });
-}
+// ---------------------------------------------------------------- sessions: sessions.js
 
 // ---------------------------------------------------------------- usage
 
