@@ -16,7 +16,7 @@ function loadGroups() {
 }
 
 /** Runs a change, then reloads the page's data; a refusal is shown in the banner. */
-async function change(work) {
+async function changeGroup(work) {
   try {
     await work();
     hideBanner();
@@ -46,7 +46,7 @@ function groupDetail(group, owner) {
   const members = el("ul", { class: "members" }, ...group.members.map((m) => el("li", {},
     el("span", {}, m.username),
     owner ? el("button", { type: "button", class: "ghost", dataset: { remove: m.username },
-      onclick: () => change(() => apiSend("PATCH", groupPath(group.name), { remove_users: [m.username] })) },
+      onclick: () => changeGroup(() => apiSend("PATCH", groupPath(group.name), { remove_users: [m.username] })) },
     "Remove") : null)));
   if (!owner) return [el("h2", {}, group.display_name || group.name), members];
   const add = el("form", { class: "filters", id: "group-add" },
@@ -55,7 +55,7 @@ function groupDetail(group, owner) {
   add.addEventListener("submit", (e) => {
     e.preventDefault();
     const user = add.elements.user.value.trim();
-    if (user) change(() => apiSend("PATCH", groupPath(group.name), { add_users: [user] }));
+    if (user) changeGroup(() => apiSend("PATCH", groupPath(group.name), { add_users: [user] }));
   });
   const rename = el("form", { class: "filters", id: "group-rename" },
     el("label", {}, "Name", el("input", { name: "name", value: group.name, required: true })),
@@ -63,13 +63,13 @@ function groupDetail(group, owner) {
     el("div", { class: "filter-buttons" }, el("button", { type: "submit" }, "Save"),
       el("button", { type: "button", class: "ghost", id: "group-delete", onclick: () => {
         groupsSlot.open = "";
-        change(() => apiSend("DELETE", groupPath(group.name)));
+        changeGroup(() => apiSend("DELETE", groupPath(group.name)));
       } }, "Delete group (with its budget and model rule)")));
   rename.addEventListener("submit", (e) => {
     e.preventDefault();
     const name = rename.elements.name.value.trim();
     const body = { name, display_name: rename.elements.display_name.value.trim() };
-    change(async () => { await apiSend("PATCH", groupPath(group.name), body); groupsSlot.open = name; });
+    changeGroup(async () => { await apiSend("PATCH", groupPath(group.name), body); groupsSlot.open = name; });
   });
   return [el("h2", {}, group.name), rename, el("h3", {}, `Members (${group.members.length})`), members, add];
 }
@@ -79,7 +79,7 @@ function wireGroups() {
     e.preventDefault();
     const form = e.target;
     const body = { name: form.elements.name.value.trim(), display_name: form.elements.display_name.value.trim() };
-    change(async () => { await apiSend("POST", "/groups", body); groupsSlot.open = body.name; form.reset(); });
+    changeGroup(async () => { await apiSend("POST", "/groups", body); groupsSlot.open = body.name; form.reset(); });
   });
 }
 

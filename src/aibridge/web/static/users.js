@@ -40,7 +40,7 @@ function loadUsers() {
 }
 
 /** Runs a change, then reloads the list; an error shows in the banner (a 403 signs out, as everywhere). */
-async function change(work) {
+async function changeUser(work) {
   $("#users-view").setAttribute("aria-busy", "true");    // until the list is reloaded
   try {
     await work();
@@ -56,7 +56,7 @@ const userPath = (user) => `/users/${encodeURIComponent(user.id)}`;
 function roleSelect(user, self) {
   const select = el("select", { class: "role", disabled: self, "aria-label": `Role of ${user.username}` },
     ROLE_NAMES.map((r) => el("option", { value: r, selected: r === user.role }, r)));
-  select.addEventListener("change", () => change(() =>
+  select.addEventListener("change", () => changeUser(() =>
     apiSend("PUT", `${userPath(user)}/roles`, { roles: [select.value] })));
   return select;
 }
@@ -66,7 +66,7 @@ function deleteButton(user) {
   const button = el("button", { type: "button", class: "ghost danger delete" }, "Delete");
   button.addEventListener("click", () => {
     if (button.dataset.armed) {
-      change(() => apiSend("DELETE", userPath(user)));
+      changeUser(() => apiSend("DELETE", userPath(user)));
     } else {
       button.dataset.armed = "1";
       button.textContent = "Confirm delete";
@@ -84,7 +84,7 @@ function userRow(user) {
   if (!self) {
     actions.push(el("button", {
       type: "button", class: `ghost ${suspended ? "activate" : "suspend"}`,
-      onclick: () => change(() => apiSend("POST", `${userPath(user)}/status/${suspended ? "activate" : "suspend"}`)),
+      onclick: () => changeUser(() => apiSend("POST", `${userPath(user)}/status/${suspended ? "activate" : "suspend"}`)),
     }, suspended ? "Activate" : "Suspend"), deleteButton(user));
   }
   return el("tr", { dataset: { username: user.username } },
