@@ -31,6 +31,7 @@ from aibridge.proxy.hosts import DecryptedHosts
 from aibridge.proxy.mitm import Decrypted, Session
 from aibridge.proxy.tunnel import MAX_HEAD, UpstreamProxy, connect_direct, pipe
 
+TUNNELS_CLOSE_TIMEOUT = 5.0      # seconds the cancelled tunnels get to close at shutdown
 log = logging.getLogger("aibridge.proxy")
 REALM = 'Basic realm="AI Bridge Proxy"'
 HEAD_TIMEOUT = 30.0
@@ -138,9 +139,11 @@ class ProxyServer:
         if self._server is not None:
             self._server.close()
         await self._runner.cleanup()
-        for task in list(self._connections):
+        tunnels = list(self._connections)
+        for task in tunnels:
             task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        if tunnels:     # bounded: a peer that never answers the close must not hold the shutdown
+            await asyncio.wait(tunnels, timeout=TUNNELS_CLOSE_TIMEOUT)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
