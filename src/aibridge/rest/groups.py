@@ -17,7 +17,7 @@ from aibridge.server_keys import CHANGES, ENGINE, GOVERNANCE
 from aibridge.store import governance as gov_store
 from aibridge.store import groups as store
 from aibridge.store import users as user_store
-from aibridge.store.audit import diff
+from aibridge.store.audit import Change, diff
 from aibridge.store.groups import Group
 
 READERS = ("owner", "auditor")
@@ -151,6 +151,20 @@ def _limit_micros(body: dict[str, Any]) -> int:
     return value
 
 
+async def _set_monthly(change: Change, scope: str, subject: str, micros: int) -> None:
+    """Coder's budgets are monthly; the audit row carries the stored budget before and after."""
+    before = await gov_store.stored(change.conn, "budget", scope=scope, subject=subject)
+    await gov_store.set_budget(change.conn, scope, subject, "month", micros / gov_store.MICROS)
+    change.diff = diff(before, await gov_store.stored(change.conn, "budget", scope=scope, subject=subject))
+
+
+async def _delete(change: Change, scope: str, subject: str) -> None:
+    before = await gov_store.stored(change.conn, "budget", scope=scope, subject=subject)
+    if not await gov_store.delete_budget(change.conn, scope, subject):
+        raise APIError(404, f"no budget set by an owner for {scope} {subject!r}")
+    change.diff = diff(before, None)
+
+
 async def _budget_json(request: web.Request, scope: str, subject: str, **ids: str) -> dict[str, Any]:
     budget = (await request.app[GOVERNANCE].rules()).budgets.get((scope, subject))
     if budget is None:
@@ -166,9 +180,7 @@ async def put_group_budget(request: web.Request) -> web.Response:
         group = await _group(request)
         change.resource_target = f"group:{group.name}"
         micros = _limit_micros(await json_body(request))
-        before = await gov_store.stored(change.conn, "budget", scope="group", subject=group.name)
-        await gov_store.set_budget(change.conn, "group", group.name, "month", micros / gov_store.MICROS)
-        change.diff = diff(before, await gov_store.stored(change.conn, "budget", scope="group", subject=group.name))
+        await _set_monthly(change, "group", group.name, micros)
     await request.app[CHANGES].publish()
     return json_response({"group_id": str(group.id), "spend_limit_micros": micros, "period": "month",
                           "source": "owner"})
@@ -186,10 +198,7 @@ async def delete_group_budget(request: web.Request) -> web.Response:
         require(request, "owner")
         group = await _group(request)
         change.resource_target = f"group:{group.name}"
-        before = await gov_store.stored(change.conn, "budget", scope="group", subject=group.name)
-        if not await gov_store.delete_budget(change.conn, "group", group.name):
-            raise APIError(404, f"no budget set by an owner for group {group.name!r}")
-        change.diff = diff(before, None)
+        await _delete(change, "group", group.name)
     await request.app[CHANGES].publish()
     return web.Response(status=204)
 
@@ -223,9 +232,7 @@ async def put_user_budget(request: web.Request) -> web.Response:
                 raise APIError(404, f"group {group_ref!r} not found")
             if group.name not in await store.user_group_names(change.conn, user.id):
                 raise APIError(400, f"user {user.username!r} is not a member of group {group.name!r}")
-        before = await gov_store.stored(change.conn, "budget", scope="user", subject=user.username)
-        await gov_store.set_budget(change.conn, "user", user.username, "month", micros / gov_store.MICROS)
-        change.diff = diff(before, await gov_store.stored(change.conn, "budget", scope="user", subject=user.username))
+        await _set_monthly(change, "user", user.username, micros)
     await request.app[CHANGES].publish()
     return json_response({"user_id": str(user.id), "group_id": None if group_ref is None else str(group_ref),
                           "spend_limit_micros": micros, "period": "month", "source": "owner"})
@@ -242,10 +249,7 @@ async def delete_user_budget(request: web.Request) -> web.Response:
         require(request, "owner")
         user = await _budget_user(request)
         change.resource_target = f"user:{user.username}"
-        before = await gov_store.stored(change.conn, "budget", scope="user", subject=user.username)
-        if not await gov_store.delete_budget(change.conn, "user", user.username):
-            raise APIError(404, f"no budget set by an owner for user {user.username!r}")
-        change.diff = diff(before, None)
+        await _delete(change, "user", user.username)
     await request.app[CHANGES].publish()
     return web.Response(status=204)
 
