@@ -15,13 +15,10 @@ from pathlib import Path
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aibridge.bridge import scrub
 from aibridge.bridge.actor_headers import ActorHeadersAddon
-from aibridge.bridge.diagnostics import Diagnosed
 from aibridge.bridge.flow import Addon, Addons
+from aibridge.bridge.live import LiveProviders
 from aibridge.bridge.providers import build_provider
-from aibridge.bridge.providers.base import Provider
-from aibridge.bridge.providers.keypool import key_collectors
 from aibridge.bridge.routing import ROUTE_PREFIX, Bridge, json_error
 from aibridge.config import ConfigError, Settings, redact_url
 from aibridge.governance.addons import BudgetAddon, CostAddon, ModelRulesAddon
@@ -50,14 +47,16 @@ from aibridge.rest import groups as groups_api
 from aibridge.rest import interceptions as interceptions_api
 from aibridge.rest import oidc as oidc_api
 from aibridge.rest import openapi as openapi_api
+from aibridge.rest import providers as providers_api
 from aibridge.rest import session as browser_session
 from aibridge.rest import users as users_api
 from aibridge.rest.common import APIError, json_response, request_id_middleware
-from aibridge.server_keys import AUTHENTICATOR, CHANGES, ENGINE, GOVERNANCE, SETTINGS
+from aibridge.server_keys import AUTHENTICATOR, CHANGES, ENGINE, GOVERNANCE, SECRETS, SETTINGS
 from aibridge.store import users as user_store
 from aibridge.store.changes import Changes
 from aibridge.store.db import DatabaseUnavailable, create_engine, migrate, unavailable_message
 from aibridge.store.private import secure_data_dir
+from aibridge.store.secrets import SecretBox
 from aibridge.web import ui as web_ui
 from aibridge.workers import Supervisor, Worker, event_loop_factory, listen_sockets, metrics_directory
 
@@ -218,16 +217,14 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
                             settings.aibridge_governance_refresh)
     addon_list = build_addons(settings, engine, metrics, governance, worker)
     addons = Addons(addon_list)
-    built = {cfg.name: build_provider(cfg) for cfg in settings.providers}
-    scrub.register({**scrub.provider_secrets(built.values()), **mcp_secrets(settings.mcp_servers)})
-    if metrics is not None:       # what the addons and the providers' key pools own, read when scraped
-        metrics.watch(*addons.collectors(), *key_collectors(built.values()))
-    providers: dict[str, Provider] = {
-        cfg.name: Diagnosed(built[cfg.name], cfg.base_url) for cfg in settings.providers}
-    bridge = Bridge(providers, authenticator, addons, enabled=settings.aibridge_enabled,
+    box = SecretBox.from_settings(settings.aibridge_secrets_key, settings.data_dir)
+    live = LiveProviders(settings, engine, changes.generations, box, mcp_secrets(settings.mcp_servers))
+    if metrics is not None:       # what the addons and the providers own, read when scraped
+        metrics.watch(*addons.collectors(), *live.collectors())
+    bridge = Bridge(live, authenticator, addons, enabled=settings.aibridge_enabled,
                     read_timeout=settings.request_read_timeout, allow_byok=settings.aibridge_allow_byok)
     app[SETTINGS], app[ENGINE], app[AUTHENTICATOR], app[BRIDGE] = settings, engine, authenticator, bridge
-    app[GOVERNANCE], app[CHANGES] = governance, changes
+    app[GOVERNANCE], app[CHANGES], app[SECRETS] = governance, changes, box
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -239,6 +236,7 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
     users_api.add_routes(app)
     interceptions_api.add_routes(app)
     governance_api.add_routes(app)
+    providers_api.add_routes(app, live)
     audit_api.add_routes(app)
     groups_api.add_routes(app)
     openapi_api.add_routes(app)
@@ -251,6 +249,7 @@ def build_app(settings: Settings, engine: AsyncEngine, worker: Worker | None = N
         app.router.add_get("/metrics", owner_or_auditor(metrics.handle))
 
     async def on_startup(app: web.Application) -> None:
+        await live.refresh()          # the providers created through the API, before the first request
         await changes.start()
         await addons.start()
         authenticator.last_used.start()

@@ -57,6 +57,11 @@ class Diagnosed:
     def upstream_model(self, model: str) -> str:
         return self.inner.upstream_model(model)
 
+    def secrets(self) -> list[str]:
+        """The inner provider's credentials (``scrub.provider_secrets``)."""
+        found = getattr(self.inner, "secrets", None)
+        return list(found()) if found is not None else []
+
     async def close(self) -> None:
         await self.inner.close()
 

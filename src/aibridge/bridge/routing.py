@@ -11,10 +11,13 @@ from aiohttp import web
 
 from aibridge.bridge import scrub
 from aibridge.bridge.apis.base import Api
+from aibridge.bridge.apis.chat_completions import CHAT_COMPLETIONS
+from aibridge.bridge.apis.messages import MESSAGES
 from aibridge.bridge.apis.responses import RESPONSES
 from aibridge.bridge.credentials import CENTRALIZED, GOVERNANCE_HEADER, Credential, own_credential
 from aibridge.bridge.flow import Addons
 from aibridge.bridge.intercept import intercept, provider_error
+from aibridge.bridge.live import DISABLED, LiveProviders
 from aibridge.bridge.passthrough import passthrough, path_problem
 from aibridge.bridge.providers.base import Provider
 from aibridge.bridge.providers.openai import CHATGPT
@@ -49,14 +52,19 @@ def refuse_websocket(api: Api) -> web.Response:
 
 
 class Bridge:
-    def __init__(self, providers: Mapping[str, Provider], authenticator: Authenticator, addons: Addons,
+    def __init__(self, live: LiveProviders, authenticator: Authenticator, addons: Addons,
                  enabled: bool = True, read_timeout: float = 60.0, allow_byok: bool = True) -> None:
-        self.providers = dict(providers)
+        self.live = live
         self.allow_byok = allow_byok
         self.read_timeout = read_timeout
         self.authenticator = authenticator
         self.addons = addons
         self.enabled = enabled
+
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        """The providers served now (``live.py``; refresh first where a request may follow a change)."""
+        return self.live.served
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The direct routes: ``/api/v2/aibridge/<provider>/<tail>``."""
@@ -66,13 +74,26 @@ class Bridge:
             return json_error(404, "AI Bridge is not enabled",
                               "Start the server with --aibridge-enabled (CODER_AIBRIDGE_ENABLED=true) "
                               "and configure a provider key.")
-        provider = self.providers.get(name)
-        if provider is None and name == CHATGPT:     # a client's route, answered in that client's shape
+        if self.live.stale:
+            await self.live.refresh()
+        provider = self.live.served.get(name)
+        if provider is None:
+            return await self.not_served(request, name)
+        return await self.dispatch(request, provider, request.match_info["tail"], None, "bridge", arrived_ns)
+
+    async def not_served(self, request: web.Request, name: str) -> web.Response:
+        """A provider that is disabled or broken (in its type's error shape), or none of that name."""
+        entry = self.live.entries.get(name)
+        if entry is not None:
+            api = MESSAGES if entry.type == "anthropic" else CHAT_COMPLETIONS
+            if entry.status == DISABLED:         # 403: the SDKs do not retry it
+                return provider_error(api, 403, f"provider {name!r} is disabled on this AI Bridge; an owner "
+                                                f"can enable it (aibridge providers update {name} --enable)")
+            return provider_error(api, 503, f"provider {name!r} cannot be used: {entry.error}")
+        if name == CHATGPT:     # a client's route, answered in that client's shape
             return provider_error(RESPONSES, 404, f"route not supported: {request.method} {request.path} "
                                                   "(no 'chatgpt' provider is configured on this server)")
-        if provider is None:
-            return json_error(404, f"provider {name!r} is not configured", await self._known_providers(request))
-        return await self.dispatch(request, provider, request.match_info["tail"], None, "bridge", arrived_ns)
+        return json_error(404, f"provider {name!r} is not configured", await self._known_providers(request))
 
     async def _known_providers(self, request: web.Request) -> str:
         """The configured providers, told only to a caller with a valid token."""
@@ -80,7 +101,7 @@ class Bridge:
             await self.authenticator.authenticate(request.headers)
         except AuthError:
             return "Send a valid AI Bridge token to see which providers are configured."
-        return f"Configured providers: {', '.join(sorted(self.providers)) or 'none'}."
+        return f"Configured providers: {', '.join(sorted(self.live.served)) or 'none'}."
 
     async def dispatch(self, request: web.Request, provider: Provider, tail: str, actor: Actor | None,
                        door: str, arrived_ns: int) -> web.StreamResponse:
@@ -161,5 +182,4 @@ class Bridge:
         return None
 
     async def close(self) -> None:
-        for provider in self.providers.values():
-            await provider.close()
+        await self.live.close()

@@ -14,10 +14,13 @@ from aibridge import __version__
 from aibridge.cli import env, governance, groups, interceptions, login, proxy
 from aibridge.cli.audit import audit, cli_change
 from aibridge.cli.options import fail, server_options, settings_from, storage_options
+from aibridge.config import ConfigError
 from aibridge.identity.roles import ROLES
+from aibridge.store import providers as provider_store
 from aibridge.store import users as store
 from aibridge.store.audit import diff, token_diff, user_fields
 from aibridge.store.db import DatabaseUnavailable, create_engine, database_label, migrate, unavailable_message
+from aibridge.store.secrets import SecretBox, SecretError
 
 T = TypeVar("T")
 
@@ -235,6 +238,35 @@ def tokens_revoke(token_id: str, **kwargs: Any) -> None:
 
     with_database(kwargs, work)
     click.echo(f"revoked token {key_id}")
+
+
+@cli.group()
+def secrets() -> None:
+    """The key that encrypts the provider keys stored through the API (docs/providers.md)."""
+
+
+@secrets.command("rotate")
+@storage_options
+def secrets_rotate(**kwargs: Any) -> None:
+    """Re-encrypt every stored secret with the first key of --aibridge-secrets-key (list the old key after
+    it while this runs; then it can go)."""
+    settings = settings_from(dict(kwargs), storage_only=True)
+    try:
+        box = SecretBox.from_settings(settings.aibridge_secrets_key, settings.data_dir)
+    except ConfigError as exc:
+        fail(str(exc))
+
+    async def work(engine: AsyncEngine) -> int:
+        async with cli_change(engine, "write", "provider", resource_target="secrets key") as change:
+            count = await provider_store.rotate_secrets(change.conn, box)
+            change.description = f"re-encrypted {count} stored secrets with the first secrets key"
+            return count
+
+    try:
+        count = with_database(kwargs, work)
+    except SecretError as exc:
+        fail(str(exc))
+    click.echo(f"re-encrypted {count} stored secret{'s' if count != 1 else ''} with the first secrets key")
 
 
 cli.add_command(interceptions.interceptions)

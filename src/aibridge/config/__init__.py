@@ -39,9 +39,11 @@ from aibridge.config.providers import ProviderConfig, ProviderFields, ProviderKi
 from aibridge.config.proxy import PROXY_OPTIONS, check_proxy
 from aibridge.config.resolve import (
     RESERVED_PROVIDER_NAMES,
+    check_provider_name,
     indexed_entries,
     legacy_fields,
     legacy_label,
+    provider_from_values,
     resolve_mcp_servers,
     resolve_providers,
 )
@@ -75,9 +77,9 @@ __all__ = [
     "CONFIG_PATH_ENV", "ENV_ALIAS_PREFIX", "ENV_PREFIX", "FLAG_ALIAS_PREFIX", "FLAG_PREFIX", "GOVERNANCE_YAML_KEYS",
     "MCP_ENV_PREFIX", "MCP_FIELDS", "MCP_SERVER_FLAG", "OPTIONS", "OPTIONS_BY_KEY", "PROXY_OPTIONS", "REDACT_MODES",
     "RESERVED_PROVIDER_NAMES", "STORAGE_OPTIONS", "ConfigError", "McpServerConfig", "Option", "ProviderConfig",
-    "ProviderFields", "ProviderKind", "Settings", "check_proxy", "check_settings_fields", "format_duration",
-    "indexed_entries", "legacy_fields", "legacy_label", "load_settings", "parse_address", "parse_bool",
-    "parse_cidrs", "parse_duration", "parse_float", "parse_int", "parse_path", "parse_redact", "parse_url",
-    "parse_workers", "postgres_async_url", "read_yaml", "redact_url", "resolve_mcp_servers", "resolve_providers",
-    "usable_cpus",
+    "ProviderFields", "ProviderKind", "Settings", "check_provider_name", "check_proxy", "check_settings_fields",
+    "format_duration", "indexed_entries", "legacy_fields", "legacy_label", "load_settings", "parse_address",
+    "parse_bool", "parse_cidrs", "parse_duration", "parse_float", "parse_int", "parse_path", "parse_redact",
+    "parse_url", "parse_workers", "postgres_async_url", "provider_from_values", "read_yaml", "redact_url",
+    "resolve_mcp_servers", "resolve_providers", "usable_cpus",
 ]

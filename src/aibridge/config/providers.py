@@ -83,7 +83,7 @@ class ProviderFields:
     from the single-provider options mapped onto the same names (``legacy``). ``option(field)`` is
     how the user wrote a field, so that messages name it."""
 
-    __slots__ = ("_options", "_values", "legacy", "name", "settings")
+    __slots__ = ("_options", "_values", "legacy", "name", "read", "settings")
 
     def __init__(self, name: str, values: Mapping[str, str], options: Mapping[str, str], settings: Settings,
                  *, legacy: bool = False) -> None:
@@ -92,8 +92,10 @@ class ProviderFields:
         self._options = options
         self.settings = settings      # the whole settings, for defaults shared with the legacy options
         self.legacy = legacy
+        self.read: set[str] = set()   # the fields its type asked for: any other one is unknown to it
 
     def get(self, field_name: str) -> str:
+        self.read.add(field_name)
         return self._values.get(field_name, "")
 
     def option(self, field_name: str) -> str:

@@ -118,20 +118,36 @@ class _FieldNames(dict[str, str]):
 def _indexed_provider(label: str, values: dict[str, str], s: Settings,
                       kinds: Sequence[ProviderKind]) -> tuple[str, ProviderConfig]:
     names = _FieldNames(label)
+    return names["NAME"], provider_from_values(values, names, s, kinds)
+
+
+def provider_from_values(values: Mapping[str, str], names: Mapping[str, str], s: Settings,
+                         kinds: Sequence[ProviderKind], *, strict: bool = False) -> ProviderConfig:
+    """The provider that one set of fields (``TYPE``, ``NAME``, ``KEY``, …) describes; ``names`` says
+    how the user wrote each field (a variable, a YAML key, an API field), for messages. Also used for
+    the providers created through the API (``bridge/live.py``), ``strict``: a field its type does not
+    read is an error there (the configuration's fields are checked by ``loading.py``)."""
     types = _provider_types(kinds)
     ptype = values.get("TYPE", "").strip().lower()
     if ptype not in types:
         raise ConfigError(f"{names['TYPE']}: must be one of {', '.join(types)}, got {ptype!r}")
     name = values.get("NAME", "").strip() or ptype
-    if not _PROVIDER_NAME.match(name) or name in RESERVED_PROVIDER_NAMES:
-        raise ConfigError(f"{names['NAME']}: {name!r} cannot be a provider name (lowercase letters, digits, "
-                          f"'-' and '_'; not one of {', '.join(sorted(RESERVED_PROVIDER_NAMES))})")
+    check_provider_name(name, names["NAME"])
     fields_ = ProviderFields(name, values, names, s)
     for kind in _kinds_of(kinds, ptype):
         config = kind.from_fields(fields_)
         if config is not None:
-            return names["NAME"], config
+            unread = sorted(set(values) - fields_.read - {"TYPE", "NAME"})
+            if strict and unread:
+                raise ConfigError(f"{names[unread[0]]}: not a setting of a provider of type {ptype!r}")
+            return config
     raise ConfigError(f"{names['TYPE']}: no provider kind of type {ptype!r} accepts these fields")
+
+
+def check_provider_name(name: str, option: str) -> None:
+    if not _PROVIDER_NAME.match(name) or name in RESERVED_PROVIDER_NAMES:
+        raise ConfigError(f"{option}: {name!r} cannot be a provider name (lowercase letters, digits, "
+                          f"'-' and '_'; not one of {', '.join(sorted(RESERVED_PROVIDER_NAMES))})")
 
 
 def resolve_providers(s: Settings, env: Mapping[str, str], doc: Mapping[str, Any],
@@ -145,12 +161,7 @@ def resolve_providers(s: Settings, env: Mapping[str, str], doc: Mapping[str, Any
         if provider.name in seen:
             raise ConfigError(f"{label}: provider name {provider.name!r} is already used by {seen[provider.name]}")
         seen[provider.name] = label
-    providers = tuple(p for _, p in legacy + indexed)
-    if not providers:
-        raise ConfigError("--aibridge-enabled: AI Bridge is enabled but no provider is configured "
-                          "(set --aibridge-openai-key, --aibridge-anthropic-key, --aibridge-bedrock-region "
-                          "or CODER_AIBRIDGE_PROVIDER_0_TYPE)")
-    return providers
+    return tuple(p for _, p in legacy + indexed)
 
 
 _MCP_ID = re.compile(r"^[a-z0-9_-]+$")

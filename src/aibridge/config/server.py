@@ -18,6 +18,10 @@ SERVER_OPTIONS: tuple[Option, ...] = (
            secret=True, storage=True),
     Option("data_dir", "CODER_AIBRIDGE_DATA_DIR", "~/.local/share/aibridge", "path",
            "Directory for the SQLite database and the recording journal.", storage=True),
+    Option("aibridge_secrets_key", "CODER_AIBRIDGE_SECRETS_KEY", "", "str",
+           "Key(s) that encrypt the provider keys stored through the API: 32 bytes in base64, several "
+           "separated by commas (the first encrypts, every one decrypts: rotation). Empty: a key kept in "
+           "the data directory. Set the same value on every replica.", secret=True, storage=True),
 )
 
 SHUTDOWN_OPTIONS: tuple[Option, ...] = (
@@ -70,6 +74,7 @@ class ServerSettings:
     access_url: str
     postgres_url: str
     data_dir: Path
+    aibridge_secrets_key: str
     shutdown_grace: float
     workers: int
     uvloop: bool

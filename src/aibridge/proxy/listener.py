@@ -108,7 +108,6 @@ class ProxyServer:
         self.backlog = backlog
         self.ca = ca
         self.decrypted = decrypted
-        self.hosts: DecryptedHosts = decrypted.hosts
         self.authenticator = authenticator
         self.tls = tls
         self.upstream = upstream
@@ -116,6 +115,10 @@ class ProxyServer:
         self._runner = web.AppRunner(decrypted.app, access_log=None, handle_signals=False, shutdown_timeout=grace)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def hosts(self) -> DecryptedHosts:
+        return self.decrypted.hosts
 
     async def start(self, announce: bool = True) -> None:
         await self._runner.setup()
@@ -171,6 +174,9 @@ class ProxyServer:
         actor = await self._authenticate(token, writer)
         if actor is None or token is None:
             return
+        live = self.decrypted.bridge.live
+        if live.stale:          # a provider created through the API since: its host is decrypted too
+            await live.refresh()
         if self.hosts.decrypts(connect.host, connect.port):
             await self._decrypt(connect, token, actor, writer)
         else:

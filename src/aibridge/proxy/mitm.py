@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from aibridge.bridge.intercept import provider_error
-from aibridge.bridge.routing import Bridge
+from aibridge.bridge.routing import Bridge, json_error
 from aibridge.identity.auth import AuthError
 from aibridge.proxy.hosts import DecryptedHosts
 from aibridge.proxy.metrics import ProxyMetrics
@@ -56,6 +56,10 @@ class Decrypted:
         session = self.sessions.get(request.transport) if request.transport is not None else None
         if session is None:         # the connection is gone (or was never registered)
             raise web.HTTPMisdirectedRequest()
+        if self.bridge.live.stale:
+            await self.bridge.live.refresh()
+        if not self.hosts.decrypts(session.host, session.port):    # its provider was removed since the CONNECT
+            return json_error(404, f"no provider of this AI Bridge serves {session.host} any more")
         name, tail = self.hosts.route(session.host, session.port, request.path, self.supports)
         if self.metrics is not None:
             self.metrics.mitm_requests.labels(name).inc()
@@ -78,7 +82,9 @@ class Decrypted:
     async def _answer(self, request: web.Request, session: Session, name: str, tail: str | None,
                       arrived_ns: int) -> tuple[web.StreamResponse, str]:
         """The bridge's answer, as the CONNECT's user (checked again: it may have been revoked since)."""
-        provider = self.bridge.providers[name]
+        provider = self.bridge.providers.get(name)
+        if provider is None:     # removed or disabled since the CONNECT
+            return await self.bridge.not_served(request, name), ""
         default_api = next(iter(provider.apis.values()))
         try:
             actor = await self.bridge.authenticator.authenticate({"Authorization": f"Bearer {session.token}"})

@@ -58,7 +58,9 @@ def build_proxy(settings: Settings, bridge: Bridge, registry: CollectorRegistry 
     upstream = (UpstreamProxy.parse(settings.aibridge_proxy_upstream, settings.aibridge_proxy_upstream_ca)
                 if settings.aibridge_proxy_upstream else None)
     metrics = ProxyMetrics(registry) if registry is not None else None
-    decrypted = Decrypted(bridge, DecryptedHosts(settings.providers), metrics)
+    decrypted = Decrypted(bridge, DecryptedHosts(bridge.live.configs()), metrics)
+    # Providers created, changed or removed through the API: their hosts follow (bridge/live.py).
+    bridge.live.listeners.append(lambda: setattr(decrypted, "hosts", DecryptedHosts(bridge.live.configs())))
     return ProxyServer(settings.aibridge_proxy_listen_addr, load_ca(settings), decrypted, bridge.authenticator,
                        listener_tls(settings), upstream, networks(settings.aibridge_proxy_allowed_private_cidrs),
                        settings.shutdown_grace, reuse_port=settings.workers > 1,

@@ -86,6 +86,22 @@ SESSION_SCHEMAS: dict[str, Any] = {      # Coder's shape (DESIGN §2.6); the ext
                           "threads": array({"$ref": "#/components/schemas/Thread"})},
                          {"thread_count": INT, "interception_count": INT}),
 }
+PROVIDER_NAME: dict[str, Any] = {"type": "string", "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$", "maxLength": 64}
+SETTINGS: dict[str, Any] = {"type": "object", "additionalProperties": {"type": ["string", "null"]}}
+PROVIDER_SCHEMAS: dict[str, Any] = {
+    "Provider": obj({"id": UUID, "type": STR, "name": STR, "display_name": STR, "enabled": {"type": "boolean"},
+                     "base_url": STR, "settings": OBJECT, "status": {"enum": ["enabled", "disabled", "error"]},
+                     "error": STR, "source": {"enum": ["config", "api"]},
+                     "api_keys": array(obj({"id": UUID, "masked": STR, "created_at": {"type": ["string", "null"]}})),
+                     "created_at": {"type": ["string", "null"]}, "updated_at": {"type": ["string", "null"]}}),
+    "Providers": obj({"providers": array({"$ref": "#/components/schemas/Provider"}), "count": INT}),
+    "NewProvider": obj({"type": STR, "name": PROVIDER_NAME},
+                       {"display_name": STR, "enabled": {"type": "boolean"}, "base_url": STR,
+                        "api_keys": array(STR), "settings": SETTINGS}),
+    "ProviderPatch": {"type": "object", "properties": {
+        "display_name": STR, "enabled": {"type": "boolean"}, "base_url": STR, "settings": SETTINGS,
+        "api_keys": array({"oneOf": [obj({"id": UUID}), obj({"api_key": STR})]})}},
+}
 SCHEMAS: dict[str, Any] = {
     "Error": obj({"message": STR, "detail": STR}),
     "User": obj({"id": UUID, "username": STR, "email": STR, "name": STR,
@@ -155,6 +171,7 @@ SCHEMAS: dict[str, Any] = {
                      "status_code": INT, "additional_fields": OBJECT, "description": STR}),
     "AuditLogs": obj({"audit_logs": array(ref("AuditLog")), "count": INT}),
     **GROUP_SCHEMAS,
+    **PROVIDER_SCHEMAS,
 }
 
 
@@ -197,6 +214,8 @@ def query_param(name: str, description: str, schema: dict[str, Any]) -> dict[str
 
 USER = path_param("user", "'me', a username or a user id")
 GROUP = path_param("group", "a group name or id")
+PROVIDER = path_param("ref", "a provider's name or id")
+PROVIDERS = "/api/v2/ai/providers"
 Q = query_param("q", "space-separated key:value terms: initiator, provider, provider_name, model, client, "
                      "started_after, started_before (RFC3339), session", STR)
 SESSION_Q = query_param("q", "space-separated key:value terms: initiator, provider, provider_name, model, "
@@ -333,6 +352,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             LIMIT, query_param("offset", "0-1000000000", {"type": "integer", "minimum": 0,
                                                           "maximum": 1_000_000_000}),
             query_param("format", "json (default) or csv", {"enum": ["json", "csv"]})]),
+    ("get", PROVIDERS): operation("every provider: configured (read-only) and created through the API (owner, "
+                                  "auditor)", 200, ref("Providers")),
+    ("post", PROVIDERS): operation("create a provider; its keys are stored encrypted, never returned (owner)", 201,
+                                   ref("Provider"), body=ref("NewProvider")),
+    ("get", PROVIDERS + "/{ref}"): operation("a provider with its status (owner, auditor)", 200, ref("Provider"),
+                                             params=[PROVIDER]),
+    ("patch", PROVIDERS + "/{ref}"): operation(
+        "change a provider created through the API (owner): settings merge (null removes one); api_keys lists "
+        "the kept ({id}) and added ({api_key}) keys, the others are deleted", 200, ref("Provider"),
+        body=ref("ProviderPatch"), params=[PROVIDER]),
+    ("delete", PROVIDERS + "/{ref}"): operation("delete a provider created through the API (owner)", 204, None,
+                                                params=[PROVIDER]),
     ("get", f"{API}/proxy/ca-cert.pem"): operation("the AI Bridge Proxy's CA certificate (PEM)", 200, None,
                                                    content={"application/x-pem-file": {"schema": STR}},
                                                    public=True),

@@ -2,11 +2,12 @@
 
 DESIGN §2.6: revoking a token, suspending or deleting a user and changing a governance rule take
 effect on every worker of the server before the call that made the change returns, and on every
-replica within 1 s. The workers cache validated tokens (``identity/auth.py``) and the governance
-rules (``governance/rules.py``) so the bridge's hot path does not read the database; this module
+replica within 1 s. The workers cache validated tokens (``identity/auth.py``), the governance
+rules (``governance/rules.py``) and the providers built from the API's rows (``bridge/live.py``)
+so the bridge's hot path does not read the database; this module
 tells them when to drop those caches.
 
-- Each kind of cached state (``AUTH``, ``GOVERNANCE``) has a generation in
+- Each kind of cached state (``AUTH``, ``GOVERNANCE``, ``PROVIDERS``) has a generation in
   ``aibridge_generations``; ``bump`` raises it in the transaction of every change. A change path
   that does not call ``bump`` is not seen by the other workers and replicas until a cache expires.
 - The workers of a server share ``Generations``: one int64 cell per kind, in memory the
@@ -46,8 +47,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from aibridge.store.schema import generations
 
 log = logging.getLogger("aibridge.changes")
-AUTH, GOVERNANCE = "auth", "governance"
-KINDS = (AUTH, GOVERNANCE)
+AUTH, GOVERNANCE, PROVIDERS = "auth", "governance", "providers"
+KINDS = (AUTH, GOVERNANCE, PROVIDERS)
 CHANNEL = "aibridge_changes"
 SQLITE_POLL = 0.25          # seconds: well within the 1 s a CLI change may take to apply
 POSTGRES_RECHECK = 5.0      # seconds between reads of the row while listening (lost notifications)
@@ -79,7 +80,8 @@ class Generations:
     def __init__(self) -> None:
         self.auth: ctypes.c_longlong = _CTX.RawValue(ctypes.c_longlong)
         self.governance: ctypes.c_longlong = _CTX.RawValue(ctypes.c_longlong)
-        self._cells = {AUTH: self.auth, GOVERNANCE: self.governance}
+        self.providers: ctypes.c_longlong = _CTX.RawValue(ctypes.c_longlong)
+        self._cells = {AUTH: self.auth, GOVERNANCE: self.governance, PROVIDERS: self.providers}
         # lockf on an unlinked file (as resilience/shared.py): released by the kernel if its holder dies
         fd, path = tempfile.mkstemp(prefix="aibridge-generations-")
         os.unlink(path)

@@ -318,3 +318,31 @@ audit_logs = sa.Table(
 users.append_column(sa.Column("login_type", sa.String(16), nullable=False, server_default="token"))
 users.append_column(sa.Column("oidc_subject", sa.String(255), nullable=True))
 sa.Index("idx_users_oidc_subject", users.c.oidc_subject, unique=True)
+
+# ---------------------------------------------------------------- providers managed at runtime (issue 23 §3)
+
+# Providers created through the API (``source: api``; the configured ones live in the settings,
+# never here). Their keys are stored encrypted (store/secrets.py) with a masked form for display.
+providers = sa.Table(
+    "aibridge_providers", metadata,
+    _id(),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("display_name", sa.String(128), nullable=False, server_default=""),
+    sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
+    sa.Column("base_url", sa.String(2048), nullable=False, server_default=""),
+    sa.Column("settings", JSONType, nullable=False, server_default=sa.text("'{}'")),
+    _created_at(),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+provider_keys = sa.Table(
+    "aibridge_provider_keys", metadata,
+    _id(),
+    sa.Column("provider_id", sa.Uuid(as_uuid=True), sa.ForeignKey("aibridge_providers.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("position", sa.Integer(), nullable=False),        # the key pool's order
+    sa.Column("ciphertext", sa.Text(), nullable=False),
+    sa.Column("masked", sa.String(64), nullable=False),
+    _created_at(),
+)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from aibridge.bridge.scrape import METRIC_PREFIX, Collector
+from aibridge.bridge.scrape import METRIC_PREFIX
 
 log = logging.getLogger("aibridge.keypool")
 
@@ -107,23 +107,22 @@ class KeyPool:
         return all(refused and until > now for refused, until in zip(self._refused, self._until, strict=True))
 
 
-def key_collectors(providers: Iterable[object]) -> list[Collector]:
-    """``provider_key_cooldowns_total`` over the key pools of ``providers`` (those that have one)."""
-    pools = [pool for p in providers if isinstance(pool := getattr(p, "keys", None), KeyPool)]
-    return [KeyCooldownCollector(pools)] if pools else []
-
-
 class KeyCooldownCollector:
-    """``provider_key_cooldowns_total{provider,key_hint}``, read from the key pools when scraped."""
+    """``provider_key_cooldowns_total{provider,key_hint}``, read when scraped from the key pools of
+    the providers served then (``providers``: they change when providers are managed at runtime)."""
 
-    def __init__(self, pools: Iterable[KeyPool]) -> None:
-        self.pools = list(pools)
+    def __init__(self, providers: Callable[[], Iterable[object]]) -> None:
+        self.providers = providers
+
+    def pools(self) -> list[KeyPool]:
+        inner = (getattr(p, "inner", p) for p in self.providers())      # seen through Diagnosed
+        return [pool for p in inner if isinstance(pool := getattr(p, "keys", None), KeyPool)]
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(METRIC_PREFIX + "provider_key_cooldowns",
                                      "Times a provider key was put on cooldown after a 429 or 401 from the upstream.",
                                      labels=["provider", "key_hint"])
-        for pool in self.pools:
+        for pool in self.pools():
             for hint, count in sorted(pool.cooldowns.items()):
                 family.add_metric([pool.provider, hint], count)
         yield family
