@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from aibridge.store.db import create_engine
 from tests.e2e.conftest import bridge_env
+from tests.e2e.test_proxy import Proxied, proxy_env, run_sdk, wait_listening
 from tests.e2e.test_replicas import start_replicas
 from tests.fakes.upstream import FakeUpstream
 from tests.harness import POSTGRES_URL, Client, Database, ServerProcess, free_port, run_cli, wait_for
@@ -287,5 +288,27 @@ async def test_enabled_without_providers_starts_and_serves_one_created_later(dat
             assert status == 404 and "Configured providers: none" in body["detail"]
             assert (await owner.post(PROVIDERS, _team(env, "openai")))[0] == 201
             assert (await env.chat("openai"))[0] == 200
+        finally:
+            server.stop()
+
+
+async def test_the_proxy_decrypts_the_host_of_a_provider_created_later(database: Database) -> None:
+    """Only Anthropic configured: the proxy tunnels api.openai.com blindly, until an owner creates an
+    OpenAI provider; then the official SDK through the proxy reaches it, with that provider's key."""
+    async with FakeUpstream(openai_key=TEAM_KEY) as team:
+        port = free_port()
+        env = {**proxy_env(team, port), "CODER_AIBRIDGE_OPENAI_KEY": ""}
+        server = await ServerProcess(database, env=env).start()
+        try:
+            await wait_listening(port)
+            proxied = Proxied(server, team, port, server.create_user("proxyuser"),
+                              database.data_dir / "proxy" / "ca.pem")
+            assert "api.openai.com" not in server.output().split("decrypting", 1)[1].split("\n", 1)[0]
+            owner = Client(server.url, server.admin_token)
+            made = {**_team(Env(server, team, team, owner, ""), "openai")}
+            assert (await owner.post(PROVIDERS, made))[0] == 201
+            result = await run_sdk(proxied, "openai", "gpt-4.1-scenario-simple", "created later")
+            assert result["blocking"] and result["chunks"] > 1
+            assert team.requests[-1].headers["Authorization"] == f"Bearer {TEAM_KEY}"
         finally:
             server.stop()
