@@ -601,6 +601,18 @@ def test_responses_report_their_ids() -> None:
     assert first == [Stored("response", "resp_early")]
 
 
+def test_responses_the_upstream_does_not_keep_are_not_reported() -> None:
+    """``store: false`` (Codex): no later request can name the response, so it needs no owner row."""
+    _, sections = load("responses_function_call")
+    body = {**orjson.loads(sections["non-streaming"]), "store": False}
+    assert not [f for f in RESPONSES.blocking_findings(body) if isinstance(f, Stored)]
+    assert any(isinstance(f, Usage) for f in RESPONSES.blocking_findings(body))
+    for event in ("response.created", "response.completed"):
+        found, _ = feed_all(RESPONSES, sse((event, {"type": event, "response": {"id": "resp_x", "store": False}})),
+                            stored=True)
+        assert found == []
+
+
 def test_responses_request_names_what_it_continues() -> None:
     info = RESPONSES.request_info({"model": "m", "input": "x", "previous_response_id": "resp_1",
                                    "conversation": {"id": "conv_2"}})

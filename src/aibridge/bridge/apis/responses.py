@@ -178,14 +178,16 @@ class _ResponsesObserver(ObserverBase):
         return [finding] if finding else []
 
     def _created(self, data: dict[str, Any]) -> list[Finding]:
-        return self._named(as_str(as_dict(data.get("response")).get("id")))
+        response = as_dict(data.get("response"))
+        return self._named(as_str(response.get("id")), stored=response.get("store") is not False)
 
-    def _named(self, response_id: str) -> list[Finding]:
-        """The response's id, as soon as the stream tells it: the user's from now on (``Stored``)."""
+    def _named(self, response_id: str, stored: bool = True) -> list[Finding]:
+        """The response's id, as soon as the stream tells it: the user's from now on (``Stored``),
+        unless the upstream does not keep it (``store: false``, as Codex asks): nothing can name it later."""
         if not response_id or response_id == self._id:
             return []
         self._id = response_id
-        return [Stored("response", response_id)]
+        return [Stored("response", response_id)] if stored else []
 
     def _item_added(self, data: dict[str, Any]) -> list[Finding]:
         item = as_dict(data.get("item"))
@@ -214,7 +216,7 @@ class _ResponsesObserver(ObserverBase):
 
     def _final(self, data: dict[str, Any]) -> list[Finding]:
         response = as_dict(data.get("response"))
-        findings: list[Finding] = self._named(as_str(response.get("id")))
+        findings: list[Finding] = self._named(as_str(response.get("id")), stored=response.get("store") is not False)
         # items the stream never closed with output_item.done (some gateways skip those events)
         output = as_list(response.get("output"))
         findings += [f for i, item in enumerate(output) for f in self._emit_item(item, i)]
@@ -276,7 +278,8 @@ class ResponsesApi(ApiAdapter):
     def blocking_findings(self, body: dict[str, Any]) -> list[Finding]:
         found = answer_findings(body, "output", _item_finding, _usage)
         response_id = as_str(body.get("id"))
-        return [Stored("response", response_id), *found] if response_id else found
+        kept = response_id and body.get("store") is not False      # store: false → nothing to own
+        return [Stored("response", response_id), *found] if kept else found
 
     def new_stream_observer(self) -> StreamObserver:
         return _ResponsesObserver()
