@@ -35,7 +35,7 @@ LITELLM_KEY = "sk-litellm-gateway"
 SECOND_ANTHROPIC_KEY = "sk-ant-team-b"
 
 TYPES = ("CODER_AIBRIDGE_PROVIDER_0_TYPE: must be one of openai, anthropic, openai-compat, azure, google, "
-         "openrouter, vercel, ")
+         "openrouter, vercel, copilot, ")
 
 
 @dataclass

@@ -36,6 +36,11 @@ CASES: list[tuple[str, dict[str, str], tuple[str, str | None]]] = [
     ("copilot cli", {"User-Agent": "copilot/0.0.403 (client/cli linux v24.11.1)"}, ("GitHub Copilot", None)),
     ("copilot by integration header", {"User-Agent": "node-fetch", "Copilot-Integration-Id": "vscode-chat"},
      ("GitHub Copilot", None)),
+    ("copilot by editor version", {"User-Agent": "node-fetch/1.0", "Editor-Version": "Neovim/0.11.2"},
+     ("GitHub Copilot", None)),
+    ("copilot cli headers", {"User-Agent": "copilot/0.0.403 (client/cli linux v24.11.1)",
+                             "Copilot-Integration-Id": "copilot-developer-cli", "X-Initiator": "user"},
+     ("GitHub Copilot", None)),
     ("cursor", {"User-Agent": "connect-es/1.6.1", "X-Cursor-Client-Version": "0.50.0"}, ("Cursor", None)),
     ("roo code", {
         "User-Agent": "RooCode/3.53.0", "HTTP-Referer": "https://github.com/RooVetGit/Roo-Cline",

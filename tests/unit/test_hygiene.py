@@ -15,8 +15,9 @@ from aibridge.bridge import scrub
 from aibridge.bridge.apis.base import Api
 from aibridge.bridge.diagnostics import Diagnosed
 from aibridge.bridge.providers.anthropic import AnthropicProvider
-from aibridge.bridge.providers.base import UpstreamRequest, UpstreamResponse
+from aibridge.bridge.providers.base import UpstreamError, UpstreamRequest, UpstreamResponse
 from aibridge.bridge.providers.bedrock.provider import BedrockConfig, BedrockProvider
+from aibridge.bridge.providers.copilot import ROUTES as COPILOT_ROUTES
 from aibridge.bridge.providers.http import BufferedResponse
 from aibridge.bridge.providers.openai import OpenAIProvider
 from aibridge.bridge.routes import RouteTable
@@ -96,6 +97,17 @@ async def test_successful_answers_are_not_scanned(registered: scrub.Scrubber) ->
     answer = BufferedResponse(200, b'{"text":"sk-second-key-456"}')
     got, body, _ = await relayed(answer)
     assert got is answer and b"sk-second-key-456" in body
+
+
+async def test_a_bare_404_is_a_wrong_base_url_except_on_a_wholesale_passthrough() -> None:
+    """Copilot's catch-all relays paths that may not exist upstream: their 404 is relayed as it is."""
+    inner = _Inner(BufferedResponse(404, b"404 page not found\n", {"Content-Type": "text/plain"}))
+    inner.routes = COPILOT_ROUTES
+    diagnosed = Diagnosed(inner, "http://127.0.0.1:1")
+    got = await diagnosed.send(UpstreamRequest("GET", "agents/nope", "", None, b""))      # type: ignore[arg-type]
+    assert got.status == 404 and await got.read() == b"404 page not found\n"
+    with pytest.raises(UpstreamError, match="base URL"):
+        await diagnosed.send(UpstreamRequest("GET", "models", "", None, b""))            # type: ignore[arg-type]
 
 
 def test_log_lines_never_carry_a_key(registered: scrub.Scrubber) -> None:

@@ -95,7 +95,8 @@ async def test_a_new_kind_is_configured_and_built_from_its_own_module(
 
 def test_a_new_kind_is_listed_and_checks_its_fields(with_acme: list[ProviderType[Any]]) -> None:
     with pytest.raises(ConfigError, match=r"^CODER_AIBRIDGE_PROVIDER_0_TYPE: must be one of openai, anthropic, "
-                                          r"openai-compat, azure, google, openrouter, vercel, acme, got 'gemini'$"):
+                                          r"openai-compat, azure, google, openrouter, vercel, copilot, acme, "
+                                          r"got 'gemini'$"):
         settings({"CODER_AIBRIDGE_PROVIDER_0_TYPE": "gemini"}, with_acme)
     with pytest.raises(ConfigError, match=r"^CODER_AIBRIDGE_PROVIDER_0_BASE_URL: provider 'acme' needs a base URL$"):
         settings({"CODER_AIBRIDGE_PROVIDER_0_TYPE": "acme", "CODER_AIBRIDGE_PROVIDER_0_KEY": "k"}, with_acme)

@@ -1,11 +1,13 @@
-"""The OpenAI-format provider types (openai-compat, azure, google, openrouter, vercel) and the
-BYOK-only ``chatgpt`` provider: what configuration accepts, refuses and builds (issue 23 §2)."""
+"""The OpenAI-format provider types (openai-compat, azure, google, openrouter, vercel), the
+BYOK-only ``chatgpt`` provider and the ``copilot`` type: what configuration accepts, refuses and
+builds (issue 23 §2)."""
 
 from __future__ import annotations
 
 import pytest
 
 from aibridge.bridge.providers import PROVIDER_KINDS, build_provider
+from aibridge.bridge.providers.copilot import CopilotProviderConfig
 from aibridge.bridge.providers.http import HTTPProvider, HTTPProviderConfig
 from aibridge.bridge.providers.openai import ROUTES
 from aibridge.config import ConfigError, Settings, load_settings
@@ -20,7 +22,7 @@ def settings(**fields: str) -> Settings:
 
 def test_the_types_are_listed_in_the_error() -> None:
     with pytest.raises(ConfigError, match=r"^CODER_AIBRIDGE_PROVIDER_0_TYPE: must be one of openai, anthropic, "
-                                          r"openai-compat, azure, google, openrouter, vercel, got 'gemini'$"):
+                                          r"openai-compat, azure, google, openrouter, vercel, copilot, got 'gemini'$"):
         settings(TYPE="gemini")
 
 
@@ -81,3 +83,25 @@ def test_chatgpt_refuses_a_central_key_and_other_names_still_need_one() -> None:
     assert isinstance(provider, HTTPProvider) and not provider.byok_only
 
 
+
+
+@pytest.mark.parametrize(("plan", "host"), [("", "individual"), ("individual", "individual"),
+                                            ("Business", "business"), ("enterprise", "enterprise")])
+def test_copilot_is_byok_only_with_a_base_url_per_plan(plan: str, host: str) -> None:
+    [config] = settings(TYPE="copilot", PLAN=plan).providers
+    assert isinstance(config, CopilotProviderConfig) and config.byok_only and config.plan == host
+    assert (config.type, config.name, config.base_url) == ("copilot", "copilot", f"https://api.{host}.githubcopilot.com")
+    provider = build_provider(config)
+    assert isinstance(provider, HTTPProvider) and provider.byok_only and provider.secrets() == []
+    assert provider.url("chat/completions", "") == f"https://api.{host}.githubcopilot.com/chat/completions"
+    assert provider.url("v1/messages", "") == f"https://api.{host}.githubcopilot.com/v1/messages"
+    [explicit] = settings(TYPE="copilot", NAME="copilot-ghe", PLAN=plan, BASE_URL="https://copilot.example.com").providers
+    assert (explicit.name, explicit.base_url) == ("copilot-ghe", "https://copilot.example.com")
+
+
+def test_copilot_refuses_a_key_and_an_unknown_plan() -> None:
+    with pytest.raises(ConfigError, match=rf"^{P}KEY: provider 'copilot' \(GitHub Copilot\) is BYOK only: each user's "
+                                          r"own GitHub login goes upstream; remove its key$"):
+        settings(TYPE="copilot", KEY="ghu_central")
+    with pytest.raises(ConfigError, match=rf"^{P}PLAN: must be one of individual, business, enterprise, got 'pro'$"):
+        settings(TYPE="copilot", PLAN="pro")

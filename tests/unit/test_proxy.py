@@ -15,6 +15,7 @@ import pytest
 from cryptography import x509
 
 from aibridge.bridge.providers import PROVIDER_KINDS
+from aibridge.bridge.providers.copilot import CopilotProviderConfig
 from aibridge.bridge.providers.http import HTTPProviderConfig
 from aibridge.config import ConfigError, ProviderConfig, load_settings
 from aibridge.proxy.addresses import Refused, networks, resolve
@@ -261,3 +262,42 @@ def test_the_byok_only_chatgpt_provider_never_takes_the_public_openai_host() -> 
     assert hosts.route("chatgpt.com", 443, "/backend-api/codex/responses") == ("chatgpt", "v1/responses")
     both = DecryptedHosts([chatgpt, http("openai", "gpt", "https://gw.example/v1/")])
     assert both.route("api.openai.com", 443, "/v1/responses") == ("gpt", "v1/responses")
+
+
+PLAN_HOSTS = ["api.business.githubcopilot.com:443", "api.enterprise.githubcopilot.com:443",
+              "api.individual.githubcopilot.com:443"]
+
+
+def copilot(name: str, base_url: str, plan: str = "individual") -> CopilotProviderConfig:
+    return CopilotProviderConfig("copilot", "copilot", name, base_url, "", byok_only=True, plan=plan)
+
+
+def test_copilots_plan_hosts_are_decrypted_whatever_its_base_url() -> None:
+    hosts = DecryptedHosts([copilot("copilot", "http://127.0.0.1:9/")])       # plain http: never a host of its own
+    assert hosts.hosts == PLAN_HOSTS
+    for host in PLAN_HOSTS:
+        assert hosts.route(host.removesuffix(":443"), 443, "/chat/completions") == ("copilot", "chat/completions")
+    assert hosts.route("api.individual.githubcopilot.com", 443, "/v1/messages") == ("copilot", "v1/messages")
+    assert hosts.route("api.individual.githubcopilot.com", 443, "/models") == ("copilot", "models")
+    assert not hosts.decrypts("api.githubcopilot.com", 443) and not hosts.decrypts("api.openai.com", 443)
+
+
+def test_one_copilot_provider_per_plan() -> None:
+    hosts = DecryptedHosts([copilot("cop-me", "http://127.0.0.1:9/"),
+                            copilot("cop-work", "http://127.0.0.1:10/", plan="business")])
+    assert hosts.route("api.individual.githubcopilot.com", 443, "/responses")[0] == "cop-me"
+    assert hosts.route("api.business.githubcopilot.com", 443, "/responses")[0] == "cop-work"
+    assert hosts.route("api.enterprise.githubcopilot.com", 443, "/responses")[0] == "cop-me"     # the first
+    # A provider whose base URL is a plan host keeps it.
+    ghe = DecryptedHosts([copilot("a", "http://127.0.0.1:9/"), copilot("ent", "https://api.enterprise.githubcopilot.com",
+                                                                        plan="business")])
+    assert ghe.route("api.enterprise.githubcopilot.com", 443, "/responses")[0] == "ent"
+
+
+def test_chatgpts_backend_is_decrypted_whatever_its_base_url() -> None:
+    chatgpt = HTTPProviderConfig("openai", "openai", "chatgpt", "http://127.0.0.1:9/backend-api/codex", "",
+                                 byok_only=True)
+    hosts = DecryptedHosts([chatgpt])
+    assert hosts.hosts == ["chatgpt.com:443"]
+    assert hosts.route("chatgpt.com", 443, "/backend-api/codex/responses") == ("chatgpt", "v1/responses")
+    assert DecryptedHosts([http("openai", "chatgpt", "http://127.0.0.1:9/v1/")]).hosts == ["api.openai.com:443"]

@@ -8,6 +8,8 @@ from aibridge.bridge.apis.chat_completions import CHAT_COMPLETIONS
 from aibridge.bridge.apis.messages import MESSAGES
 from aibridge.bridge.providers.anthropic import ROUTES as ANTHROPIC
 from aibridge.bridge.providers.bedrock.provider import ROUTES as BEDROCK
+from aibridge.bridge.providers.copilot import PASS_THE_REST
+from aibridge.bridge.providers.copilot import ROUTES as COPILOT
 from aibridge.bridge.providers.openai import ROUTES as OPENAI
 from aibridge.bridge.routes import model_problem
 
@@ -36,6 +38,29 @@ def test_path_parameters_hold_only_name_characters(tail: str) -> None:
     method = "POST" if tail.endswith("cancel") else "GET"
     assert OPENAI.find(method, tail) is None
     assert not OPENAI.knows(tail)
+
+
+def test_copilot_intercepts_three_apis_and_passes_the_rest_through() -> None:
+    assert set(COPILOT.apis) == {"chat/completions", "responses", "v1/messages"}
+    assert next(iter(COPILOT.apis.values())) is CHAT_COMPLETIONS        # its errors are in OpenAI's shape
+    model = COPILOT.find("GET", "models/claude-sonnet-4.5")
+    assert model is not None and model.route is not PASS_THE_REST and model.model == "claude-sonnet-4.5"
+    embeddings = COPILOT.find("POST", "embeddings")
+    assert embeddings is not None and embeddings.route.model_in_body
+    for method, tail in (("GET", "_ping"), ("GET", "agents"), ("POST", "models/session"),
+                         ("GET", "agents/github/skills"), ("POST", "models/gpt-5/policy")):
+        found = COPILOT.find(method, tail)
+        assert found is not None and found.route is PASS_THE_REST and found.params == {"path": tail}, tail
+
+
+@pytest.mark.parametrize("tail", ["v1/chat/completions", "chat/completions", "v1/responses", "agents/x/messages",
+                                  "models/..", "a..b/c", "x;y", "models/", "/models", "a//b", "%2e%2e/x"])
+def test_copilots_catch_all_holds_names_only_and_no_model_call(tail: str) -> None:
+    """A model call the table does not intercept (or a GET of one) is refused, not relayed unrecorded;
+    every segment of a passed-through path is a name (no dots-only segment, separator or escape)."""
+    assert COPILOT.find("GET", tail) is None
+    assert tail in ("chat/completions", "v1/chat/completions", "v1/responses", "agents/x/messages") or \
+        not COPILOT.knows(tail)
 
 
 @pytest.mark.parametrize("model", ["gpt-4.1", "claude-sonnet-4-5@20250929", "ft:gpt-4.1:acme:custom:abc123",

@@ -212,12 +212,45 @@ def proxy_setup(client: str, t: Target, proxy: str) -> list[str]:
     ]
 
 
+def copilot(t: Target, proxy: str) -> list[str]:
+    """GitHub Copilot cannot change its base URL: through the proxy only, the developer's own GitHub
+    login going upstream (BYOK as the proxy's user; docs/clients.md)."""
+    ca = f"{CA_DIR}/proxy-ca.pem"
+    return [
+        "# GitHub Copilot through the AI Bridge Proxy: Copilot keeps calling api.individual (.business,",
+        "# .enterprise).githubcopilot.com with your own GitHub login; the proxy records every request under",
+        "# your AI Bridge token, its password. (The server needs a provider of type copilot.)",
+        "# 1. Your token, and the proxy CA:",
+        *_exports([("AIBRIDGE_TOKEN", t.token)]),
+        f'mkdir -p "{CA_DIR}"',
+        f'curl -fsS -H "Coder-Session-Token: $AIBRIDGE_TOKEN" {shlex.quote(t.url + CA_ROUTE)} -o "{ca}"',
+        "# 2. Copilot CLI (Node.js) reads HTTPS_PROXY and NODE_EXTRA_CA_CERTS; then run `copilot`:",
+        f'export HTTPS_PROXY="{proxy}"',
+        f'export NODE_EXTRA_CA_CERTS="{ca}"',
+        *_exports([("NO_PROXY", ",".join(dict.fromkeys(
+            ["localhost", "127.0.0.1", "::1", urlsplit(t.url).hostname or "localhost"])))]),
+        "# 3. VS Code (Copilot Chat) reads the system trust store: add the CA to it (Debian/Ubuntu:",
+        f'#      sudo cp "{ca}" /usr/local/share/ca-certificates/aibridge-proxy.crt && sudo update-ca-certificates',
+        f'#    macOS: sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain "{ca}"),',
+        "#    then set its proxy, with your token as the password, in settings.json, and reload the window:",
+        *("#   " + line for line in _json({"http.proxy": proxy.replace("${AIBRIDGE_TOKEN}", t.token)})),
+    ]
+
+
+# Tools that cannot change their base URL: the proxy set-up is their only one.
+PROXY_ONLY: dict[str, Callable[[Target, str], list[str]]] = {"copilot": copilot}
+KNOWN_CLIENTS = (*CLIENTS, *PROXY_ONLY)
+
+
 def render(client: str, url: str, token: str = "", proxy: str | None = None, byok: bool = False) -> str:
-    """The snippet for ``client`` (a key of CLIENTS) as printed; through the proxy when ``proxy`` is
-    set; with the developer's own key when ``byok`` is (a key of BYOK_CLIENTS)."""
+    """The snippet for ``client`` (one of KNOWN_CLIENTS) as printed; through the proxy when ``proxy``
+    is set (always for PROXY_ONLY); with the developer's own key when ``byok`` is (a key of BYOK_CLIENTS)."""
     target = Target(url.rstrip("/"), token or PLACEHOLDER)
-    lines = (BYOK_CLIENTS[client](target) if byok else
-             proxy_setup(client, target, proxy) if proxy else CLIENTS[client](target))
+    if client in PROXY_ONLY:
+        lines = PROXY_ONLY[client](target, proxy or build_proxy_url(target.url, None))
+    else:
+        lines = (BYOK_CLIENTS[client](target) if byok else
+                 proxy_setup(client, target, proxy) if proxy else CLIENTS[client](target))
     while lines and not lines[-1]:
         lines.pop()
     return "\n".join(lines)

@@ -109,12 +109,14 @@ def _zed(h: _Headers) -> bool:
 
 
 def _copilot(h: _Headers) -> bool:
-    # GitHubCopilotChat/… (VS Code), copilot/… (CLI); the editor integrations add these headers,
-    # and Copilot's bring-your-own-key requests (sent with the plain OpenAI/Anthropic SDKs)
-    # carry X-Interaction-Type.
+    # GitHubCopilotChat/… (VS Code), copilot/… (CLI); every Copilot client sends Editor-Version
+    # (Copilot's API refuses a request without it) and the editor integrations Copilot-Integration-Id;
+    # Copilot's bring-your-own-key requests (sent with the plain OpenAI/Anthropic SDKs) carry
+    # X-Interaction-Type.
     return (
         _ua_starts(h, "githubcopilotchat/", "copilot/")
         or "copilot-integration-id" in h
+        or "editor-version" in h
         or h.get("editor-plugin-version", "").lower().startswith("copilot")
         or bool(h.get("x-interaction-type", "").strip())
     )

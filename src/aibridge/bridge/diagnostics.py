@@ -73,7 +73,8 @@ class Diagnosed:
             self._report("unreachable", f"upstream {self.name} ({where}) cannot be reached: {exc.message}")
             raise UpstreamError(exc.status, f"{exc.message}; check the base URL configured for provider "
                                             f"{self.name!r} ({where}) and that the bridge can reach it") from exc
-        if response.status == 404 and "json" not in response.headers.get("Content-Type", ""):
+        if response.status == 404 and "json" not in response.headers.get("Content-Type", "") \
+                and not self._passed_wholesale(request):
             response.close()
             hint = (f"upstream {self.name} answered a bare 404 for {request.method} /{request.tail}: "
                     f"its base URL {where} is probably wrong")
@@ -85,6 +86,12 @@ class Diagnosed:
             log.info("upstream %s answers again (%s)", self.name, where)
             self._reported = None
         return scrubbed(response)       # an error body may echo the key it was sent
+
+    def _passed_wholesale(self, request: UpstreamRequest) -> bool:
+        """A path of a ``{path+}`` route (the rest of Copilot's API) may not exist upstream: its
+        404 is the upstream's own answer, not the sign of a wrong base URL."""
+        found = self.inner.routes.find(request.method, request.tail)
+        return found is not None and found.route.path.endswith("+}")
 
     def _report(self, problem: str, message: str) -> None:
         if self._reported != problem:

@@ -36,6 +36,7 @@ ModelFilter = Callable[[list[str]], Awaitable[set[str] | None]]
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|2e|25|3f|23)", re.IGNORECASE)
 # A decoded segment: the characters model ids and resource ids use, never a separator or escape.
 _SEGMENT = re.compile(r"^[A-Za-z0-9._~:@!$&'()*+,;=-]+$")
+MODEL_LISTS = frozenset({"v1/models", "models"})      # the routes of a model list (Copilot's has no v1/)
 
 
 def path_problem(raw_path: str, tail: str) -> str | None:
@@ -78,7 +79,7 @@ async def passthrough(request: web.Request, actor: Actor, provider: Provider, fo
         await addons.admit(flow)
     except Reject as exc:
         return provider_error(api, exc.status, exc.message, exc.headers)
-    lists_models = request.method == "GET" and found.route.path == "v1/models" and addons.filter_models
+    lists_models = request.method == "GET" and found.route.path in MODEL_LISTS and addons.filter_models
     visible = (lambda ids: addons.visible_models(actor, provider, ids)) if lists_models else None
     try:
         return await _relay(request, flow, body, addons, visible, found.route.creates)

@@ -14,7 +14,8 @@ Path parameters are one segment each: ``{model}`` names a model (model rules app
 ``{response}`` / ``{conversation}`` a stored object (its owner is checked), ``{id}`` anything
 else. A parameter holds only the characters of ``NAME`` (letters, digits, ``_ - : @ +`` and
 single dots between them): ``..``, ``;``, ``%`` or whitespace never match, so such a path is
-404 before anything else reads it.
+404 before anything else reads it. ``{path+}`` (last only) is one or more such segments: a
+provider that passes the rest of its API through (Copilot) ends its table with it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ NAME = r"[A-Za-z0-9_:@+-]+(?:\.[A-Za-z0-9_:@+-]+)*"
 _NAME = re.compile(NAME)
 MAX_NAME = 256
 _PARAM = re.compile(r"\{(\w+)\}")
+_REST = re.compile(r"\{(\w+)\+\}")
 OWNED_KINDS = ("response", "conversation")     # parameters that name a stored object
 
 
@@ -51,7 +53,8 @@ class Route:
     pattern: re.Pattern[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        segments = ((f"(?P<{p.group(1)}>{NAME})" if (p := _PARAM.fullmatch(s)) else re.escape(s))
+        segments = ((f"(?P<{p.group(1)}>{NAME})" if (p := _PARAM.fullmatch(s)) else
+                     f"(?P<{r.group(1)}>{NAME}(?:/{NAME})*)" if (r := _REST.fullmatch(s)) else re.escape(s))
                     for s in self.path.split("/"))
         object.__setattr__(self, "pattern", re.compile("/".join(segments)))
 

@@ -19,6 +19,7 @@ from aibridge.bridge.flow import Addons
 from aibridge.bridge.intercept import intercept, provider_error
 from aibridge.bridge.live import DISABLED, LiveProviders
 from aibridge.bridge.passthrough import passthrough, path_problem
+from aibridge.bridge.providers import copilot
 from aibridge.bridge.providers.base import Provider
 from aibridge.bridge.providers.openai import CHATGPT
 from aibridge.bridge.routes import Match
@@ -34,8 +35,10 @@ def json_error(status: int, message: str, detail: str = "") -> web.Response:
                         body=orjson.dumps({"message": message, "detail": detail}))
 
 
-def byok_only_message(name: str) -> str:
-    return (f"provider {name!r} is BYOK only: ChatGPT subscriptions go through AI Bridge with your own "
+def byok_only_message(provider: Provider) -> str:
+    if provider.type == copilot.CopilotProvider.type:
+        return copilot.byok_only_message(provider.name)
+    return (f"provider {provider.name!r} is BYOK only: ChatGPT subscriptions go through AI Bridge with your own "
             f"ChatGPT login as the credential and your AI Bridge token in the {GOVERNANCE_HEADER} header "
             "(Codex: requires_openai_auth = true and env_http_headers; see docs/clients.md)")
 
@@ -109,7 +112,8 @@ class Bridge:
 
         ``actor`` is None when this request's own headers carry the token (the direct routes);
         the proxy authenticates its CONNECT and passes the actor in. A request with the
-        governance header is BYOK (``_byok``) through either door.
+        governance header is BYOK (``_byok``) through either door; so is one to a BYOK-only
+        provider through the proxy (``_byok_only``).
         """
         default_api = next(iter(provider.apis.values()))
         problem = path_problem(request.raw_path.split("?", 1)[0], tail)
@@ -125,7 +129,7 @@ class Bridge:
             if GOVERNANCE_HEADER in request.headers:
                 actor, credential = await self._byok(request, provider, actor)
             elif getattr(provider, "byok_only", False):
-                raise AuthError(403, byok_only_message(provider.name))
+                actor, credential = self._byok_only(request, provider, actor)
             elif actor is None:
                 actor = await self.authenticator.authenticate(request.headers)
         except AuthError as exc:
@@ -149,25 +153,42 @@ class Bridge:
     async def _byok(self, request: web.Request, provider: Provider, actor: Actor | None) -> tuple[Actor, Credential]:
         """A BYOK request: the bridge token is the governance header's, the upstream credential the
         client's own. Through the proxy, the header must name the user whose CONNECT it came in."""
-        if not self.allow_byok:
-            raise AuthError(403, f"bring-your-own-key requests ({GOVERNANCE_HEADER}) are disabled on this "
-                                 "server (--aibridge-allow-byok=false); send your AI Bridge token as the "
-                                 "credential instead")
-        if not getattr(provider, "accepts_byok", True):     # Bedrock signs with its own AWS credentials
-            raise AuthError(400, f"provider {provider.name!r} (Amazon Bedrock) cannot use your own key: "
-                                 f"requests are signed with the configured AWS credentials; send your AI "
-                                 f"Bridge token as the credential, without {GOVERNANCE_HEADER}")
+        self._check_byok(provider)
         token = request.headers[GOVERNANCE_HEADER].strip()
         if not token:
             raise AuthError(401, f"{GOVERNANCE_HEADER} is empty: send your AI Bridge token in it")
         byok_actor = await self.authenticator.authenticate({"Coder-Session-Token": token})
         if actor is not None and actor.id != byok_actor.id:
             raise AuthError(403, f"the {GOVERNANCE_HEADER} token belongs to another user than the proxy's credentials")
+        return byok_actor, self._own_credential(request)
+
+    def _byok_only(self, request: web.Request, provider: Provider, actor: Actor | None) -> tuple[Actor, Credential]:
+        """A BYOK-only provider (Copilot, ChatGPT) without the governance header. Through the proxy
+        it is BYOK as the CONNECT's user: the proxy sets the header, with the token of its
+        credentials, for the tools that cannot (Copilot). A direct route has no user yet: refused."""
+        if actor is None:
+            raise AuthError(403, byok_only_message(provider))
+        self._check_byok(provider)
+        return actor, self._own_credential(request)
+
+    def _check_byok(self, provider: Provider) -> None:
+        if not self.allow_byok:
+            instead = (f"provider {provider.name!r} is BYOK only, so it cannot be used" if getattr(
+                provider, "byok_only", False) else "send your AI Bridge token as the credential instead")
+            raise AuthError(403, f"bring-your-own-key requests ({GOVERNANCE_HEADER}) are disabled on this "
+                                 f"server (--aibridge-allow-byok=false); {instead}")
+        if not getattr(provider, "accepts_byok", True):     # Bedrock signs with its own AWS credentials
+            raise AuthError(400, f"provider {provider.name!r} (Amazon Bedrock) cannot use your own key: "
+                                 f"requests are signed with the configured AWS credentials; send your AI "
+                                 f"Bridge token as the credential, without {GOVERNANCE_HEADER}")
+
+    @staticmethod
+    def _own_credential(request: web.Request) -> Credential:
         credential = own_credential(request.headers)
         if credential is None:
             raise AuthError(401, f"a bring-your-own-key request ({GOVERNANCE_HEADER}) needs your own provider "
                                  "credential: send it in 'X-Api-Key' or 'Authorization: Bearer <key>'")
-        return byok_actor, credential
+        return credential
 
     async def _read_body(self, request: web.Request, api: Api) -> web.Response | None:
         """Read the body up front (kept for the handlers), answering its failures in the provider's shape."""

@@ -18,7 +18,7 @@ import click
 import orjson
 
 from aibridge.bridge.client_byok import BYOK_CLIENTS
-from aibridge.bridge.client_setup import CLIENTS, build_proxy_url, render
+from aibridge.bridge.client_setup import KNOWN_CLIENTS, build_proxy_url, render
 from aibridge.cli import session
 from aibridge.cli.options import fail
 from aibridge.config import ConfigError, load_settings
@@ -80,11 +80,12 @@ def env(client: str, create_token: bool, url: str | None, token: str | None, lif
         through_proxy: bool, proxy_url: str | None, byok: bool) -> None:
     """Print what a developer sets so CLIENT talks to AI Bridge.
 
-    CLIENT is one of: claude-code, codex, openai, anthropic, zed, cline, roo, opencode. With --proxy,
-    the settings for the AI Bridge Proxy instead (HTTPS_PROXY and its CA; the tool keeps its base URL).
+    CLIENT is one of: claude-code, codex, openai, anthropic, zed, cline, roo, opencode, copilot. With
+    --proxy, the settings for the AI Bridge Proxy instead (HTTPS_PROXY and its CA; the tool keeps its
+    base URL); copilot (GitHub Copilot: VS Code and the Copilot CLI) has only those.
     """
-    if client not in CLIENTS:
-        fail(f"unknown client {client!r}; valid clients: {', '.join(CLIENTS)}")
+    if client not in KNOWN_CLIENTS:
+        fail(f"unknown client {client!r}; valid clients: {', '.join(KNOWN_CLIENTS)}")
     if byok and client not in BYOK_CLIENTS:
         fail(f"no bring-your-own-key set-up for {client!r}; --byok works with: {', '.join(BYOK_CLIENTS)}")
     if byok and (through_proxy or proxy_url):

@@ -2,9 +2,10 @@
 
 The decrypted hosts come from the enabled providers: each provider's own base URL, and the
 public API host of its type (``api.openai.com``, ``api.anthropic.com``) for the tools that
-always call it. A request maps back to ``/api/v2/aibridge/<provider>/<tail>`` by undoing what
-the provider does to a tail: strip the base URL's path, put back the part of the tail that the
-base URL already holds (OpenAI's ``v1/``).
+always call it; for the BYOK-only providers, the hosts their tools call whatever the base URL:
+Copilot's three plan hosts, ChatGPT's backend. A request maps back to
+``/api/v2/aibridge/<provider>/<tail>`` by undoing what the provider does to a tail: strip the base
+URL's path, put back the part of the tail that the base URL already holds (OpenAI's ``v1/``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aibridge.bridge.providers import PROVIDER_KINDS
+from aibridge.bridge.providers.copilot import PLAN_BASE_URLS, CopilotProvider
 from aibridge.bridge.providers.http import HTTPType
+from aibridge.bridge.providers.openai import CHATGPT, CHATGPT_BASE_URL
 from aibridge.config import OPTIONS_BY_KEY, ProviderConfig
 
 # The public API host of each type, for the tools that always call it.
@@ -61,6 +64,10 @@ class DecryptedHosts:
             host, port, path = _host_port(base_url)
             if primary is not None and (host, port) not in self._mounts:     # a provider on that host wins
                 self._add(host, port, Mount(primary.name, path, strips.get(ptype, "")))
+        for base_url, config in _subscription_hosts(providers):
+            host, port, path = _host_port(base_url)
+            if (host, port) not in self._mounts:
+                self._add(host, port, Mount(config.name, path, strips.get(config.kind, "")))
         for mounts in self._mounts.values():
             mounts.sort(key=lambda m: len(m.prefix), reverse=True)   # longest prefix first
 
@@ -93,3 +100,19 @@ def _primary(providers: list[ProviderConfig], ptype: str) -> ProviderConfig | No
     Never a BYOK-only provider (``chatgpt``): its upstream is ChatGPT's backend, not the public API."""
     of_type = [p for p in providers if p.type == ptype and not getattr(p, "byok_only", False)]
     return next((p for p in of_type if p.name == ptype), of_type[0] if of_type else None)
+
+
+def _subscription_hosts(providers: list[ProviderConfig]) -> list[tuple[str, ProviderConfig]]:
+    """(base URL, provider) of the hosts that subscription tools call, which cannot be changed: each
+    Copilot plan's host (the copilot provider of that ``PLAN``, else the first copilot provider)
+    and ChatGPT's backend (Codex logged in with ChatGPT) for a provider named ``chatgpt``."""
+    found: list[tuple[str, ProviderConfig]] = []
+    copilots = [p for p in providers if p.type == CopilotProvider.type]
+    for plan, base_url in PLAN_BASE_URLS.items():
+        chosen = next((p for p in copilots if getattr(p, "plan", "") == plan), copilots[0] if copilots else None)
+        if chosen is not None:
+            found.append((base_url, chosen))
+    chatgpt = next((p for p in providers if p.name == CHATGPT and getattr(p, "byok_only", False)), None)
+    if chatgpt is not None:
+        found.append((CHATGPT_BASE_URL, chatgpt))
+    return found

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from aibridge.bridge.client_setup import CLIENTS, build_proxy_url, render
+from aibridge.bridge.client_setup import KNOWN_CLIENTS, PROXY_ONLY, build_proxy_url, render
 from aibridge.config import Settings
 from aibridge.rest.common import APIError, json_response
 from aibridge.server_keys import SETTINGS
@@ -43,10 +43,10 @@ def setup_lines(settings: Settings, token: str = "") -> list[dict[str, Any]]:
 
 async def get_env(request: web.Request) -> web.Response:
     client = request.match_info["client"]
-    if client not in CLIENTS:
-        raise APIError(404, f"unknown client {client!r}", f"use one of {', '.join(CLIENTS)}")
+    if client not in KNOWN_CLIENTS:
+        raise APIError(404, f"unknown client {client!r}", f"use one of {', '.join(KNOWN_CLIENTS)}")
     settings = request.app[SETTINGS]
-    proxied = request.query.get("proxy", "") in ("1", "true")
+    proxied = request.query.get("proxy", "") in ("1", "true") or client in PROXY_ONLY
     text = render(client, settings.public_url, "", _proxy_url(settings) if proxied else None)
     return json_response({"client": client, "proxy": proxied, "text": text})
 

@@ -14,6 +14,7 @@ from aibridge.bridge.providers import openai  # noqa: F401
 from aibridge.bridge.providers import anthropic  # noqa: F401
 from aibridge.bridge.providers import bedrock  # noqa: F401
 from aibridge.bridge.providers import compat  # noqa: F401
+from aibridge.bridge.providers import copilot  # noqa: F401
 # isort: on
 
 __all__ = ["PROVIDER_KINDS", "build_provider"]
