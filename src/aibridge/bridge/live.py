@@ -114,6 +114,7 @@ class LiveProviders:
         self._lock = asyncio.Lock()
         self._built: dict[str, tuple[StoredProvider, Provider]] = {}
         self._retired: list[tuple[float, Provider]] = []
+        self._closing: set[asyncio.Task[None]] = set()
         self.listeners: list[Callable[[], None]] = []     # told after each reload (the proxy's hosts)
         self.last_reload = self.last_success = 0.0
         self.served: dict[str, Provider] = {}
@@ -165,10 +166,11 @@ class LiveProviders:
         for name, (_row, old) in self._built.items():
             if built.get(name, (None, None))[1] is not old:
                 self._retired.append((now, old))
+        had_some = bool(self.served) or not self.last_success      # say it at start, and when the last goes
         self._built, self.served, self.entries = built, served, entries
         self._register_secrets()
         self._close_retired(now - RETIRED_CLOSE_AFTER)
-        if self._settings.aibridge_enabled and not served:
+        if self._settings.aibridge_enabled and not served and had_some:
             log.warning("AI Bridge is enabled but serves no provider: configure one (--aibridge-openai-key, "
                         "--aibridge-anthropic-key, CODER_AIBRIDGE_PROVIDER_0_TYPE, …) or create one with "
                         "`aibridge providers create`")
@@ -203,7 +205,9 @@ class LiveProviders:
         keep = []
         for retired_at, provider in self._retired:
             if retired_at < before:
-                asyncio.get_running_loop().create_task(provider.close())
+                task = asyncio.get_running_loop().create_task(provider.close())
+                self._closing.add(task)             # held until done: a task nobody holds may be collected
+                task.add_done_callback(self._closing.discard)
             else:
                 keep.append((retired_at, provider))
         self._retired = keep

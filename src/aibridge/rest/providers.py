@@ -18,7 +18,16 @@ from typing import Any
 from aiohttp import web
 
 from aibridge.bridge.credentials import mask
-from aibridge.bridge.live import API, SECRET_SETTINGS, Entry, LiveProviders, config_of, config_settings
+from aibridge.bridge.live import (
+    API,
+    DISABLED,
+    ENABLED,
+    SECRET_SETTINGS,
+    Entry,
+    LiveProviders,
+    config_of,
+    config_settings,
+)
 from aibridge.config import ConfigError
 from aibridge.rest.common import APIError, audited, json_body, json_response, require
 from aibridge.server_keys import CHANGES, SECRETS, SETTINGS
@@ -136,6 +145,16 @@ async def _published(request: web.Request) -> LiveProviders:
     return await _live(request)
 
 
+async def _saved(request: web.Request, row: StoredProvider) -> dict[str, Any]:
+    """A change's answer: the provider as this server now serves it (as saved, with the status its
+    row implies, if the rebuild could not read the database right after the commit)."""
+    live = await _published(request)
+    entry = live.entries.get(row.name)
+    if entry is None or entry.stored != row:
+        entry = Entry(row.id, row.name, row.type, API, ENABLED if row.enabled else DISABLED, stored=row)
+    return _shown(live, entry)
+
+
 # ---------------------------------------------------------------- changes
 
 async def create_provider(request: web.Request) -> web.Response:
@@ -169,8 +188,8 @@ async def create_provider(request: web.Request) -> web.Response:
         change.resource_id = str(provider_id)
         row = await store.get_provider(change.conn, str(provider_id))
         change.diff = diff(None, _audited_fields(row), _secrets(row))
-    live = await _published(request)
-    return json_response(_shown(live, live.entries[name]), 201)
+    assert row is not None
+    return json_response(await _saved(request, row), 201)
 
 
 async def _stored(request: web.Request, change: Any) -> StoredProvider:
@@ -217,10 +236,10 @@ async def patch_provider(request: web.Request) -> web.Response:
                {k: box.decrypt(v) if k in SECRET_SETTINGS else v for k, v in settings.items()},
                plain + [p for p, _ in added])
         await store.update_provider(change.conn, row, values, kept, [k for _, k in added])
-        change.diff = diff(_audited_fields(row), _audited_fields(await store.get_provider(change.conn, str(row.id))),
-                           _secrets(row))
-    live = await _published(request)
-    return json_response(_shown(live, live.entries[row.name]))
+        after = await store.get_provider(change.conn, str(row.id))
+        change.diff = diff(_audited_fields(row), _audited_fields(after), _secrets(row))
+    assert after is not None
+    return json_response(await _saved(request, after))
 
 
 def _patched_keys(request: web.Request, row: StoredProvider,
