@@ -251,8 +251,16 @@ async def _has(server: ServerProcess, line: str) -> bool:
     return line in await _scrape(server)
 
 
+BEDROCK = {"type": "anthropic", "name": "team-bedrock", "settings": {
+    "bedrock_region": "us-east-1", "bedrock_access_key": "AKIATEAMBEDROCK0001", "bedrock_access_key_secret":
+    "team-bedrock-secret-0123456789abcdef"}}
+
+
 async def test_secrets_rotate(database: Database) -> None:
-    """``aibridge secrets rotate`` re-encrypts every stored key with the first key; the old one can go."""
+    """``aibridge secrets rotate`` re-encrypts every stored secret (keys and secret settings such as
+    Bedrock's credentials) with the first key; the old one can go. A server with another key shows
+    the providers as ``error`` and refuses a change that needs the old keys with a 409 (never a 500);
+    replacing the keys repairs the provider."""
     old, new = SECRETS_KEY, base64.b64encode(os.urandom(32)).decode()
     async with FakeUpstream(openai_key=TEAM_KEY) as team:
         env = {"CODER_AIBRIDGE_SECRETS_KEY": old}
@@ -261,19 +269,41 @@ async def test_secrets_rotate(database: Database) -> None:
             owner = Client(server.url, server.admin_token)
             made = {**_team(Env(server, team, team, owner, ""), "rotated")}
             assert (await owner.post(PROVIDERS, made))[0] == 201
+            status, body = await owner.post(PROVIDERS, BEDROCK)
+            assert status == 201 and body["status"] == "enabled", body
         finally:
             server.stop()
         rotated = run_cli(["secrets", "rotate"], {**server.env, "CODER_AIBRIDGE_SECRETS_KEY": f"{new},{old}"})
-        assert rotated.returncode == 0 and "re-encrypted 1 stored secret" in rotated.stdout, rotated.stderr
+        assert rotated.returncode == 0 and "re-encrypted 3 stored secrets" in rotated.stdout, rotated.stderr
         server = await ServerProcess(database, env={**bridge_env(team), "CODER_AIBRIDGE_SECRETS_KEY": new}).start()
         try:
             member = server.create_user("rotmember")
             status, _ = await Env(server, team, team, Client(server.url, ""), member).chat("rotated")
             assert status == 200
+            status, body = await Client(server.url, server.create_user("rotowner", "owner")).get(
+                f"{PROVIDERS}/team-bedrock")
+            assert status == 200 and body["status"] == "enabled", body
         finally:
             server.stop()
         bad = run_cli(["secrets", "rotate"], {**server.env, "CODER_AIBRIDGE_SECRETS_KEY": "not-a-key"})
         assert bad.returncode == 2 and "32 random bytes" in bad.stderr
+
+        # The key is lost: a server with another one cannot decrypt, says so, and takes new keys.
+        lost = base64.b64encode(os.urandom(32)).decode()
+        server = await ServerProcess(database, env={**bridge_env(team), "CODER_AIBRIDGE_SECRETS_KEY": lost}).start()
+        try:
+            owner = Client(server.url, server.create_user("lostowner", "owner"))
+            status, body = await owner.get(f"{PROVIDERS}/rotated")
+            assert status == 200 and body["status"] == "error" and "decrypt" in body["error"], body
+            for ref in ("rotated", "team-bedrock"):
+                status, body = await owner.request("PATCH", f"{PROVIDERS}/{ref}", {"enabled": False})
+                assert status == 409 and "decrypt" in body["message"], body
+            status, body = await owner.request("PATCH", f"{PROVIDERS}/rotated", {"api_keys": [{"api_key": TEAM_KEY}]})
+            assert status == 200 and body["status"] == "enabled", body
+            member = server.create_user("lostmember")
+            assert (await Env(server, team, team, owner, member).chat("rotated"))[0] == 200
+        finally:
+            server.stop()
 
 
 async def test_enabled_without_providers_starts_and_serves_one_created_later(database: Database) -> None:

@@ -61,7 +61,7 @@ def test_deployment_env_names_are_options_and_values_parse() -> None:
             ref = e["valueFrom"]["secretKeyRef"]
             assert ref["name"] == docs["Secret"]["metadata"]["name"] and ref["key"] in secret_keys, e
     assert {"CODER_AIBRIDGE_OPENAI_KEY", "CODER_AIBRIDGE_ANTHROPIC_KEY", "CODER_PG_CONNECTION_URL",
-            "CODER_AIBRIDGE_REDIS_URL"} <= set(secret)                 # secrets never as literal values
+            "CODER_AIBRIDGE_REDIS_URL", "CODER_AIBRIDGE_SECRETS_KEY"} <= set(secret)   # secrets never as literal values
 
 
 def test_ports_probes_and_shutdown_match_the_configuration() -> None:

@@ -36,7 +36,7 @@ from aibridge.bridge.scrape import METRIC_PREFIX, Collector
 from aibridge.config import ConfigError, ProviderConfig, Settings, provider_from_values
 from aibridge.store import providers as store
 from aibridge.store.changes import Generations
-from aibridge.store.providers import StoredProvider
+from aibridge.store.providers import SECRET_SETTINGS, StoredProvider
 from aibridge.store.secrets import SecretBox, SecretError
 
 log = logging.getLogger("aibridge.providers")
@@ -44,8 +44,6 @@ ENABLED, DISABLED, ERROR = "enabled", "disabled", "error"
 CONFIG, API = "config", "api"
 RETRY_AFTER_FAILURE = 1.0       # seconds between reloads while the database does not answer
 RETIRED_CLOSE_AFTER = 3600.0    # a replaced provider's connections outlive any request still using them
-# Settings of a stored provider that are secrets: stored encrypted like the keys, shown masked.
-SECRET_SETTINGS = frozenset({"bedrock_access_key", "bedrock_access_key_secret"})
 _CONFIG_ID = uuid.UUID("5b0c0e57-6a1d-4f4e-9a53-0c0f1a7e0d11")   # namespace of the configured providers' ids
 
 
@@ -88,7 +86,9 @@ def config_settings(config: ProviderConfig) -> dict[str, object]:
 def config_of(settings: Settings, name: str, type_: str, base_url: str, values: Mapping[str, str],
               keys: list[str]) -> ProviderConfig:
     """A stored provider's configuration (raises ConfigError naming the API field at fault)."""
-    fields_ = {"TYPE": type_, "NAME": name, "KEY": ",".join(keys), "BASE_URL": base_url,
+    # KEY and BASE_URL only when given: a type that has neither (Bedrock) must not see them as unknown fields.
+    given = {"KEY": ",".join(keys), "BASE_URL": base_url}
+    fields_ = {"TYPE": type_, "NAME": name, **{k: v for k, v in given.items() if v},
                **{k.upper(): v for k, v in values.items()}}
     names = _ApiFieldNames({"TYPE": "type", "NAME": "name", "KEY": "api_keys", "BASE_URL": "base_url"})
     return provider_from_values(fields_, names, settings, PROVIDER_KINDS, strict=True)

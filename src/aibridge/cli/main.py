@@ -11,7 +11,7 @@ import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aibridge import __version__
-from aibridge.cli import env, governance, groups, interceptions, login, proxy
+from aibridge.cli import env, governance, groups, interceptions, login, providers, proxy
 from aibridge.cli.audit import audit, cli_change
 from aibridge.cli.options import fail, server_options, settings_from, storage_options
 from aibridge.config import ConfigError
@@ -270,7 +270,8 @@ def secrets_rotate(**kwargs: Any) -> None:
 
 
 cli.add_command(interceptions.interceptions)
-for command in (governance.prices, governance.budgets, governance.models, governance.spend, groups.groups):
+for command in (governance.prices, governance.budgets, governance.models, governance.spend, groups.groups,
+                providers.providers):
     cli.add_command(command)
 cli.add_command(env.env)
 cli.add_command(audit)

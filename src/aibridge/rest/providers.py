@@ -18,22 +18,14 @@ from typing import Any
 from aiohttp import web
 
 from aibridge.bridge.credentials import mask
-from aibridge.bridge.live import (
-    API,
-    DISABLED,
-    ENABLED,
-    SECRET_SETTINGS,
-    Entry,
-    LiveProviders,
-    config_of,
-    config_settings,
-)
+from aibridge.bridge.live import API, DISABLED, ENABLED, Entry, LiveProviders, config_of, config_settings
 from aibridge.config import ConfigError
 from aibridge.rest.common import APIError, audited, json_body, json_response, require
 from aibridge.server_keys import CHANGES, SECRETS, SETTINGS
 from aibridge.store import providers as store
 from aibridge.store.audit import diff
-from aibridge.store.providers import NewKey, StoredProvider
+from aibridge.store.providers import SECRET_SETTINGS, NewKey, StoredProvider
+from aibridge.store.secrets import SecretError
 from aibridge.store.users import Conflict, iso
 
 PATH = "/api/v2/ai/providers"
@@ -231,9 +223,13 @@ async def patch_provider(request: web.Request) -> web.Response:
                 settings.pop(key, None)
         values["settings"] = settings
         kept, added = _patched_keys(request, row, body)
-        plain = [box.decrypt(k.ciphertext) for k in row.keys if kept is None or k.id in kept]
-        _check(request, row.name, row.type, values.get("base_url", row.base_url),
-               {k: box.decrypt(v) if k in SECRET_SETTINGS else v for k, v in settings.items()},
+        try:
+            plain = [box.decrypt(k.ciphertext) for k in row.keys if kept is None or k.id in kept]
+            plain_settings = {k: box.decrypt(v) if k in SECRET_SETTINGS else v for k, v in settings.items()}
+        except SecretError as exc:      # a key from another secrets key: it can only be replaced
+            raise APIError(409, str(exc), "or replace the keys (and secret settings) this server cannot "
+                                          "decrypt, or delete the provider") from None
+        _check(request, row.name, row.type, values.get("base_url", row.base_url), plain_settings,
                plain + [p for p, _ in added])
         await store.update_provider(change.conn, row, values, kept, [k for _, k in added])
         after = await store.get_provider(change.conn, str(row.id))

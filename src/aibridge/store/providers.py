@@ -24,6 +24,9 @@ from aibridge.store.secrets import SecretBox
 from aibridge.store.tx import Db, connect
 from aibridge.store.users import Conflict, now
 
+# Settings of a stored provider that are secrets: stored encrypted like the keys, shown masked, rotated.
+SECRET_SETTINGS = frozenset({"bedrock_access_key", "bedrock_access_key_secret"})
+
 
 @dataclass(frozen=True)
 class StoredKey:
@@ -129,11 +132,20 @@ async def delete_provider(conn: AsyncConnection, provider_id: uuid.UUID) -> None
 
 
 async def rotate_secrets(conn: AsyncConnection, box: SecretBox) -> int:
-    """Re-encrypt every stored key with the first secrets key; how many were rewritten."""
+    """Re-encrypt every stored secret (the keys and the secret settings) with the first secrets key;
+    how many were rewritten."""
     rows = (await conn.execute(sa.select(provider_keys.c.id, provider_keys.c.ciphertext))).all()
     for row in rows:
         await conn.execute(provider_keys.update().where(provider_keys.c.id == row.id)
                            .values(ciphertext=box.rotate(row.ciphertext)))
-    if rows:
+    count = len(rows)
+    for provider in (await conn.execute(sa.select(providers.c.id, providers.c.settings))).all():
+        settings = dict(provider.settings or {})
+        secret = [k for k in settings if k in SECRET_SETTINGS]
+        if secret:
+            settings.update({k: box.rotate(settings[k]) for k in secret})
+            await conn.execute(providers.update().where(providers.c.id == provider.id).values(settings=settings))
+            count += len(secret)
+    if count:
         await bump(conn, PROVIDERS)
-    return len(rows)
+    return count
