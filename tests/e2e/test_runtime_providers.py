@@ -201,13 +201,14 @@ async def postgres() -> AsyncIterator[Database]:
 
 @needs_postgres
 async def test_created_on_one_replica_serves_on_both_workers_of_another(postgres: Database) -> None:
-    """No restart anywhere: replica B (two workers) serves a provider replica A created within 1 s,
-    stops when A disables it; replica C, without the shared secrets key, shows it as ``error``."""
+    """No restart anywhere: both workers of replica A serve the provider A created as soon as the
+    call answered, both of replica B within 1 s; disabled on A, B stops within 1 s; replica C,
+    without the shared secrets key, shows it as ``error``."""
     async with FakeUpstream() as central, FakeUpstream(openai_key=TEAM_KEY) as team:
         base = {**bridge_env(central), "CODER_AIBRIDGE_SECRETS_KEY": SECRETS_KEY, "CODER_PROMETHEUS_ENABLE": "true"}
-        a, b = await start_replicas(postgres, {**base, "CODER_PROMETHEUS_ADDRESS": f"127.0.0.1:{free_port()}"}, 1) + \
-            await start_replicas(postgres, {**base, "CODER_AIBRIDGE_WORKERS": "2",
-                                            "CODER_PROMETHEUS_ADDRESS": f"127.0.0.1:{free_port()}"}, 1)
+        a, b = [(await start_replicas(postgres, {**base, "CODER_AIBRIDGE_WORKERS": "2",
+                                                 "CODER_PROMETHEUS_ADDRESS": f"127.0.0.1:{free_port()}"}, 1))[0]
+                for _ in range(2)]
         c = (await start_replicas(postgres, {**base, "CODER_AIBRIDGE_SECRETS_KEY": "",
                                              "CODER_PROMETHEUS_ADDRESS": f"127.0.0.1:{free_port()}"}, 1))[0]
         try:
@@ -216,7 +217,9 @@ async def test_created_on_one_replica_serves_on_both_workers_of_another(postgres
             member = (a if a.admin_token else b if b.admin_token else c).create_user("rpmember")
             env_b = Env(b, central, team, Client(b.url, token), member)
             assert (await env_b.chat("replicated"))[0] == 404
+            env_a = Env(a, central, team, owner_a, member)
             assert (await owner_a.post(PROVIDERS, {**_team(env_b, "replicated")}))[0] == 201
+            assert await statuses(env_a, "replicated") == [200] * 10     # at once, on both of A's workers
 
             async def served_on_b() -> bool:
                 return await statuses(env_b, "replicated") == [200] * 10
@@ -230,6 +233,7 @@ async def test_created_on_one_replica_serves_on_both_workers_of_another(postgres
             assert await wait_for(lambda: _has(c, _info("replicated", "error")), timeout=5)
 
             assert (await owner_a.request("PATCH", f"{PROVIDERS}/replicated", {"enabled": False}))[0] == 200
+            assert await statuses(env_a, "replicated") == [403] * 10
 
             async def stopped_on_b() -> bool:
                 return await statuses(env_b, "replicated") == [403] * 10
