@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from aibridge.cli.main import cli
 from tests.e2e.conftest import bridge_env
-from tests.e2e.test_runtime_providers import SECOND_KEY, TEAM_KEY
+from tests.e2e.test_runtime_providers import SECOND_KEY, TEAM_KEY, chat
 from tests.fakes.upstream import FakeUpstream
 from tests.harness import Client, Database, ServerProcess, base_env, free_port, run_cli
 
@@ -41,10 +41,7 @@ class Env:
                               capture_output=True, text=True, timeout=60, check=False)
 
     async def chat(self, provider: str) -> int:
-        status, _ = await Client(self.server.url, self.member).post(
-            f"/api/v2/aibridge/{provider}/v1/chat/completions",
-            {"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]})
-        return status
+        return (await chat(self.server, provider, self.member))[0]
 
 
 @pytest.fixture(scope="module")

@@ -47,11 +47,16 @@ class Env:
     member_token: str
 
     async def chat(self, provider: str, token: str | None = None) -> tuple[int, Any]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, session.post(
-                f"{self.server.url}/api/v2/aibridge/{provider}/v1/chat/completions",
-                json={"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]},
-                headers={"Authorization": f"Bearer {token or self.member_token}"}) as resp:
-            return resp.status, orjson.loads(await resp.read())
+        return await chat(self.server, provider, token or self.member_token)
+
+
+async def chat(server: ServerProcess, provider: str, token: str) -> tuple[int, Any]:
+    """One chat completion through ``/api/v2/aibridge/<provider>`` as the holder of ``token``."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, session.post(
+            f"{server.url}/api/v2/aibridge/{provider}/v1/chat/completions",
+            json={"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer {token}"}) as resp:
+        return resp.status, orjson.loads(await resp.read())
 
 
 @pytest.fixture(scope="module")

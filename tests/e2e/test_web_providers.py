@@ -21,7 +21,7 @@ from aibridge.store.providers import NewKey
 from aibridge.store.secrets import SecretBox
 from tests.e2e import test_web as web
 from tests.e2e.conftest import bridge_env
-from tests.e2e.test_runtime_providers import SECOND_KEY, TEAM_KEY
+from tests.e2e.test_runtime_providers import SECOND_KEY, TEAM_KEY, chat
 from tests.fakes.upstream import FakeUpstream
 from tests.harness import Client, Database, ServerProcess
 from tests.unit.test_retention import database_url
@@ -44,10 +44,7 @@ class Env:
         return Client(self.server.url, self.server.admin_token)
 
     async def chat(self, provider: str) -> int:
-        status, _ = await Client(self.server.url, self.member).post(
-            f"/api/v2/aibridge/{provider}/v1/chat/completions",
-            {"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]})
-        return status
+        return (await chat(self.server, provider, self.member))[0]
 
 
 @pytest.fixture(scope="module")
