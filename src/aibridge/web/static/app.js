@@ -218,6 +218,21 @@ function hideBanner() {
   show($("#banner"), false);
 }
 
+/** Runs a change, then reloads the page's data (marking ``view`` busy meanwhile, when given). A refusal
+ * is shown after the reload: shown before, the reload's success would hide it at once. */
+async function changeThenReload(work, reload, view) {
+  if (view) $(view).setAttribute("aria-busy", "true");
+  let refused = null;
+  try {
+    await work();
+  } catch (err) {
+    refused = err;
+  }
+  await reload();
+  if (refused) report(refused);
+  else hideBanner();
+}
+
 /** Runs a view's load, marking it busy and ignoring answers that a newer load has overtaken. */
 async function loadLatest(slot, view, load, render) {
   const ticket = ++slot.ticket;

@@ -16,14 +16,8 @@ function loadGroups() {
 }
 
 /** Runs a change, then reloads the page's data; a refusal is shown in the banner. */
-async function changeGroup(work) {
-  try {
-    await work();
-    hideBanner();
-  } catch (err) {
-    report(err);
-  }
-  await loadGroups();
+function changeGroup(work) {
+  return changeThenReload(work, loadGroups);
 }
 
 function renderGroups({ listed, detail }) {

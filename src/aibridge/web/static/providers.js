@@ -62,18 +62,9 @@ function loadProviders() {
   });
 }
 
-/** Runs a change, then reloads the list; a refusal then shows in the banner (after the reload, which hides
- * the banner when it succeeds; a 401/403 signs out, as everywhere). */
-async function changeProvider(work) {
-  $("#providers-view").setAttribute("aria-busy", "true");     // until the list is reloaded
-  let refused = null;
-  try {
-    await work();
-  } catch (err) {
-    refused = err;
-  }
-  await loadProviders();
-  if (refused) report(refused);
+/** Runs a change, then reloads the list; a refusal shows in the banner (a 401/403 signs out, as everywhere). */
+function changeProvider(work) {
+  return changeThenReload(work, loadProviders, "#providers-view");
 }
 
 /** PATCHes the provider's keys: the ids of those that stay, then the new ones (the server deletes the rest). */

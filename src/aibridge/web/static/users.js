@@ -40,15 +40,8 @@ function loadUsers() {
 }
 
 /** Runs a change, then reloads the list; an error shows in the banner (a 403 signs out, as everywhere). */
-async function changeUser(work) {
-  $("#users-view").setAttribute("aria-busy", "true");    // until the list is reloaded
-  try {
-    await work();
-    hideBanner();
-  } catch (err) {
-    report(err);
-  }
-  await loadUsers();
+function changeUser(work) {
+  return changeThenReload(work, loadUsers, "#users-view");
 }
 
 const userPath = (user) => `/users/${encodeURIComponent(user.id)}`;
