@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.e2e.conftest import Bridge
 from tests.e2e.test_governance import Env, message
 from tests.e2e.test_web import Page, devtools, page, sign_in
@@ -18,6 +20,13 @@ async def test_owner_manages_a_group_and_sees_cost_per_group(bridge: Bridge, pag
     await page.type("#group-create input[name=display_name]", "Web team")
     await page.click("#group-create button[type=submit]")
     await page.wait("document.querySelector('#group-detail h2')?.textContent === 'web-team'", "the new group")
+    await page.type("#group-create input[name=name]", "web-team")        # taken: the refusal stays shown
+    await page.click("#group-create button[type=submit]")
+    await page.wait("!document.querySelector('#banner').hidden && "
+                    "document.querySelector('#banner-text').textContent.includes('already exists')", "the refusal")
+    await page.wait("document.querySelector('#groups-view').getAttribute('aria-busy') !== 'true'", "the reload")
+    await asyncio.sleep(0.3)
+    assert await page.js("!document.querySelector('#banner').hidden"), "the reload hid the refusal"
     await page.type("#group-add input[name=user]", "alice")
     await page.click("#group-add button[type=submit]")
     await page.wait("document.querySelector('#group-detail .members')?.textContent.includes('alice')", "alice added")
