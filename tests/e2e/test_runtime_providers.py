@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -167,6 +168,8 @@ async def test_created_provider_serves_stops_when_disabled_and_changes_keys(env:
     finally:
         await engine.dispose()
     assert stored and not any(TEAM_KEY in c or SECOND_KEY in c for c in stored)
+    key_file = env.server.db.data_dir / "secrets.key"       # no CODER_AIBRIDGE_SECRETS_KEY: the data dir's
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
     # Deleted: its route is gone.
     assert (await env.owner.request("DELETE", f"{PROVIDERS}/team-openai"))[0] == 204
