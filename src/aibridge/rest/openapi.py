@@ -267,7 +267,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         params=[USER]),
     ("get", f"{API}/env/{{client}}"): operation(
         "a client's set-up lines (as `aibridge env CLIENT`), with a placeholder token", 200, ref("ClientSetup"),
-        params=[path_param("client", "claude-code, codex, openai, anthropic, zed, cline, roo or opencode"),
+        params=[path_param("client", "claude-code, codex, openai, anthropic, zed, cline, roo, opencode or copilot"),
                 query_param("proxy", "1: through the AI Bridge Proxy", STR)]),
     ("get", "/api/v2/users/{user}/keys/tokens"): operation("a user's tokens", 200, array(ref("Token")),
                                                            params=[USER]),
