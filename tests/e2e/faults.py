@@ -113,8 +113,9 @@ class FullDisk:
             self.path.rmdir()
 
     def fill(self) -> None:
-        """Write until the file system says ENOSPC."""
-        with self.filler.open("ab") as fh:
+        """Write until the file system says ENOSPC. Unbuffered: a buffered file would try its last
+        partial block again when closed, and raise ENOSPC there, outside the ``try``."""
+        with self.filler.open("ab", buffering=0) as fh:
             block = b"\0" * 65536
             try:
                 while True:
@@ -122,7 +123,7 @@ class FullDisk:
                     fh.flush()
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC, exc
-        with contextlib.suppress(OSError), self.filler.open("ab") as fh:     # the last few bytes too
+        with contextlib.suppress(OSError), self.filler.open("ab", buffering=0) as fh:     # the last few bytes too
             while True:
                 fh.write(b"\0")
                 fh.flush()
