@@ -291,6 +291,7 @@ def test_every_known_yaml_key_is_accepted(tmp_path: Path) -> None:
                    "  providers:\n  - {type: openai, name: o2, key: k, base_url: 'https://x/v1/'}\n"
                    "  - {type: anthropic, name: br, bedrock_region: us-east-1, bedrock_access_key: a,\n"
                    "     bedrock_access_key_secret: b, bedrock_model: m, bedrock_small_fast_model: s}\n"
+                   "  - {type: copilot, name: cp, plan: business}\n"
                    "  mcp_servers:\n  - {id: a, url: 'https://x/', authorization: t, tool_allow_regex: x,\n"
                    "     tool_deny_regex: y}\n"
                    "  prices:\n    gpt-9: {input: 1, output: 2, cache_read: 0.1, cache_write: 1}\n"
@@ -298,7 +299,7 @@ def test_every_known_yaml_key_is_accepted(tmp_path: Path) -> None:
                    "  model_rules:\n    allow:\n    - {role: member, models: ['gpt-*']}\n"
                    "    aliases:\n    - {from: a, to: b, provider: o2}\n")
     s = load_settings({}, env={}, config_path=str(cfg))
-    assert [p.name for p in s.providers] == ["o2", "br"]
+    assert [p.name for p in s.providers] == ["o2", "br", "cp"]
 
 
 @pytest.mark.parametrize(("env", "option"), [

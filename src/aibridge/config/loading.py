@@ -22,7 +22,7 @@ from aibridge.yamlkeys import ANY, FreeKeys, ListOf, Schema, unknown_key
 
 # The indexed providers' fields (DESIGN §2.2), as CODER_AIBRIDGE_PROVIDER_<N>_<FIELD> or lowercase in YAML.
 PROVIDER_FIELDS = ("TYPE", "NAME", "KEY", "BASE_URL", "BEDROCK_REGION", "BEDROCK_BASE_URL", "BEDROCK_ACCESS_KEY",
-                   "BEDROCK_ACCESS_KEY_SECRET", "BEDROCK_MODEL", "BEDROCK_SMALL_FAST_MODEL")
+                   "BEDROCK_ACCESS_KEY_SECRET", "BEDROCK_MODEL", "BEDROCK_SMALL_FAST_MODEL", "PLAN")
 
 log = logging.getLogger("aibridge.config")
 
