@@ -57,6 +57,10 @@ class Diagnosed:
     def upstream_model(self, model: str) -> str:
         return self.inner.upstream_model(model)
 
+    @property
+    def byok_only_help(self) -> object:
+        return getattr(self.inner, "byok_only_help", None)
+
     def secrets(self) -> list[str]:
         """The inner provider's credentials (``scrub.provider_secrets``)."""
         found = getattr(self.inner, "secrets", None)

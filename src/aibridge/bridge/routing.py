@@ -19,7 +19,6 @@ from aibridge.bridge.flow import Addons
 from aibridge.bridge.intercept import intercept, provider_error
 from aibridge.bridge.live import DISABLED, LiveProviders
 from aibridge.bridge.passthrough import passthrough, path_problem
-from aibridge.bridge.providers import copilot
 from aibridge.bridge.providers.base import Provider
 from aibridge.bridge.providers.openai import CHATGPT
 from aibridge.bridge.routes import Match
@@ -35,12 +34,11 @@ def json_error(status: int, message: str, detail: str = "") -> web.Response:
                         body=orjson.dumps({"message": message, "detail": detail}))
 
 
-def byok_only_message(provider: Provider) -> str:
-    if provider.type == copilot.CopilotProvider.type:
-        return copilot.byok_only_message(provider.name)
-    return (f"provider {provider.name!r} is BYOK only: ChatGPT subscriptions go through AI Bridge with your own "
-            f"ChatGPT login as the credential and your AI Bridge token in the {GOVERNANCE_HEADER} header "
-            "(Codex: requires_openai_auth = true and env_http_headers; see docs/clients.md)")
+def byok_only_help(provider: Provider) -> str:
+    """Why a BYOK-only provider refuses a request without the user's AI Bridge token, and how to set it up
+    (each provider says it for its own clients: ``byok_only_help``)."""
+    found = getattr(provider, "byok_only_help", None)
+    return str(found()) if found is not None else f"provider {provider.name!r} is BYOK only"
 
 
 def refuse_websocket(api: Api) -> web.Response:
@@ -167,7 +165,7 @@ class Bridge:
         it is BYOK as the CONNECT's user: the proxy sets the header, with the token of its
         credentials, for the tools that cannot (Copilot). A direct route has no user yet: refused."""
         if actor is None:
-            raise AuthError(403, byok_only_message(provider))
+            raise AuthError(403, byok_only_help(provider))
         self._check_byok(provider)
         return actor, self._own_credential(request)
 

@@ -60,7 +60,7 @@ ROUTES = CopilotRoutes([
 ])
 
 
-def byok_only_message(name: str) -> str:
+def _byok_only_help(name: str) -> str:
     """The 403 of a request without the user's AI Bridge token (a direct route without the header)."""
     return (f"provider {name!r} is GitHub Copilot, BYOK only: Copilot sends your own GitHub login upstream "
             "and cannot change its base URL, so it goes through the AI Bridge Proxy (VS Code: http.proxy, "
@@ -76,6 +76,9 @@ class CopilotProvider(HTTPProvider):
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {}       # no key of its own: every request carries the user's (routing.py lets no other through)
+
+    def byok_only_help(self) -> str:
+        return _byok_only_help(self.name)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from aibridge.bridge.apis.base import Api
+from aibridge.bridge.credentials import GOVERNANCE_HEADER
 from aibridge.bridge.providers.base import Provider, UpstreamError, UpstreamRequest
 from aibridge.bridge.providers.keypool import COOLING_STATUSES, KeyPool, split_keys
 from aibridge.bridge.providers.registry import ProviderType
@@ -203,6 +204,10 @@ class HTTPProvider:
     def auth_headers(self, key: str) -> dict[str, str]:
         """The headers that carry ``key`` (one key of the pool) upstream."""
         raise NotImplementedError
+
+    def byok_only_help(self) -> str:
+        return (f"provider {self.name!r} is BYOK only: send your own provider credential, and your AI Bridge "
+                f"token in the {GOVERNANCE_HEADER} header")
 
     def secrets(self) -> list[str]:
         """Every key of the pool: kept out of relayed errors and logs (``bridge/scrub.py``)."""

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from aibridge.bridge.apis.base import Api
 from aibridge.bridge.apis.chat_completions import CHAT_COMPLETIONS
 from aibridge.bridge.apis.responses import RESPONSES
+from aibridge.bridge.credentials import GOVERNANCE_HEADER
 from aibridge.bridge.providers.http import HTTPProvider, HTTPProviderConfig, HTTPType
 from aibridge.bridge.providers.registry import register
 from aibridge.bridge.routes import RouteTable, route
@@ -42,6 +43,11 @@ class OpenAIProvider(HTTPProvider):
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
+
+    def byok_only_help(self) -> str:       # the only BYOK-only OpenAI provider is ``chatgpt``
+        return (f"provider {self.name!r} is BYOK only: ChatGPT subscriptions go through AI Bridge with your own "
+                f"ChatGPT login as the credential and your AI Bridge token in the {GOVERNANCE_HEADER} header "
+                "(Codex: requires_openai_auth = true and env_http_headers; see docs/clients.md)")
 
 
 @register
